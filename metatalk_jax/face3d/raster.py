@@ -1,0 +1,295 @@
+"""Differentiable triangle rasterizer in pure JAX (runs under jit/vmap/grad on CPU, GPU, TPU).
+
+Semantics follow tf_mesh_renderer (as used by AudioDVP): a hard z-buffer picks one triangle per
+pixel with no gradient, then the winning triangle's barycentric coordinates are recomputed
+differentiably from the vertex positions, so gradients reach the vertices through the
+barycentrics only. `antialias.py` adds optional silhouette gradients.
+
+Coordinates (the public contract): vertices are in pixel units, x to the right, y down; the pixel
+in row i, column j has its centre at (x, y) = (j + 0.5, i + 0.5); z is depth, smaller is nearer.
+Triangles of either winding are drawn (no culling).
+
+How the cost follows the covered pixels, not pixels x triangles:
+- Each triangle is turned once into plane equations (barycentrics and depth as affine functions
+  of the pixel offset from its first vertex), so testing a pixel is a handful of multiply-adds.
+- Direct pass: every triangle tests the `tile` x `tile` pixel centres at the top-left of its
+  bounding box, fully vectorised over triangles. With `tile` near the typical triangle size
+  (2 px at 224-512, 4 px at 1024+ for a 70k-triangle face) this covers nearly all the work.
+- Overflow pass: the rest of larger bounding boxes is cut into `tile`-sized tiles; a prefix sum
+  over per-triangle tile counts makes one flat work list, processed in fixed-size chunks by a
+  while loop whose trip count follows the data (a triangle covering the whole frame costs its
+  area, a sub-pixel one nothing).
+- Each pass scatter-mins candidate depths into a z-buffer; a second sweep over the same
+  candidates scatters the id of the triangle that owns each pixel's minimum.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Fragments(NamedTuple):
+    """Per-pixel rasterization result.
+
+    triangle_id: [B, H, W] int32, index into `faces`; -1 where no triangle covers the pixel.
+    depth:       [B, H, W] float32, interpolated z of the visible surface; 0 on background.
+    barycentric: [B, H, W, 3] float32, weights of the triangle's 3 vertices; 0 on background.
+    """
+
+    triangle_id: jax.Array
+    depth: jax.Array
+    barycentric: jax.Array
+
+    @property
+    def mask(self) -> jax.Array:
+        """[B, H, W] bool, True where a triangle covers the pixel."""
+        return self.triangle_id >= 0
+
+
+def triangle_planes(corners, perspective_correct: bool):
+    """Per-triangle plane equations of barycentrics and depth in screen space.
+
+    Args:
+      corners: [..., 3, 3] triangle corners (x, y, z) in pixels / depth.
+    Returns:
+      [..., 10] float: origin (x0, y0); d(b0)/dx, d(b0)/dy, d(b1)/dx, d(b1)/dy (b2 = 1-b0-b1);
+      the interpolated quantity s at the origin and ds/dx, ds/dy, where s = z (screen mode) or
+      s = 1/z (perspective mode, affine in screen space); and the triangle's doubled signed area
+      (0 = degenerate). Barycentrics at pixel p: b0 = 1 + g0 . (p - v0), b1 = g1 . (p - v0).
+    """
+    x, y, z = corners[..., 0], corners[..., 1], corners[..., 2]
+    # d w_i / dx = y_j - y_k and d w_i / dy = x_k - x_j for (i, j, k) cyclic; w_i / area = b_i.
+    area = (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (x[..., 2] - x[..., 0]) * (y[..., 1] - y[..., 0])
+    inv = 1.0 / jnp.where(area == 0, 1.0, area)
+    g0x, g0y = (y[..., 1] - y[..., 2]) * inv, (x[..., 2] - x[..., 1]) * inv
+    g1x, g1y = (y[..., 2] - y[..., 0]) * inv, (x[..., 0] - x[..., 2]) * inv
+    s = 1.0 / z if perspective_correct else z
+    ds1, ds2 = s[..., 1] - s[..., 0], s[..., 2] - s[..., 0]
+    # s = s0 + b1 (s1 - s0) + b2 (s2 - s0) with b2 = 1 - b0 - b1 and b0 - 1 = g0 . d.
+    sx = g1x * ds1 + (-g0x - g1x) * ds2
+    sy = g1y * ds1 + (-g0y - g1y) * ds2
+    return jnp.stack([x[..., 0], y[..., 0], g0x, g0y, g1x, g1y, s[..., 0], sx, sy, area], -1)
+
+
+def _evaluate_planes(planes, px, py, perspective_correct: bool):
+    """Barycentrics [..., 3], depth [...] and inside flag [...] at pixel centres (px, py)."""
+    dx = px - planes[..., 0]
+    dy = py - planes[..., 1]
+    b0 = 1.0 + planes[..., 2] * dx + planes[..., 3] * dy
+    b1 = planes[..., 4] * dx + planes[..., 5] * dy
+    b2 = 1.0 - b0 - b1
+    s = planes[..., 6] + planes[..., 7] * dx + planes[..., 8] * dy
+    inside = (planes[..., 9] != 0) & (b0 >= 0) & (b1 >= 0) & (b2 >= 0)
+    depth = 1.0 / jnp.where(s == 0, 1.0, s) if perspective_correct else s
+    return jnp.stack([b0, b1, b2], -1), depth, inside
+
+
+def _visibility(verts, faces, height, width, perspective_correct, near, tile, budget):
+    """Hard z-buffer: the winning triangle per pixel, no gradient.
+
+    verts: [B, V, 3] pixel-space vertices. Returns [B*H*W] int32 ids into the flattened
+    [B*F] triangle list, -1 on background.
+    """
+    batch = verts.shape[0]
+    num_faces = faces.shape[0]
+    n = batch * num_faces
+    num_pixels = batch * height * width
+
+    corners = verts[:, faces].reshape(n, 3, 3)               # [B*F, 3 corners, xyz]
+    planes = triangle_planes(corners, perspective_correct)
+    tx, ty = corners[..., 0], corners[..., 1]
+    usable = jnp.all(jnp.isfinite(corners), axis=(1, 2)) & (planes[:, 9] != 0)
+    if perspective_correct:
+        usable &= jnp.all(corners[..., 2] > near, axis=-1)
+
+    # Pixel columns/rows whose centres can lie inside the triangle's bounding box.
+    c0 = jnp.clip(jnp.ceil(jnp.min(tx, -1) - 0.5), 0, width).astype(jnp.int32)
+    c1 = jnp.clip(jnp.floor(jnp.max(tx, -1) - 0.5), -1, width - 1).astype(jnp.int32)
+    r0 = jnp.clip(jnp.ceil(jnp.min(ty, -1) - 0.5), 0, height).astype(jnp.int32)
+    r1 = jnp.clip(jnp.floor(jnp.max(ty, -1) - 0.5), -1, height - 1).astype(jnp.int32)
+    usable &= (c1 >= c0) & (r1 >= r0)
+    c1 = jnp.where(usable, c1, -1)                            # empty box: nothing is tested
+    image_of = jnp.arange(n, dtype=jnp.int32) // num_faces
+
+    # Overflow work list: the tiles of each box after the first (tested by the direct pass).
+    tiles_x = (c1 - c0 + tile) // tile
+    extra = jnp.where(usable, tiles_x * ((r1 - r0 + tile) // tile) - 1, 0)
+    ends = jax.lax.associative_scan(jnp.add, extra)           # inclusive prefix sum
+    total = ends[-1]
+
+    chunk = max(1, min(n, budget // (tile * tile)))
+    direct_chunks = -(-n // chunk)
+    overflow_chunks = (total + chunk - 1) // chunk
+    d = jnp.arange(tile, dtype=jnp.int32)
+
+    def test_tiles(t, col, row, valid):
+        """Candidates of the tiles at (col, row) of triangles t: flat pixel, depth, owner."""
+        px = col[:, None, None] + d[None, None, :]
+        py = row[:, None, None] + d[None, :, None]
+        in_box = (px <= c1[t][:, None, None]) & (py <= r1[t][:, None, None]) & valid[:, None, None]
+        _, depth, inside = _evaluate_planes(planes[t][:, None, None, :], px.astype(planes.dtype) + 0.5,
+                                            py.astype(planes.dtype) + 0.5, perspective_correct)
+        pixel = (image_of[t][:, None, None] * height + py) * width + px
+        pixel = jnp.where(in_box & inside, pixel, num_pixels)
+        owner = jnp.broadcast_to(t[:, None, None], pixel.shape)
+        return pixel.reshape(-1), depth.reshape(-1), owner.reshape(-1)
+
+    def direct(j):
+        # Contiguous triangles [j*chunk, (j+1)*chunk): the first tile of each bounding box.
+        t = jnp.minimum(j * chunk + jnp.arange(chunk, dtype=jnp.int32), n - 1)
+        valid = (j * chunk + jnp.arange(chunk)) < n
+        return test_tiles(t, c0[t], r0[t], valid)
+
+    def overflow(j):
+        k = j * chunk + jnp.arange(chunk, dtype=jnp.int32)     # work-item ids
+        t = jnp.minimum(jnp.searchsorted(ends, k, side="right"), n - 1).astype(jnp.int32)
+        local = k - (ends[t] - extra[t]) + 1                   # tile index within the box
+        col = c0[t] + (local % tiles_x[t]) * tile
+        row = r0[t] + (local // tiles_x[t]) * tile
+        return test_tiles(t, col, row, k < total)
+
+    def min_depth(buffers, pixel, depth, owner):
+        zbuf, idbuf = buffers
+        return zbuf.at[pixel].min(depth, mode="drop"), idbuf
+
+    def owner_id(buffers, pixel, depth, owner):
+        zbuf, idbuf = buffers
+        best = zbuf.at[pixel].get(mode="fill", fill_value=-jnp.inf)
+        # Both sweeps compute the same depth, but XLA may round a fused expression differently
+        # in the two places; a relative tolerance of a few ulps keeps every pixel owned.
+        tol = 4 * jnp.finfo(depth.dtype).eps * (jnp.abs(best) + 1.0)
+        pixel = jnp.where(depth <= best + tol, pixel, num_pixels)
+        return zbuf, idbuf.at[pixel].max(owner, mode="drop")
+
+    per_sweep = direct_chunks + overflow_chunks
+
+    def step(i, buffers):
+        # Iterations [0, per_sweep) fill the z-buffer, [per_sweep, 2*per_sweep) find owners;
+        # within a sweep the direct chunks come first. One traced body serves all four cases.
+        sweep = i // per_sweep
+        j = i - sweep * per_sweep
+        pixel, depth, owner = jax.lax.cond(j < direct_chunks, direct,
+                                           lambda j: overflow(j - direct_chunks), j)
+        return jax.lax.cond(sweep == 0, min_depth, owner_id, buffers, pixel, depth, owner)
+
+    buffers = (jnp.full((num_pixels,), jnp.inf, verts.dtype), jnp.full((num_pixels,), -1, jnp.int32))
+    return jax.lax.fori_loop(0, 2 * per_sweep, step, buffers)[1]
+
+
+def default_tile(image_size) -> int:
+    """Tile side for the direct pass: about the pixel size of a BFM-density face triangle."""
+    return 2 if max(image_size) <= 512 else 4
+
+
+def _default_budget(height, width):
+    """Pixel tests per chunk: large enough to amortise loop overhead, small enough for cache."""
+    return int(min(1 << 18, max(1 << 13, (height * width) // 2)))
+
+
+def rasterize(vertices, faces, image_size, *, perspective_correct: bool = False,
+              near: float = 1e-6, tile: int | None = None,
+              chunk_budget: int | None = None) -> Fragments:
+    """Rasterizes a batch of triangle meshes that share one face list.
+
+    Args:
+      vertices: [B, V, 3] (or [V, 3]) float, pixel coordinates x, y and depth z (smaller is
+        nearer); with `perspective_correct` z must be the positive view-space depth.
+      faces: [F, 3] int32 vertex ids.
+      image_size: (H, W) in pixels, static.
+      perspective_correct: interpolate with perspective-correct barycentrics (b_i / z_i
+        normalised) and return view depth; otherwise screen-space (affine) barycentrics.
+      near: with `perspective_correct`, triangles with a vertex at depth <= near are dropped.
+      tile: side in pixels of the bounding-box tiles the visibility pass tests (static; None =
+        `default_tile(image_size)`); best near the typical triangle's size in pixels.
+      chunk_budget: pixel tests per chunk of the visibility pass (static; None = automatic).
+
+    Returns:
+      Fragments with triangle_id [B,H,W], depth [B,H,W], barycentric [B,H,W,3]. Gradients flow
+      from depth and barycentric to `vertices`; triangle_id carries none.
+    """
+    height, width = int(image_size[0]), int(image_size[1])
+    vertices = jnp.asarray(vertices)
+    if not jnp.issubdtype(vertices.dtype, jnp.floating):
+        vertices = vertices.astype(jnp.float32)
+    unbatched = vertices.ndim == 2
+    if unbatched:
+        vertices = vertices[None]
+    if vertices.ndim != 3 or vertices.shape[-1] != 3:
+        raise ValueError(f"rasterize: vertices must be [B,V,3], got {vertices.shape}")
+    faces = jnp.asarray(faces, jnp.int32)
+    if faces.ndim != 2 or faces.shape[-1] != 3:
+        raise ValueError(f"rasterize: faces must be [F,3], got {faces.shape}")
+    tile = int(tile or default_tile((height, width)))
+    budget = int(chunk_budget or _default_budget(height, width))
+    frags = _rasterize_batch(vertices, faces, height, width, bool(perspective_correct),
+                             float(near), tile, budget)
+    if unbatched:
+        frags = Fragments(*(x[0] for x in frags))
+    return frags
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4, 5, 6, 7))
+def _rasterize_batch(vertices, faces, height, width, perspective_correct, near, tile, budget):
+    """jit-compiled body of `rasterize` (cached per shape for eager callers)."""
+    batch, num_faces = vertices.shape[0], faces.shape[0]
+    owner = _visibility(jax.lax.stop_gradient(vertices), faces, height, width,
+                        perspective_correct, near, tile, budget)
+    owner = owner.reshape(batch, height, width)
+    covered = owner >= 0
+    local = jnp.where(covered, owner % max(num_faces, 1), 0)
+
+    # Differentiable pass: the winner's plane equations, computed from the traced vertices per
+    # triangle (cheap, [B, F]) and gathered per pixel; their backward is a scatter-add over F.
+    corners = vertices[:, faces]                                     # [B, F, 3, 3]
+    planes = triangle_planes(corners, perspective_correct)           # [B, F, 10]
+    if perspective_correct:
+        planes = jnp.concatenate([planes, 1.0 / corners[..., 2]], -1)  # + 1/z_i for weights
+    pixel_planes = jnp.take_along_axis(planes, local.reshape(batch, -1, 1), axis=1)
+    pixel_planes = pixel_planes.reshape(batch, height, width, -1)
+    py, px = jnp.meshgrid(jnp.arange(height, dtype=vertices.dtype) + 0.5,
+                          jnp.arange(width, dtype=vertices.dtype) + 0.5, indexing="ij")
+    bary, depth, _ = _evaluate_planes(pixel_planes, px, py, perspective_correct)
+    if perspective_correct:
+        weighted = bary * pixel_planes[..., 10:13]
+        bary = weighted / jnp.where(covered, jnp.sum(weighted, -1), 1.0)[..., None]
+    return Fragments(
+        triangle_id=jnp.where(covered, local, -1).astype(jnp.int32),
+        depth=jnp.where(covered, depth, 0.0),
+        barycentric=jnp.where(covered[..., None], bary, 0.0),
+    )
+
+
+def interpolate(attributes, faces, fragments: Fragments):
+    """Interpolates per-vertex attributes at every pixel.
+
+    Args:
+      attributes: [B, V, C] or [V, C] (shared by the batch) float.
+      faces: [F, 3] int32.
+      fragments: from `rasterize` (batched).
+    Returns:
+      [B, H, W, C]; 0 on background. Differentiable in attributes and barycentrics.
+    """
+    faces = jnp.asarray(faces, jnp.int32)
+    tid = fragments.triangle_id
+    safe = jnp.where(tid >= 0, tid, 0)
+    corner_ids = faces[safe]                                          # [B, H, W, 3]
+    if attributes.ndim == 2:
+        values = attributes[corner_ids]                               # [B, H, W, 3, C]
+    else:
+        b_idx = jnp.arange(attributes.shape[0])[:, None, None, None]
+        values = attributes[b_idx, corner_ids]
+    out = jnp.sum(values * fragments.barycentric[..., None], axis=-2)
+    return jnp.where((tid >= 0)[..., None], out, 0.0)
+
+
+def coverage_alpha(fragments: Fragments):
+    """tf_mesh_renderer's alpha: clamp(2 * sum(barycentrics), 0, 1) -> [B, H, W]."""
+    return jnp.clip(2.0 * jnp.sum(fragments.barycentric, axis=-1), 0.0, 1.0)
+
+
+__all__ = ["Fragments", "rasterize", "interpolate", "coverage_alpha", "triangle_planes",
+           "default_tile"]
