@@ -31,6 +31,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+_EDGE_EPS = 1e-6
+
 
 class Fragments(NamedTuple):
     """Per-pixel rasterization result.
@@ -83,7 +85,9 @@ def _evaluate_planes(planes, px, py, perspective_correct: bool):
     b1 = planes[..., 4] * dx + planes[..., 5] * dy
     b2 = 1.0 - b0 - b1
     s = planes[..., 6] + planes[..., 7] * dx + planes[..., 8] * dy
-    inside = (planes[..., 9] != 0) & (b0 >= 0) & (b1 >= 0) & (b2 >= 0)
+    # A few ulps of slack so pixel centres lying exactly on an edge are not lost to rounding
+    # (tf_mesh_renderer as patched by AudioDVP uses the same idea against "salt-and-pepper").
+    inside = (planes[..., 9] != 0) & (b0 >= -_EDGE_EPS) & (b1 >= -_EDGE_EPS) & (b2 >= -_EDGE_EPS)
     depth = 1.0 / jnp.where(s == 0, 1.0, s) if perspective_correct else s
     return jnp.stack([b0, b1, b2], -1), depth, inside
 
@@ -158,7 +162,7 @@ def _visibility(verts, faces, height, width, perspective_correct, near, tile, bu
 
     def owner_id(buffers, pixel, depth, owner):
         zbuf, idbuf = buffers
-        best = zbuf.at[pixel].get(mode="fill", fill_value=-jnp.inf)
+        best = zbuf.at[pixel].get(mode="fill", fill_value=0.0)   # dropped candidates: unused
         # Both sweeps compute the same depth, but XLA may round a fused expression differently
         # in the two places; a relative tolerance of a few ulps keeps every pixel owned.
         tol = 4 * jnp.finfo(depth.dtype).eps * (jnp.abs(best) + 1.0)
