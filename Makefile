@@ -1,0 +1,28 @@
+# Two commands on a fresh machine (Python >= 3.10 and the package registry reachable):
+#   make demo   - sets up .venv and runs the built-in demo (writes demo_out/face.png, turntable.mp4)
+#   make test   - sets up .venv and runs the test suite (fast tests; `make test-slow` for the rest)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test test-slow bench setup
+
+$(BIN)/.installed: pyproject.toml requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: $(BIN)/.installed
+	$(BIN)/python -m metatalk_jax.demo --out demo_out
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+test-slow: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/rasterize.py
