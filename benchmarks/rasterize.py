@@ -15,9 +15,16 @@ placed with a fixed orthographic mapping (x right, y down = -model y, depth = 10
 scaled so that about --coverage of the image is covered (the measured coverage is printed);
 each image of a batch gets its own sub-pixel shift so the batch is not one image repeated.
 
+--batch-modes batched map adds, for batches > 1, rows where the batch is rasterized one image at
+a time (jax.lax.map of single-image calls inside the same jit) for comparison.
+
 Output: a human-readable table, then as the last line one JSON object
-  {"bench": "rasterize", "machine": "...", "results": [{"size": 224, "batch": 1, "fwd_ms": ...,
-   "fwd_bwd_ms": ..., "ref_ms": ..., "coverage": ..., "fwd_over_ref": ..., "bwd_ratio": ...}, ...]}
+  {"bench": "rasterize", "machine": "...", "mesh": "...", "results": [{"size": 224, "batch": 1,
+   "batch_mode": "batched", "fwd_ms": ..., "fwd_bwd_ms": ..., "ref_ms": ..., "coverage": ...,
+   "fwd_over_ref": ..., "bwd_ratio": ..., "fwd_images_per_s": ..., "id_agreement": ...,
+   "repeats": ..., "compile_s": ...}, ...]}
+(ms per image; bwd_ratio = fwd_bwd_ms / fwd_ms; id_agreement = share of foreground pixels of the
+first image where the JAX and reference triangle ids agree).
 
 Run from the repository root:  python benchmarks/rasterize.py
 GPU example:                    python benchmarks/rasterize.py --sizes 256 --batches 64
@@ -106,7 +113,7 @@ def _time(fn):
 
 
 def bench_config(mean_shape, faces, size: int, batch: int, coverage_target: float,
-                 repeats: int, budget_s: float, seed: int = 0):
+                 repeats: int, budget_s: float, batch_mode: str = "batched", seed: int = 0):
     scale = calibrate_scale(mean_shape, faces, size, coverage_target)
     verts_np = batch_vertices(mean_shape, size, scale, batch, seed)
     verts = jnp.asarray(verts_np)
@@ -115,10 +122,16 @@ def bench_config(mean_shape, faces, size: int, batch: int, coverage_target: floa
     w_bary = jnp.asarray(rng.standard_normal((batch, size, size, 3)).astype(np.float32))
     w_depth = jnp.asarray(rng.standard_normal((batch, size, size)).astype(np.float32))
 
-    fwd = jax.jit(lambda v: raster.rasterize(v, faces_j, (size, size)))
+    def render(v):
+        if batch_mode == "map":           # one image at a time inside the compiled program
+            frags = jax.lax.map(lambda x: raster.rasterize(x[None], faces_j, (size, size)), v)
+            return raster.Fragments(*(x[:, 0] for x in frags))
+        return raster.rasterize(v, faces_j, (size, size))
+
+    fwd = jax.jit(render)
 
     def loss(v, wb, wd):
-        frags = raster.rasterize(v, faces_j, (size, size))
+        frags = render(v)
         return jnp.sum(frags.barycentric * wb) + jnp.sum(frags.depth * wd)
 
     fwd_bwd = jax.jit(jax.grad(loss))
@@ -155,7 +168,7 @@ def bench_config(mean_shape, faces, size: int, batch: int, coverage_target: floa
         times["ref"].append(_time(run_ref))
     med = {k: statistics.median(v) / batch for k, v in times.items()}
     return {
-        "size": size, "batch": batch,
+        "size": size, "batch": batch, "batch_mode": batch_mode,
         "fwd_ms": round(med["fwd"], 3),
         "fwd_bwd_ms": round(med["fwd_bwd"], 3),
         "ref_ms": round(med["ref"], 3),
@@ -196,11 +209,11 @@ def machine_description(extra: str | None) -> str:
 
 
 def format_table(results) -> str:
-    head = (f"{'size':>5} {'batch':>5} {'cover':>6} {'fwd ms':>9} {'fwd+bwd ms':>11} "
+    head = (f"{'size':>5} {'batch':>5} {'mode':>7} {'cover':>6} {'fwd ms':>9} {'fwd+bwd ms':>11} "
             f"{'ref ms':>8} {'fwd/ref':>8} {'bwd/fwd':>8} {'fwd img/s':>10} {'ids=ref':>8}")
     lines = [head, "-" * len(head)]
     for r in results:
-        lines.append(f"{r['size']:>5} {r['batch']:>5} {r['coverage']:>6.3f} {r['fwd_ms']:>9.2f} "
+        lines.append(f"{r['size']:>5} {r['batch']:>5} {r['batch_mode']:>7} {r['coverage']:>6.3f} {r['fwd_ms']:>9.2f} "
                      f"{r['fwd_bwd_ms']:>11.2f} {r['ref_ms']:>8.2f} {r['fwd_over_ref']:>8.1f} "
                      f"{r['bwd_ratio']:>8.2f} {r['fwd_images_per_s']:>10.1f} "
                      f"{r['id_agreement']:>8.4f}")
@@ -219,6 +232,10 @@ def main(argv=None) -> int:
                    help="per-config time budget for the timed repeats; fewer repeats (>= 3) "
                         "when one round is slower than budget/repeats")
     p.add_argument("--mesh", choices=["procedural", "offline"], default="procedural")
+    p.add_argument("--batch-modes", choices=["batched", "map"], nargs="+", default=["batched"],
+                   help="batched: one rasterize call on [B,V,3] (default); map: jax.lax.map "
+                        "of single-image calls over the batch inside the same jit, for "
+                        "comparison (skipped for batch 1, where it is the same program)")
     p.add_argument("--coverage", type=float, default=0.4, help="target covered image fraction")
     p.add_argument("--device-info", default=None,
                    help="free text added to the machine description (e.g. '1x H100 80GB')")
@@ -231,10 +248,11 @@ def main(argv=None) -> int:
     results = []
     t_start = time.perf_counter()
     for size in args.sizes:
-        for batch in args.batches:
+        for batch, mode in [(b, m) for b in args.batches for m in args.batch_modes
+                            if not (m == "map" and b == 1)]:
             r = bench_config(mean_shape, faces, size, batch, args.coverage, args.repeats,
-                             args.budget_s)
-            print(f"  {size}x{size} batch {batch}: coverage {r['coverage']:.3f}, "
+                             args.budget_s, mode)
+            print(f"  {size}x{size} batch {batch} ({mode}): coverage {r['coverage']:.3f}, "
                   f"fwd {r['fwd_ms']:.2f} ms/img, fwd+bwd {r['fwd_bwd_ms']:.2f} ms/img, "
                   f"ref {r['ref_ms']:.2f} ms/img, ids agree with ref on "
                   f"{r['id_agreement']:.2%} of foreground, {r['repeats']} repeats, "

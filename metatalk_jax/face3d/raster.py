@@ -240,8 +240,15 @@ def rasterize(vertices, faces, image_size, *, perspective_correct: bool = False,
 def _rasterize_batch(vertices, faces, height, width, perspective_correct, near, tile, budget):
     """jit-compiled body of `rasterize` (cached per shape for eager callers)."""
     batch, num_faces = vertices.shape[0], faces.shape[0]
-    owner = _visibility(jax.lax.stop_gradient(vertices), faces, height, width,
-                        perspective_correct, near, tile, budget)
+    still = jax.lax.stop_gradient(vertices)
+    if batch > 1 and jax.default_backend() == "cpu":
+        # On CPU nothing is shared between images, and one pass over all B*F triangles only
+        # makes the working set B times larger than the cache (1.4-1.8x slower per image at
+        # batch 8, benchmarks/BENCHMARKS.md); a sequential map keeps batch-1 speed.
+        owner = jax.lax.map(lambda v: _visibility(v[None], faces, height, width,
+                                                  perspective_correct, near, tile, budget), still)
+    else:
+        owner = _visibility(still, faces, height, width, perspective_correct, near, tile, budget)
     owner = owner.reshape(batch, height, width)
     covered = owner >= 0
     local = jnp.where(covered, owner % max(num_faces, 1), 0)
