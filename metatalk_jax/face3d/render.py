@@ -89,9 +89,20 @@ def landmark_ids_for(model: MorphableModel, camera: geometry.PinholeCamera):
     return model.landmark_ids
 
 
+def project_to_screen(camera: geometry.PinholeCamera, points, screen_transform=None):
+    """[B, N, 3] model-frame points -> [B, N, 3] (u, v, depth), u/v after the optional
+    [B, 2, 3] screen_transform (a similarity keeps depth order, so depth is unchanged)."""
+    pix = camera.project(points)
+    if screen_transform is None:
+        return pix
+    st = jnp.asarray(screen_transform, pix.dtype)
+    uv = jnp.einsum("bij,bnj->bni", st[:, :, :2], pix[..., :2]) + st[:, None, :, 2]
+    return jnp.concatenate([uv, pix[..., 2:]], -1)
+
+
 def render(model: MorphableModel, coeffs: FaceCoeffs, camera: geometry.PinholeCamera, *,
            antialiased: bool = False, perspective_correct: bool = True,
-           with_mouth_mask: bool = True) -> RenderOutput:
+           with_mouth_mask: bool = True, screen_transform=None) -> RenderOutput:
     """Renders a batch of faces.
 
     Args:
@@ -102,12 +113,15 @@ def render(model: MorphableModel, coeffs: FaceCoeffs, camera: geometry.PinholeCa
       perspective_correct: perspective-correct interpolation (AudioDVP/tf_mesh_renderer
         interpolate perspective-correctly too).
       with_mouth_mask: also rasterize the mouth-region triangles.
+      screen_transform: optional [B, 2, 3] affine maps applied to the projected pixel
+        coordinates, e.g. the crop module's frame-to-crop maps: the camera then sees the full
+        frame and the image is that frame's crop (`camera` gives the crop's height/width).
     """
     verts, normals = posed_vertices(model, coeffs)
     albedo = geometry.face_albedo(model, coeffs.texture)
     conv = model.conv
     colours = shading.sh_shade(albedo, normals, coeffs.gamma, conv["sh_layout"], conv["init_light"])
-    pix = camera.project(verts)                                       # [B, V, 3]
+    pix = project_to_screen(camera, verts, screen_transform)          # [B, V, 3]
     frags = raster.rasterize(pix, model.triangles, camera.image_size,
                              perspective_correct=perspective_correct)
     image = jnp.clip(raster.interpolate(colours, model.triangles, frags), 0.0, 1.0)

@@ -1,0 +1,61 @@
+"""Config of subject preparation (`python -m metatalk_jax.prepare`): target video -> subject dir.
+
+Launch:  python -m metatalk_jax.prepare --video talk.mp4 --out subjects/me               (default)
+         python -m metatalk_jax.prepare --video talk.mp4 --out s --config configs/prepare.py:tiny
+         python -m metatalk_jax.prepare ... --model bfm_audiodvp.npz     (your BFM2009 model)
+Override any key:  --config.renderer_resolution=1024  --config.audio_required=False
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+    config = ml_collections.ConfigDict()
+    config.fps = 25.0                      # frames are resampled to this rate
+    config.sample_rate = 16000             # audio, Hz
+    config.audio_required = True           # a video without an audio track is an error
+    config.audio_window_s = 0.64           # audio stored with each frame, centred on it
+    # Tracking.
+    config.backend = "dlib"
+    config.upsample = 1                    # dlib HOG upsampling (small faces need >= 1)
+    config.max_gap = 12                    # frames without a face that may be filled in
+    config.min_tracked_fraction = 0.8
+    config.landmark_sigma = 0.5            # temporal smoothing, frames (lips move fast)
+    # The crop module.
+    config.renderer_resolution = 512       # 256 / 512 / 1024: the renderer's face crop side
+    config.fit_resolution = 256            # crop side used for fitting the 3DMM
+    config.landmark_margin = 1.6           # first boxes: margin x landmark extent
+    config.landmark_shift = 0.1            # ... moved up by this fraction of the side
+    config.face_margin = 1.15              # final boxes: margin x projected 3DMM face extent
+    config.face_shift = 0.0
+    config.size_sigma = 6.0                # box smoothing along time, frames
+    config.center_sigma = 1.5
+    config.mouth_dilation = 4              # 3x3 dilations of the mouth mask (AudioDVP: 4 at 256)
+    config.image_format = "png"            # face crops in the TFDS shards: png or jpeg
+    config.validation_fraction = 0.1       # the last part of the video is held out
+    # Reconstruction (see metatalk_jax/recon/fit.py).
+    config.fit = ml_collections.ConfigDict()
+    config.fit.landmark_steps = 400
+    config.fit.key_frames = 24
+    config.fit.shared_steps = 100
+    config.fit.chunk_size = 8
+    config.fit.frame_steps = 8
+    config.fit.lr = ml_collections.ConfigDict(dict(
+        identity=0.05, expression=0.05, angles=0.01, translation=0.02, gamma=0.02,
+        texture=0.05, albedo_offset=0.01))
+    config.fit.weights = ml_collections.ConfigDict(dict(
+        photometric=1.9, landmark=1.6e-3, regularization=3e-4, identity=1.0, texture=1.7e-3,
+        expression=0.8, albedo=1e-2))
+    config.batch = 8                       # frames per render call for masks and previews
+    config.preview_frames = 250            # at most this many frames in the overlay video
+    if arg == "tiny":
+        # CPU tests: small crops and few steps; the carphone clip (176x144) takes ~1 minute.
+        config.renderer_resolution = 128
+        config.fit_resolution = 96
+        config.fit.landmark_steps = 300
+        config.fit.key_frames = 6
+        config.fit.shared_steps = 40
+        config.fit.frame_steps = 6
+    elif arg not in (None, ""):
+        raise ValueError(f"configs/prepare.py: unknown variant {arg!r} (known: tiny)")
+    return config

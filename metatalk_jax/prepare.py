@@ -1,0 +1,66 @@
+"""Prepare a subject: a target video of one person -> a subject directory for training.
+
+    python -m metatalk_jax.prepare --video talk.mp4 --out subjects/me
+                                   [--model bfm.npz] [--config configs/prepare.py:tiny]
+                                   [--config.key=value ...]
+
+Without --model the offline BFM-derived model is used (built once from a registry wheel; see
+`python -m metatalk_jax.face3d.assets`). What the directory holds: metatalk_jax/subject/layout.py.
+Exit status 0 on success (or when the subject is already up to date), 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from metatalk_jax.config_loading import load_config
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "configs", "prepare.py")
+
+
+def load_model(path: str | None):
+    """(model, sha256, name): the user's .npz, or the cached offline model."""
+    from metatalk_jax.face3d import assets
+    from metatalk_jax.face3d.morphable import load_npz
+    if path is None:
+        path = assets.ensure_offline_model("audiodvp")
+    elif not os.path.isfile(path):
+        raise ValueError(f"{path}: model file not found")
+    return load_npz(path), assets.sha256_of(path), os.path.basename(path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", required=True, help="target video (any container ffmpeg reads)")
+    parser.add_argument("--out", required=True, help="subject directory to write")
+    parser.add_argument("--model", default=None, help="morphable model .npz (default: offline)")
+    parser.add_argument("--config", default=DEFAULT_CONFIG,
+                        help="config file[:variant], default configs/prepare.py")
+    args, rest = parser.parse_known_args(argv)
+    overrides = []
+    for item in rest:
+        if not item.startswith("--config."):
+            parser.error(f"unknown argument {item!r}")
+        overrides.append(item[len("--config."):])
+    from metatalk_jax.media.ffmpeg_tools import MediaError
+    from metatalk_jax.subject.prepare_subject import prepare_subject
+    from metatalk_jax.tracking.track import TrackingError
+    try:
+        config = load_config(args.config, overrides)
+        from metatalk_jax.media.ffmpeg_tools import check_input_file
+        check_input_file(args.video)
+        model, sha, name = load_model(args.model)
+        prepare_subject(args.video, args.out, model, sha, config, model_name=name)
+    except (MediaError, TrackingError, ValueError, OSError) as err:
+        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+              file=sys.stderr)
+        return 2
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""3DMM reconstruction of a tracked video: losses, batched fitting, per-frame report."""

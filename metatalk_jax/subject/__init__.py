@@ -1,0 +1,1 @@
+"""Subject preparation: target video -> subject directory (layout, stages, previews)."""

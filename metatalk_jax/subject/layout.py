@@ -1,0 +1,113 @@
+"""The subject directory: what `prepare` writes and later stages read.
+
+    SUBJECT_DIR/
+      subject.json        format + version, source video, frame count/rate/size, crop and fit
+                          resolutions, model, config, package versions, input fingerprint
+      coefficients.npz    expression [T,E], gamma [T,27], angles [T,3] (rad), translation [T,3];
+                          identity [I], texture [K], albedo [V,3] (shared by all frames)
+      crops.npz           centers [T,2], sizes [T] (frame px, continuous coordinates), matrices
+                          [T,2,3] frame-to-crop maps at the renderer resolution, frame_size [2],
+                          camera [5] = focal_x, focal_y, cx, cy, distance of the video's 3D
+                          camera (frame pixels) that the coefficients were fitted with
+      landmarks.npz       tracked landmarks [T,68,2], boxes [T,4], detected [T], gaps
+      audio.wav           16 kHz mono 16-bit (absent when the video has none)
+      report.json         tracking and fit summaries and per-frame errors
+      previews/overlay.mp4, previews/errors.png
+      tfds/               the TFDS target-video dataset (ArrayRecord shards)
+
+Frame t of every array is frame t of the video resampled to subject.json's fps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+
+import numpy as np
+
+FORMAT = "metatalk_jax.subject"
+FORMAT_VERSION = 1
+
+SUBJECT_JSON = "subject.json"
+COEFFICIENTS = "coefficients.npz"
+CROPS = "crops.npz"
+LANDMARKS = "landmarks.npz"
+AUDIO = "audio.wav"
+REPORT = "report.json"
+PREVIEWS = "previews"
+TFDS_DIR = "tfds"
+
+
+def write_json(path: str, data: dict) -> str:
+    """Writes JSON atomically (temp name in the same folder, then rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def write_npz(path: str, **arrays) -> str:
+    """np.savez atomically."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+@dataclasses.dataclass
+class Subject:
+    """A prepared subject read back from its directory (numpy arrays)."""
+
+    path: str
+    meta: dict
+    coefficients: dict
+    crops: dict
+    landmarks: dict
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.meta["num_frames"])
+
+    @property
+    def audio_path(self) -> str | None:
+        path = os.path.join(self.path, AUDIO)
+        return path if os.path.exists(path) else None
+
+    @property
+    def tfds_dir(self) -> str:
+        return os.path.join(self.path, TFDS_DIR)
+
+
+def load_subject(path: str) -> Subject:
+    """Reads a subject directory; a missing or foreign/newer one is a ValueError naming it."""
+    meta_path = os.path.join(path, SUBJECT_JSON)
+    if not os.path.isfile(meta_path):
+        raise ValueError(f"{path}: not a subject directory (no {SUBJECT_JSON})")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_path}: not a metatalk_jax subject (format {meta.get('format')!r})")
+    if int(meta.get("format_version", -1)) > FORMAT_VERSION:
+        raise ValueError(f"{meta_path}: subject format v{meta['format_version']} is newer than "
+                         f"this metatalk_jax reads (v{FORMAT_VERSION})")
+
+    def arrays(name):
+        with np.load(os.path.join(path, name)) as data:
+            return {k: data[k] for k in data.files}
+
+    return Subject(path, meta, arrays(COEFFICIENTS), arrays(CROPS), arrays(LANDMARKS))

@@ -1,0 +1,239 @@
+"""Target video -> subject directory (see layout.py): the stages of `python -m metatalk_jax.prepare`.
+
+  1. probe + audio     check the video, extract 16 kHz mono audio (or fail early if required)
+  2. track             stream frames at the subject fps, detect + 68 landmarks, fill short gaps
+  3. fit crops         first crop boxes from the landmarks; crops at the fit resolution are
+                       spooled to a work file (read back by chunk, never all in memory)
+  4. fit               3DMM reconstruction (recon/fit.py) and its per-frame report
+  5. crop module       final boxes from the fitted 3DMM's projected face, renderer resolution
+  6. shards            per frame: face crop, rendered face/mouth masks, coefficients, crop
+                       transform, audio window -> TFDS ArrayRecord; the overlay preview on the way
+
+The whole directory is built under a hidden temporary name beside the destination and renamed
+into place only when complete, so an interrupted or failed run leaves no subject that looks
+finished; a run whose inputs (video bytes, model, config, format version) match the existing
+subject's fingerprint does nothing.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import cv2
+import numpy as np
+
+from metatalk_jax.media.audio_load import check_speech_audio, load_audio, write_wav
+from metatalk_jax.media.ffmpeg_tools import MediaError
+from metatalk_jax.media.video_read import probe_video, read_frames
+from metatalk_jax.media.video_write import Mp4Writer, write_png
+from metatalk_jax.progress import Progress
+from metatalk_jax.recon.fit import VideoTarget, fit_video
+from metatalk_jax.recon.report import fit_report
+from metatalk_jax.subject import layout
+from metatalk_jax.subject.previews import error_plot
+from metatalk_jax.subject.target_examples import (TargetExamples, final_crop_boxes)
+from metatalk_jax.tracking.backends import make_backend
+from metatalk_jax.tracking.crop import boxes_from_points, crop_frame, frame_camera
+from metatalk_jax.tracking.track import track_video
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict:
+    from importlib import metadata
+    out = {}
+    for name in ("metatalk_jax", "jax", "numpy", "opencv-python-headless", "dlib-bin",
+                 "tensorflow-datasets", "grain", "imageio-ffmpeg"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def fingerprint(video_sha: str, model_sha: str, config) -> str:
+    text = json.dumps({"video": video_sha, "model": model_sha, "config": config.to_dict(),
+                       "format_version": layout.FORMAT_VERSION}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _say(message: str) -> None:
+    print(f"[prepare] {message}", file=sys.stderr, flush=True)
+
+
+def _remove_stale_partials(out_dir: str) -> None:
+    parent, name = os.path.split(os.path.abspath(out_dir))
+    for stale in glob.glob(os.path.join(parent, f".{name}.partial-*")):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def prepare_subject(video: str, out_dir: str, model, model_sha: str, config, *,
+                    model_name: str = "") -> dict:
+    """Prepares `video` into `out_dir`; returns subject.json's contents.
+
+    model: a MorphableModel (jax or numpy arrays); model_sha identifies it in the fingerprint.
+    Raises MediaError / TrackingError / ValueError with one-line messages naming the file.
+    """
+    started = time.time()
+    info = probe_video(video)
+    video_sha = file_sha256(video)
+    print_key = fingerprint(video_sha, model_sha, config)
+    existing = os.path.join(out_dir, layout.SUBJECT_JSON)
+    if os.path.isfile(existing):
+        with open(existing) as f:
+            meta = json.load(f)
+        if meta.get("fingerprint") == print_key:
+            _say(f"{out_dir} is up to date (same video, model and config); nothing to do")
+            return meta
+
+    audio = None
+    if info.has_audio:
+        audio = load_audio(video, config.sample_rate)
+        check_speech_audio(audio, config.sample_rate, video)
+    elif config.audio_required:
+        raise MediaError(video, "has no audio track (the subject's audio trains the "
+                                "audio-to-expression net; --config.audio_required=False "
+                                "prepares without it)")
+
+    _remove_stale_partials(out_dir)
+    parent, name = os.path.split(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
+    try:
+        meta = _build(video, info, audio, work, model, config)
+        meta.update({"fingerprint": print_key, "source": {
+            "path": os.path.abspath(video), "sha256": video_sha, "width": info.width,
+            "height": info.height, "fps": info.fps, "codec": info.codec,
+            "duration_s": info.duration_s},
+            "model": {"name": model_name, "sha256": model_sha, "convention": model.convention,
+                      "dims": model.dims, "vertices": model.num_vertices},
+            "seconds": round(time.time() - started, 2)})
+        layout.write_json(os.path.join(work, layout.SUBJECT_JSON), meta)
+        if os.path.exists(out_dir):
+            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+            os.replace(out_dir, os.path.join(old, name))
+            os.replace(work, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(work, out_dir)
+    finally:
+        if os.path.exists(work):
+            shutil.rmtree(work, ignore_errors=True)
+    _say(f"wrote {out_dir} in {time.time() - started:.1f} s")
+    return meta
+
+
+def _estimated_frames(info, fps: float) -> int | None:
+    return None if not info.duration_s else int(round(info.duration_s * fps))
+
+
+def _build(video, info, audio, work, model, config) -> dict:
+    timings = {}
+    fps = float(config.fps)
+    if audio is not None:
+        write_wav(os.path.join(work, layout.AUDIO), audio, config.sample_rate)
+
+    # -- track -------------------------------------------------------------------------------
+    t0 = time.time()
+    backend = make_backend(config.backend, upsample=config.upsample)
+    bar = Progress("track", _estimated_frames(info, fps))
+    track = track_video(read_frames(video, fps=fps), backend, source=os.path.basename(video),
+                        max_gap=config.max_gap, min_tracked_fraction=config.min_tracked_fraction,
+                        smoothing_sigma=config.landmark_sigma, progress=bar)
+    bar.close()
+    track.to_npz(os.path.join(work, layout.LANDMARKS))
+    timings["track_s"] = time.time() - t0
+    t = track.num_frames
+    frame_size = tuple(track.frame_size)
+
+    # -- crops for fitting -------------------------------------------------------------------
+    t0 = time.time()
+    fit_boxes = boxes_from_points(track.landmarks, frame_size, margin=config.landmark_margin,
+                                  vertical_shift=config.landmark_shift,
+                                  size_sigma=config.size_sigma, center_sigma=config.center_sigma)
+    s = int(config.fit_resolution)
+    spool_path = os.path.join(work, "fit_crops.u8")
+    spool = np.memmap(spool_path, np.uint8, "w+", shape=(t, s, s, 3))
+    matrices = fit_boxes.matrices(s)
+    bar = Progress("crop for fitting", t)
+    for i, frame in enumerate(read_frames(video, fps=fps, max_frames=t)):
+        spool[i] = crop_frame(frame, matrices[i], s)
+        bar.update()
+    bar.close()
+    spool.flush()
+    timings["fit_crops_s"] = time.time() - t0
+
+    # -- fit ---------------------------------------------------------------------------------
+    t0 = time.time()
+    camera = frame_camera(fit_boxes, s)
+    target = VideoTarget(track.landmarks, fit_boxes, spool, camera)
+    fit = fit_video(model, target, config.fit, progress_factory=lambda l, n: Progress(l, n))
+    timings["fit_s"] = time.time() - t0
+    t0 = time.time()
+    report = fit_report(model, target, fit)
+    timings["report_s"] = time.time() - t0
+    layout.write_npz(os.path.join(work, layout.COEFFICIENTS), **fit._asdict())
+    del spool
+    os.remove(spool_path)
+
+    # -- crop module: final boxes from the fitted face --------------------------------------
+    r = int(config.renderer_resolution)
+    boxes = final_crop_boxes(model, fit, camera, frame_size, config)
+    layout.write_npz(os.path.join(work, layout.CROPS), centers=boxes.centers, sizes=boxes.sizes,
+                     matrices=boxes.matrices(r).astype(np.float32),
+                     camera=np.array([camera.focal_x, camera.focal_y, camera.cx, camera.cy,
+                                      camera.distance], np.float64),
+                     frame_size=np.asarray(frame_size), renderer_resolution=np.asarray(r))
+
+    # -- shards + overlay preview -----------------------------------------------------------
+    t0 = time.time()
+    os.makedirs(os.path.join(work, layout.PREVIEWS), exist_ok=True)
+    examples = TargetExamples(video, model, fit, boxes, camera, track.landmarks, audio, config,
+                              preview_path=os.path.join(work, layout.PREVIEWS, "overlay.mp4"))
+    from data_pipelines.target_video import write_target_video_shards
+    write_target_video_shards(examples, data_dir=os.path.join(work, layout.TFDS_DIR),
+                              num_frames=t, crop_size=r, expression_dim=fit.expression.shape[1],
+                              audio_samples=examples.audio_samples,
+                              validation_fraction=config.validation_fraction)
+    examples.close()
+    timings["shards_s"] = time.time() - t0
+
+    plot = error_plot({"landmark error (% inter-ocular)": report.landmark_error_iod,
+                       "photometric RMSE (8-bit levels)": report.photometric_rmse,
+                       "interpolated frame": (~track.detected).astype(np.float32)},
+                      title=f"{os.path.basename(video)}: {t} frames")
+    write_png(os.path.join(work, layout.PREVIEWS, "errors.png"), plot)
+    summary = {"tracking": track.summary(), "fit": report.summary(),
+               "timings_s": {k: round(v, 2) for k, v in timings.items()},
+               "per_frame": {"landmark_error_px": report.landmark_error_px.round(3).tolist(),
+                             "landmark_error_iod_percent":
+                                 report.landmark_error_iod.round(3).tolist(),
+                             "photometric_rmse_levels": report.photometric_rmse.round(3).tolist(),
+                             "detected": track.detected.tolist()}}
+    layout.write_json(os.path.join(work, layout.REPORT), summary)
+    fit_summary = report.summary()
+    _say(f"fit: landmark error {fit_summary['landmark_error_iod_percent']['mean']:.2f}% of "
+         f"inter-ocular distance, photometric RMSE "
+         f"{fit_summary['photometric_rmse_levels']['mean']:.1f} levels")
+    return {"format": layout.FORMAT, "format_version": layout.FORMAT_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "num_frames": t, "fps": fps, "frame_size": list(frame_size),
+            "renderer_resolution": r, "fit_resolution": s, "has_audio": audio is not None,
+            "sample_rate": int(config.sample_rate), "audio_samples": examples.audio_samples,
+            "validation_fraction": float(config.validation_fraction),
+            "config": config.to_dict(), "versions": package_versions(),
+            "timings_s": {k: round(v, 2) for k, v in timings.items()},
+            "fit": fit_summary, "tracking": track.summary()}

@@ -1,0 +1,187 @@
+"""Per-frame training examples of a fitted subject, and the crop module's final boxes.
+
+`final_crop_boxes` is the second half of the crop module: once the 3DMM is fitted, the face area
+is the projection of the model's face region (forehead included, which landmarks miss), so the
+renderer's crop follows the synthetic face exactly. `TargetExamples` streams the video once more
+and yields, frame by frame, what the TFDS target-video dataset stores (data_pipelines/
+target_video.py): the face crop at the renderer resolution, the fitted face and mouth masks
+rendered through the crop-adapted camera, the coefficients, the crop transform and the audio
+window. It also writes the overlay preview as it goes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metatalk_jax.face3d.render import FaceCoeffs, landmark_ids_for, project_to_screen, render
+from metatalk_jax.media.video_read import read_frames
+from metatalk_jax.media.video_write import Mp4Writer
+from metatalk_jax.recon.fit import FitResult, textured_model
+from metatalk_jax.subject.previews import overlay_frame
+from metatalk_jax.tracking.crop import CropBoxes, boxes_from_points, crop_frame
+
+# Every this-many face vertices are projected to find the face area (plenty for a box).
+FACE_AREA_STRIDE = 7
+
+
+def fitted_coeffs(fit: FitResult, index: np.ndarray) -> FaceCoeffs:
+    b = len(index)
+    return FaceCoeffs(jnp.broadcast_to(fit.identity, (b, fit.identity.shape[0])),
+                      jnp.asarray(fit.expression[index]),
+                      jnp.broadcast_to(fit.texture, (b, fit.texture.shape[0])),
+                      jnp.asarray(fit.angles[index]), jnp.asarray(fit.translation[index]),
+                      jnp.asarray(fit.gamma[index]))
+
+
+def _albedo_model(model, fit: FitResult):
+    """The model with the fit's albedo (already includes the texture basis when there is one)."""
+    return model.replace(mean_albedo=jnp.asarray(fit.albedo),
+                         tex_basis=model.tex_basis[..., :0])
+
+
+def projected_face_points(model, fit: FitResult, camera, *, batch: int = 64) -> np.ndarray:
+    """[T, K, 2] frame-pixel projections of the model's face-region vertices (every
+    FACE_AREA_STRIDE-th), for every frame."""
+    from metatalk_jax.face3d.render import posed_vertices
+    ids = np.flatnonzero(np.asarray(model.face_mask) > 0.5)[::FACE_AREA_STRIDE]
+
+    @jax.jit
+    def project(coeffs):
+        verts, _ = posed_vertices(model, coeffs)
+        return project_to_screen(camera, verts[:, ids])[..., :2]
+
+    t = len(fit.expression)
+    out = []
+    for start in range(0, t, batch):
+        index = np.arange(start, min(start + batch, t))
+        out.append(np.asarray(project(fitted_coeffs(fit, index))))
+    return np.concatenate(out, 0)
+
+
+def final_crop_boxes(model, fit: FitResult, camera, frame_size, config) -> CropBoxes:
+    """Renderer crop boxes around the fitted face's projection (config.face_margin/shift);
+    camera: the video's 3D camera the fit used."""
+    model = model.as_jax()
+    points = projected_face_points(model, fit, camera)
+    return boxes_from_points(points, frame_size, margin=config.face_margin,
+                             vertical_shift=config.face_shift, size_sigma=config.size_sigma,
+                             center_sigma=config.center_sigma)
+
+
+def audio_window(audio: np.ndarray | None, centre_s: float, samples: int,
+                 sample_rate: int) -> np.ndarray:
+    """[samples] float32 audio centred on `centre_s`, zero-padded past either end."""
+    out = np.zeros(samples, np.float32)
+    if audio is None:
+        return out
+    start = int(round(centre_s * sample_rate)) - samples // 2
+    lo, hi = max(start, 0), min(start + samples, len(audio))
+    if hi > lo:
+        out[lo - start:hi - start] = audio[lo:hi]
+    return out
+
+
+def _encode(image: np.ndarray, fmt: str) -> bytes:
+    ext = ".jpg" if fmt == "jpeg" else ".png"
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if fmt == "jpeg" else []
+    if image.ndim == 3:
+        image = np.ascontiguousarray(image[..., ::-1])          # RGB -> OpenCV's BGR
+    ok, data = cv2.imencode(ext, image, params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {fmt} image")
+    return data.tobytes()
+
+
+class TargetExamples:
+    """Callable returning the iterator of per-frame example dicts (in frame order).
+
+    camera: the video's 3D camera, the one the coefficients were fitted with (frame pixels);
+    each frame's crop is rendered by it followed by the final box's screen transform at R.
+    """
+
+    def __init__(self, video: str, model, fit: FitResult, boxes: CropBoxes, camera,
+                 tracked_landmarks: np.ndarray, audio: np.ndarray | None, config, *,
+                 preview_path: str | None = None):
+        self.video, self.fit, self.boxes = video, fit, boxes
+        self.tracked = tracked_landmarks
+        self.audio, self.config = audio, config
+        self.model = _albedo_model(model.as_jax(), fit)
+        self.resolution = int(config.renderer_resolution)
+        self.audio_samples = int(round(config.audio_window_s * config.sample_rate))
+        self.preview_path = preview_path
+        self._preview = None
+        # The 3D camera the coefficients were fitted with, rasterizing at R.
+        self.camera = dataclasses.replace(camera, height=self.resolution, width=self.resolution)
+        r = self.resolution
+        kernel = np.ones((3, 3), np.uint8)
+        dilations = max(1, int(round(config.mouth_dilation * r / 256)))
+
+        @jax.jit
+        def render_masks(coeffs, screen):
+            out = render(self.model, coeffs, self.camera, screen_transform=screen)
+            lm = project_to_screen(self.camera, _landmarks3d(self.model, coeffs, self.camera))
+            return out.image, out.alpha, out.mouth_mask, lm[..., :2]
+
+        self._render = render_masks
+        self._kernel, self._dilations = kernel, dilations
+
+    def close(self) -> None:
+        if self._preview is not None:
+            self._preview.__exit__(None, None, None)
+            self._preview = None
+
+    def __call__(self) -> Iterator[dict]:
+        r, batch = self.resolution, int(self.config.batch)
+        t = len(self.boxes)
+        matrices = self.boxes.matrices(r)
+        screens = self.boxes.screen_transform(r)
+        if self.preview_path and self._preview is None:
+            self._preview = Mp4Writer(self.preview_path, self.config.fps).__enter__()
+        frames = read_frames(self.video, fps=self.config.fps, max_frames=t)
+        pending = []
+        for i, frame in enumerate(frames):
+            pending.append((i, frame))
+            if len(pending) == batch or i == t - 1:
+                yield from self._emit(pending, matrices, screens)
+                pending = []
+        if pending:
+            yield from self._emit(pending, matrices, screens)
+        self.close()
+
+    def _emit(self, pending, matrices, screens) -> Iterator[dict]:
+        r, batch = self.resolution, int(self.config.batch)
+        index = np.array([i for i, _ in pending])
+        padded = np.concatenate([index, np.full(batch - len(index), index[-1])])
+        image, alpha, mouth, lm = jax.device_get(
+            self._render(fitted_coeffs(self.fit, padded), jnp.asarray(screens[padded])))
+        fmt = self.config.image_format
+        for j, (i, frame) in enumerate(pending):
+            face_crop = crop_frame(frame, matrices[i], r)
+            face_mask = (alpha[j] > 0.5).astype(np.uint8) * 255
+            mouth_mask = cv2.dilate((mouth[j] > 0.5).astype(np.uint8) * 255, self._kernel,
+                                    iterations=self._dilations)
+            if self._preview is not None and i < self.config.preview_frames:
+                self._preview.write(overlay_frame(frame, image[j], alpha[j], matrices[i],
+                                                  self.tracked[i], lm[j]))
+            yield {"frame_index": np.int64(i), "time_s": np.float32(i / self.config.fps),
+                   "face_crop": _encode(face_crop, fmt), "face_mask": _encode(face_mask, "png"),
+                   "mouth_mask": _encode(mouth_mask, "png"),
+                   "expression": self.fit.expression[i].astype(np.float32),
+                   "gamma": self.fit.gamma[i].astype(np.float32),
+                   "angles": self.fit.angles[i].astype(np.float32),
+                   "translation": self.fit.translation[i].astype(np.float32),
+                   "crop_transform": matrices[i].astype(np.float32),
+                   "audio": audio_window(self.audio, i / self.config.fps, self.audio_samples,
+                                         int(self.config.sample_rate))}
+
+
+def _landmarks3d(model, coeffs, camera):
+    from metatalk_jax.face3d.render import posed_vertices
+    verts, _ = posed_vertices(model, coeffs)
+    return verts[:, landmark_ids_for(model, camera)]

@@ -1,0 +1,5 @@
+"""Face tracking of a video: per-frame detection and iBUG-68 landmarks, gap filling, smoothing.
+
+backends.py holds the pluggable detector/landmarker (dlib by default); track.py runs one over a
+stream of frames and returns a FaceTrack ([T,68,2] float32 landmarks in pixels).
+"""
