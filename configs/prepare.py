@@ -45,7 +45,10 @@ def get_config(arg=None):
         texture=0.05, albedo_offset=0.01))
     config.fit.weights = ml_collections.ConfigDict(dict(
         photometric=1.9, landmark=1.6e-3, regularization=3e-4, identity=1.0, texture=1.7e-3,
-        expression=0.8, albedo=1e-2))
+        expression=0.8, albedo=1e-2,
+        # AudioDVP weighs the nose and jaw 1 against 50; the nose is rigid and well tracked,
+        # so it gets more say here (it pins the face's position; see the closing note).
+        landmark_inner=50.0, landmark_nose=20.0, landmark_jaw=2.0))
     config.batch = 8                       # frames per render call for masks and previews
     config.preview_frames = 250            # at most this many frames in the overlay video
     if arg == "tiny":

@@ -175,7 +175,7 @@ def fit_landmarks(model, target: VideoTarget, config, weights: losses.LossWeight
     d = model.dims
     units = jnp.asarray(_landmark_units(target.boxes))
     goal = _apply_affine(jnp.asarray(target.landmarks, jnp.float32), units)
-    lw = jnp.asarray(losses.landmark_weights())
+    lw = jnp.asarray(losses.landmark_weights(weights))
     params = {"identity": jnp.zeros(d["id"]), "expression": jnp.zeros((t, d["exp"])),
               "angles": jnp.zeros((t, 3)),
               "translation": jnp.asarray(initial_translation(target.boxes, target.camera,
@@ -197,7 +197,7 @@ def fit_landmarks(model, target: VideoTarget, config, weights: losses.LossWeight
 
 
 def _photometric_loss_fn(model, camera, weights: losses.LossWeights, fit_shared: bool):
-    lw = jnp.asarray(losses.landmark_weights())
+    lw = jnp.asarray(losses.landmark_weights(weights))
     use_basis = has_texture_basis(model)
 
     def loss_fn(p, shared_fixed, crops, goal, screen, units, frame_mask):

@@ -29,6 +29,10 @@ class LossWeights(NamedTuple):
     expression: float = 0.8
     # Per-vertex albedo offsets (models without a texture basis): mean squared offset.
     albedo: float = 1e-2
+    # Per-landmark weights: AudioDVP's are 50 on brows/eyes/mouth and 1 on jaw and nose.
+    landmark_inner: float = 50.0
+    landmark_nose: float = 1.0
+    landmark_jaw: float = 1.0
 
     @classmethod
     def from_config(cls, config) -> "LossWeights":
@@ -36,11 +40,14 @@ class LossWeights(NamedTuple):
         return cls(**{k: float(config[k]) for k in cls._fields if k in config})
 
 
-def landmark_weights() -> np.ndarray:
-    """[68] float32: 50 on brows, eyes and mouth (17-26, 36-47, 48-67), 1 on jaw and nose."""
-    w = np.ones(68, np.float32)
-    w[17:27] = 50.0
-    w[36:68] = 50.0
+def landmark_weights(weights: LossWeights | None = None) -> np.ndarray:
+    """[68] float32: `landmark_inner` on brows, eyes and mouth (17-26, 36-47, 48-67),
+    `landmark_nose` on the nose (27-35), `landmark_jaw` on the jaw line (0-16)."""
+    weights = weights or LossWeights()
+    w = np.full(68, weights.landmark_jaw, np.float32)
+    w[17:27] = weights.landmark_inner
+    w[27:36] = weights.landmark_nose
+    w[36:68] = weights.landmark_inner
     return w
 
 
