@@ -1,1 +1,7 @@
-"""Media at the edges of the pipeline: video/image writing (decode, audio and features follow)."""
+"""Media at the edges of the pipeline, through the ffmpeg of the imageio-ffmpeg wheel.
+
+video_read.py streams frames (any container/codec, optional fps conversion); audio_load.py
+decodes and resamples audio to 16 kHz mono; video_write.py writes H.264 mp4 (optionally with
+AAC audio) and PNG atomically; ffmpeg_tools.py runs ffmpeg and turns failures into one-line
+MediaErrors. Audio features (Wav2Lip mel, MFCC) follow with the A2E issue.
+"""

@@ -78,6 +78,22 @@ def textured_model(model: MorphableModel, shared: dict) -> MorphableModel:
     return model.replace(mean_albedo=model.mean_albedo + shared["albedo_offset"])
 
 
+def fold_shared(model: MorphableModel, shared: dict) -> tuple[MorphableModel, dict]:
+    """Bakes fixed identity and texture into the model's mean shape and albedo.
+
+    Stage C keeps them fixed; folding them in once saves forming (and differentiating through)
+    mean + basis x coefficients for every frame at every step. Returns the model with empty
+    identity/texture bases and the matching shared dict (empty coefficient vectors)."""
+    shape = model.mean_shape + jnp.einsum("vck,k->vc", model.id_basis, shared["identity"])
+    albedo = textured_model(model, shared).mean_albedo
+    if has_texture_basis(model):
+        albedo = albedo + jnp.einsum("vck,k->vc", model.tex_basis, shared["texture"])
+    folded = model.replace(mean_shape=shape, mean_albedo=albedo,
+                           id_basis=model.id_basis[..., :0], tex_basis=model.tex_basis[..., :0])
+    return folded, {"identity": jnp.zeros(0), "texture": jnp.zeros(0),
+                    "albedo_offset": jnp.zeros_like(shared["albedo_offset"])}
+
+
 def frame_coeffs(shared: dict, frames: dict) -> FaceCoeffs:
     """Shared + per-frame parameters -> FaceCoeffs with the frames' batch."""
     b = frames["expression"].shape[0]
@@ -258,6 +274,7 @@ def fit_frames(model, target: VideoTarget, shared: dict, frames: dict, key_frame
     t = len(target.landmarks)
     size = config.chunk_size
     fit_size = target.camera.height
+    model, shared = fold_shared(model, shared)
     loss_fn = _photometric_loss_fn(model, target.camera, weights, fit_shared=False)
     lrs = {k: config.lr[k] for k in FRAME_KEYS}
     tx = _adam(lrs, config.frame_steps, {k: None for k in FRAME_KEYS})
