@@ -31,7 +31,7 @@ from absl import flags
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines.target_video import IMAGE_KEYS, MASK_KEYS, TargetVideo
+from data_pipelines.target_video import DATASET_NAME, IMAGE_KEYS, MASK_KEYS, VERSION
 
 RawExample = Mapping[str, Any]
 
@@ -41,12 +41,12 @@ def target_video_dir(data_dir_or_builder_dir: str | os.PathLike) -> str:
 
     Accepts either that directory itself (what `write_target_video_shards` returns) or the
     per-subject `data_dir` given to the writer, in which case <data_dir>/target_video/1.0.0 (the
-    builder's current version) is used.
+    dataset's current version) is used.
     """
     path = os.fspath(data_dir_or_builder_dir)
     if os.path.exists(os.path.join(path, "dataset_info.json")):
         return path
-    versioned = os.path.join(path, TargetVideo.name, str(TargetVideo.VERSION))
+    versioned = os.path.join(path, DATASET_NAME, str(VERSION))
     if os.path.exists(os.path.join(versioned, "dataset_info.json")):
         return versioned
     raise FileNotFoundError(

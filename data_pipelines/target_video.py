@@ -1,4 +1,4 @@
-"""TFDS builder for one subject's target video, written as ArrayRecord without TensorFlow.
+"""One subject's target video as a TFDS dataset of ArrayRecord files, written without TensorFlow.
 
 One example = one 25 fps video frame of a prepared subject:
 
@@ -8,68 +8,75 @@ One example = one 25 fps video frame of a prepared subject:
   face_crop      bytes     []       encoded image (PNG by default, or JPEG) of the R x R RGB crop
   face_mask      bytes     []       PNG of an R x R uint8 mask (0/255): fitted 3D face coverage
   mouth_mask     bytes     []       PNG of an R x R uint8 mask (0/255)
-  expression     float32   [E]      3DMM expression coefficients (E from the builder config)
+  expression     float32   [E]      3DMM expression coefficients (E from the arguments)
   gamma          float32   [27]     SH lighting (9 bands x RGB)
   angles         float32   [3]      head rotation, radians
   translation    float32   [3]      head translation
   crop_transform float32   [2, 3]   affine, original-frame pixels -> crop pixels
-  audio          float32   [N]      16 kHz audio window centred on the frame (N from the config)
+  audio          float32   [N]      16 kHz audio window centred on the frame (N from the arguments)
 
-How this works without TensorFlow (tensorflow-datasets 4.9.10):
-  * Encoded images are scalar `tfds.features.Tensor(shape=(), dtype=np.object_)` features:
-    np.object_ is tfds's string dtype (what tf.string maps to); stored in a bytes_list, read back
-    as Python `bytes`. `tfds.features.Image` is avoided: it skips TF only when fed pre-encoded
-    bytes and its data source decodes on every read, while we want the exact bytes back and the
-    decoding done by us, in the grain workers.
-  * `tfds.core.example_serializer.ExampleSerializer` builds tf.train.Example protos from tfds's
-    own vendored protobuf classes (`tensorflow_datasets.proto.tf_example_pb2`), not from TF, and
-    `array_record`'s writer writes the files. Reading parses with numpy (`ExampleParserNp`).
-  * tfds's writer buffers each split in its Shuffler before writing; past 1000 MiB
-    (`tfds.core.shuffle.MAX_MEM_BUFFER_SIZE`) it spills to temporary bucket files through
-    `tf.io.gfile`, which fails without TF (ModuleNotFoundError: No module named 'tensorflow',
-    from shuffle._Bucket.add). So when TensorFlow is not installed, `write_target_video_shards`
-    lifts that limit for the duration of the write: each split is held in memory, roughly the
-    sum of its encoded images (about 1.5-3 MB per 1024 px frame).
-  * `tfds.core.DatasetInfo` is built directly rather than via `dataset_info_from_configs`, which
-    scans this package's folder for README/CITATIONS metadata files; and `code_path` is
-    overridden (see there) to dodge a tfds bug needing the `importlib_resources` backport.
+How it is written (tensorflow-datasets 4.9.10, no TensorFlow, memory independent of video length):
+  * Not through a tfds `GeneratorBasedBuilder`: tfds's writer collects each split in its
+    Shuffler before writing any shard, and past 1000 MiB spills to bucket files through
+    `tf.io.gfile`, which fails without TF. A 3-minute 1024 px subject (4500 frames of 1.5-3 MB)
+    would need 7-13 GB of RAM. `write_target_video_shards` streams instead: each frame is
+    checked, serialized and appended to the current shard file as it arrives, so besides the
+    frame in hand only per-shard counters are kept. Frames arrive in time order, so record i of
+    a split is the split's i-th frame without any sorting.
+  * Serialization is tfds's own, TF-free: `FeaturesDict.encode_example`, then
+    `tfds.core.example_serializer.ExampleSerializer` builds the tf.train.Example from tfds's
+    vendored protobuf classes (`tensorflow_datasets.proto.tf_example_pb2`), serialized with
+    `deterministic=True` (tfds's default emits the feature map in upb hash order, which changes
+    from process to process): same input, byte-identical files.
+  * Records go through `array_record`'s `ArrayRecordWriter` with tfds's options (`group_size:1`:
+    one record per chunk, as tfds's ArrayRecord adapter writes them, so a random read
+    decompresses only its own record and the writer never holds more than one frame).
+  * A split's shards are filled in order up to `max_shard_bytes` of serialized records each
+    (default 1 GiB, tfds's own maximum). The shard count N is only known at the end, so shards
+    are written under provisional names and renamed to tfds's
+    `target_video-<split>.array_record-0000i-of-0000N` once the split is complete.
+  * The metadata (dataset_info.json, features.json) is tfds's: a `tfds.core.DatasetInfo` built
+    from a `DatasetIdentity` (no builder class needed) with `tfds.core.SplitInfo`s holding the
+    shard lengths, written by `DatasetInfo.write_to_directory`. `disable_shuffling=True` tells
+    readers the records are in a meaningful (time) order.
+  * Everything is written into a sibling `incomplete.*` directory, which is renamed to
+    `<data_dir>/target_video/1.0.0` only after the last file is closed: an interrupted write
+    never leaves a directory that looks like a finished dataset (tfds's readers and
+    `target_loader` ignore `incomplete.*`). An error removes the partial directory; a killed
+    process may leave it behind, harmless, to be deleted by hand.
 
-Order and determinism:
-  * `disable_shuffling=True`: tfds then sorts each split's records by our integer key rather
-    than by an md5 of it, so record i of a split is the split's i-th frame in time.
-  * Keys are spread over tfds's 128-bit key space (`_sort_key`) so that, when TF is installed and
-    tfds does spill to its 1000 buckets, frames fill them in order instead of all landing in
-    bucket 0, which tfds would then read back whole into memory.
-  * tfds serializes the Example's feature map in upb hash order, which changes from process to
-    process (same input gave different bytes per run). `_CanonicalExampleWriter` re-emits every
-    record with deterministic protobuf serialization: same input, byte-identical files.
+Reading needs none of this code: `tfds.builder_from_directory(dir).as_data_source(split)`
+rebuilds the features from features.json and parses records with numpy (`ExampleParserNp`);
+see data_pipelines.target_loader. Encoded images are scalar
+`tfds.features.Tensor(shape=(), dtype=np.object_)` features: np.object_ is tfds's string dtype
+(what tf.string maps to), stored in a bytes_list and read back as Python `bytes`.
+`tfds.features.Image` is avoided: its data source decodes on every read, while we want the exact
+bytes back and the decoding done by us, in the grain workers.
 
-On-disk layout (`data_dir` is per subject; the builder has no configs):
+On-disk layout (`data_dir` is per subject):
   <data_dir>/target_video/1.0.0/
       dataset_info.json, features.json
-      target_video-train.array_record-00000-of-0000K   (K chosen by tfds: 64 MiB-1 GiB shards)
-      target_video-validation.array_record-00000-of-00001
-  <data_dir>/downloads/   (empty; made by tfds's download manager)
+      target_video-train.array_record-00000-of-0000K       (K >= 1 shards, see max_shard_bytes)
+      target_video-validation.array_record-00000-of-0000M
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import inspect
+import logging
 import math
 import os
-import sys
+import shutil
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from array_record.python import array_record_module
 from etils import epath
-from tensorflow_datasets.core import shuffle as tfds_shuffle
-from tensorflow_datasets.core import utils as tfds_utils
-from tensorflow_datasets.core import writer as tfds_writer
-from tensorflow_datasets.proto import tf_example_pb2
+from tensorflow_datasets.core import dataset_info as tfds_dataset_info
+from tensorflow_datasets.core import example_serializer
+from tensorflow_datasets.core import naming
 
 FPS = 25.0
 GAMMA_DIM = 27
@@ -80,11 +87,25 @@ MASK_KEYS = ("face_mask", "mouth_mask")
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
 
+DATASET_NAME = "target_video"
+VERSION = tfds.core.Version("1.0.0")
+RELEASE_NOTES = {
+    "1.0.0": "Initial release: per-frame face crop and masks (encoded bytes), 3DMM "
+    "coefficients, crop affine and audio window; train/validation split by time.",
+}
+# Upper bound on the serialized records of one shard file (tfds's own default maximum).
+DEFAULT_MAX_SHARD_BYTES = 1 << 30
+
 Example = Mapping[str, Any]
 ExamplesFn = Callable[[], Iterable[Example]]
 
-_KEY_SPACE = 2**128  # tfds's shuffle key space (tfds.core.shuffle.HKEY_SIZE bits)
+_FILE_FORMAT = tfds.core.FileFormat.ARRAY_RECORD
+# As tfds's ArrayRecordFileAdapter: one record per chunk (cheap random access, no buffering).
+_ARRAY_RECORD_OPTIONS = "group_size:1"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_INCOMPLETE_PREFIX = "incomplete."  # tfds's marker for directories still being written
+
+_log = logging.getLogger(__name__)
 
 
 def split_sizes(num_frames: int, validation_fraction: float) -> tuple[int, int]:
@@ -146,174 +167,6 @@ def target_video_features(expression_dim: int, audio_samples: int) -> tfds.featu
     return tfds.features.FeaturesDict(features)
 
 
-class _CanonicalExampleWriter(tfds_writer.ExampleWriter):
-    """ArrayRecord example writer that re-serializes each tf.Example deterministically.
-
-    tfds emits the Example's feature map in upb hash order, which differs between processes;
-    `SerializeToString(deterministic=True)` sorts map keys. Costs one parse + copy per record.
-    """
-
-    def write(self, path, examples):
-        def canonical():
-            for key, serialized in examples:
-                proto = tf_example_pb2.Example.FromString(serialized)
-                yield key, proto.SerializeToString(deterministic=True)
-
-        return super().write(path, canonical())
-
-
-class TargetVideo(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """One subject's target video as per-frame examples in ArrayRecord files.
-
-    Not registered with tfds (`skip_registration`): it needs the example source at construction,
-    so `tfds.builder("target_video")` could not make one anyway. Read prepared data with
-    `tfds.builder_from_directory` (data_pipelines.target_loader), which needs no builder code.
-    """
-
-    name = "target_video"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release: per-frame face crop and masks (encoded bytes), 3DMM "
-        "coefficients, crop affine and audio window; train/validation split by time.",
-    }
-
-    def __init__(
-        self,
-        *,
-        examples_fn: ExamplesFn,
-        num_frames: int,
-        crop_size: int,
-        expression_dim: int,
-        audio_samples: int,
-        validation_fraction: float = 0.1,
-        data_dir: str | os.PathLike,
-        **kwargs: Any,
-    ):
-        """Configures the builder; nothing is read before `download_and_prepare`.
-
-        Args:
-          examples_fn: returns an iterator over the subject's frame dicts (module docstring) in
-            increasing frame_index order, exactly `num_frames` of them. Normally called once.
-          num_frames: T, total frame count of the subject.
-          crop_size: R, side of the face crop and masks, pixels (checked on PNG headers).
-          expression_dim: E, expression coefficient count.
-          audio_samples: N, audio window length in samples at 16 kHz.
-          validation_fraction: share of frames, at the end of the video, held out for validation.
-          data_dir: per-subject root directory; data goes to <data_dir>/target_video/1.0.0.
-          **kwargs: forwarded to `tfds.core.GeneratorBasedBuilder` (file_format defaults to
-            ArrayRecord).
-        """
-        for label, value in (("crop_size", crop_size), ("expression_dim", expression_dim)):
-            if value <= 0:
-                raise ValueError(f"{label} must be positive, got {value}")
-        if audio_samples <= 0:
-            raise ValueError(f"audio_samples must be positive, got {audio_samples}")
-        self._split_sizes = split_sizes(num_frames, validation_fraction)
-        # Set before super().__init__, which already calls `_info()`.
-        self._examples_fn = examples_fn
-        self._num_frames = int(num_frames)
-        self._crop_size = int(crop_size)
-        self._vector_shapes = vector_shapes(int(expression_dim), int(audio_samples))
-        kwargs.setdefault("file_format", tfds.core.FileFormat.ARRAY_RECORD)
-        super().__init__(data_dir=data_dir, **kwargs)
-
-    @tfds_utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        # tfds 4.9.10's code_path checks `isinstance(path, importlib_resources.abc.Traversable)`
-        # for builders inside a package, but only requires that backport on Python < 3.9, so
-        # download_and_prepare dies with "No module named 'importlib_resources'". This returns
-        # what tfds's own fallback branch would: the file defining the class.
-        return epath.Path(inspect.getfile(cls))
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        num_train, num_val = self._split_sizes
-        expression_dim, audio_samples = (
-            self._vector_shapes["expression"][0],
-            self._vector_shapes["audio"][0],
-        )
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=(
-                f"Target video of one subject at {FPS:g} fps: {self._num_frames} frames, "
-                f"{self._crop_size}x{self._crop_size} face crops, expression dim {expression_dim}, "
-                f"{audio_samples}-sample audio windows at {AUDIO_SAMPLE_RATE} Hz. Split by time: "
-                f"train = first {num_train} frames, validation = last {num_val}."
-            ),
-            features=target_video_features(expression_dim, audio_samples),
-            disable_shuffling=True,  # records sorted by our key, i.e. in time order
-        )
-
-    def _example_writer(self) -> tfds_writer.ExampleWriter:
-        return _CanonicalExampleWriter(file_format=self.info.file_format)
-
-    def _split_generators(self, dl_manager):
-        del dl_manager  # nothing to download: frames come from `examples_fn`
-        num_train, num_val = self._split_sizes
-        frames = _SharedFrames(self._examples_fn)
-        return {
-            TRAIN_SPLIT: self._generate_examples(frames, start=0, count=num_train),
-            VALIDATION_SPLIT: self._generate_examples(frames, start=num_train, count=num_val),
-        }
-
-    def _generate_examples(self, frames: _SharedFrames, *, start: int, count: int):
-        """Yields (sort key, example) for frames [start, start + count) of the source."""
-        source = frames.starting_at(start)
-        last_index = None
-        for position in range(count):
-            example = next(source, None)
-            if example is None:
-                raise ValueError(
-                    f"examples_fn gave {start + position} frames, num_frames is {self._num_frames}"
-                )
-            example = _normalise(example, self._crop_size, self._vector_shapes)
-            if last_index is not None and example["frame_index"] <= last_index:
-                raise ValueError(
-                    f"frames must come in increasing frame_index order: "
-                    f"{example['frame_index']} after {last_index}"
-                )
-            last_index = example["frame_index"]
-            yield _sort_key(position, count), example
-        if start + count == self._num_frames and next(source, None) is not None:
-            raise ValueError(f"examples_fn gave more than num_frames={self._num_frames} frames")
-
-
-class _SharedFrames:
-    """One pass of `examples_fn()` handed to the splits in time order.
-
-    tfds generates splits one after another (train fully, then validation), so validation
-    continues the train split's iterator instead of re-producing every training frame. If a split
-    ever starts elsewhere, a fresh iterator is opened and skipped forward: slower, same output.
-    """
-
-    def __init__(self, examples_fn: ExamplesFn):
-        self._examples_fn = examples_fn
-        self._iterator: Iterator[Example] | None = None
-        self._position = 0  # frames already taken from self._iterator
-
-    def starting_at(self, start: int) -> Iterator[Example]:
-        if self._iterator is None or self._position != start:
-            self._iterator = iter(self._examples_fn())
-            self._position = 0
-            while self._position < start and next(self._iterator, None) is not None:
-                self._position += 1
-        return self._counted()
-
-    def _counted(self) -> Iterator[Example]:
-        for example in self._iterator:
-            self._position += 1
-            yield example
-
-
-def _sort_key(position: int, count: int) -> int:
-    """tfds sort key of the `position`-th frame of a `count`-frame split: increases with time.
-
-    Spread over [0, 2**128) because tfds assigns a spilled record to bucket key * 1000 // 2**128:
-    plain 0, 1, 2, ... would all share bucket 0, which tfds then loads whole into memory.
-    """
-    return position * (_KEY_SPACE // count)
-
-
 def _normalise(
     example: Example, crop_size: int, shapes: Mapping[str, tuple[int, ...]]
 ) -> dict[str, Any]:
@@ -336,7 +189,7 @@ def _normalise(
         value = example[key]
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise TypeError(f"{key} must be encoded image bytes, got {type(value).__name__}")
-        value = bytes(value)
+        value = bytes(value)  # no copy when it already is bytes
         size = _png_size(value)
         if size is not None and size != (crop_size, crop_size):
             raise ValueError(f"{key} is {size[0]}x{size[1]} pixels, crop_size is {crop_size}")
@@ -357,21 +210,150 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-@contextlib.contextmanager
-def _shuffle_buffer_in_memory_without_tensorflow() -> Iterator[None]:
-    """Without TF, keeps tfds's writer buffer in memory (its disk spill needs tf.io.gfile).
+class _FrameSerializer:
+    """Frame dict -> checked, deterministic tf.train.Example bytes, in frame_index order."""
 
-    With TF installed nothing changes: tfds spills past 1000 MiB and memory stays bounded.
+    def __init__(self, features: tfds.features.FeaturesDict, crop_size: int, shapes):
+        self._features = features
+        self._serializer = example_serializer.ExampleSerializer(features.get_serialized_info())
+        self._crop_size = crop_size
+        self._shapes = shapes
+        self._last_index: int | None = None
+
+    def __call__(self, example: Example) -> bytes:
+        example = _normalise(example, self._crop_size, self._shapes)
+        index = int(example["frame_index"])
+        if self._last_index is not None and index <= self._last_index:
+            raise ValueError(
+                f"frames must come in increasing frame_index order: {index} after "
+                f"{self._last_index}"
+            )
+        self._last_index = index
+        proto = self._serializer.get_tf_example(self._features.encode_example(example))
+        # Sorted map keys: tfds's plain SerializeToString differs between processes.
+        return proto.SerializeToString(deterministic=True)
+
+
+class _SplitWriter:
+    """Appends one split's records, in order, to ArrayRecord shards of bounded size.
+
+    Shards are closed once the next record would take them past `max_shard_bytes` of
+    serialized records (a single larger record still gets a shard of its own). `finish` renames
+    them to tfds's names, which include the shard count, and returns the split's SplitInfo.
     """
-    if importlib.util.find_spec("tensorflow") is not None:
-        yield
+
+    def __init__(self, directory: str, split: str, max_shard_bytes: int):
+        self._directory = directory
+        self._split = split
+        self._max_shard_bytes = max_shard_bytes
+        self._paths: list[str] = []  # provisional names of the shards written so far
+        self._shard_lengths: list[int] = []
+        self._shard_bytes = 0
+        self._num_bytes = 0
+        self._writer = None
+
+    def write(self, record: bytes) -> None:
+        if self._writer is not None and self._shard_bytes + len(record) > self._max_shard_bytes:
+            self._close_shard()
+        if self._writer is None:
+            path = os.path.join(
+                self._directory, f"{DATASET_NAME}-{self._split}.partial-{len(self._paths):05d}"
+            )
+            self._writer = array_record_module.ArrayRecordWriter(path, _ARRAY_RECORD_OPTIONS)
+            self._paths.append(path)
+            self._shard_lengths.append(0)
+            self._shard_bytes = 0
+        self._writer.write(record)
+        self._shard_lengths[-1] += 1
+        self._shard_bytes += len(record)
+        self._num_bytes += len(record)
+
+    def _close_shard(self) -> None:
+        writer, self._writer = self._writer, None
+        writer.close()  # raises RuntimeError if anything failed (write(), too)
+
+    def close(self) -> None:
+        """Closes the open shard, if any (also on errors: no file handle is left behind)."""
+        if self._writer is not None:
+            self._close_shard()
+
+    def finish(self) -> tfds.core.SplitInfo:
+        self.close()
+        template = naming.ShardedFileTemplate(
+            data_dir=epath.Path(self._directory),
+            dataset_name=DATASET_NAME,
+            split=self._split,
+            filetype_suffix=_FILE_FORMAT.file_suffix,
+        )
+        num_shards = len(self._paths)
+        for shard_index, path in enumerate(self._paths):
+            final = template.sharded_filepath(shard_index=shard_index, num_shards=num_shards)
+            os.rename(path, os.fspath(final))
+        return tfds.core.SplitInfo(
+            name=self._split,
+            shard_lengths=list(self._shard_lengths),
+            num_bytes=self._num_bytes,
+            filename_template=template,
+        )
+
+
+def _dataset_info(
+    directory: str,
+    features: tfds.features.FeaturesDict,
+    split_infos: list[tfds.core.SplitInfo],
+    *,
+    crop_size: int,
+    expression_dim: int,
+    audio_samples: int,
+) -> tfds.core.DatasetInfo:
+    """The DatasetInfo tfds would have written for this dataset (name, version, splits...)."""
+    num_train, num_val = (info.num_examples for info in split_infos)
+    identity = tfds_dataset_info.DatasetIdentity(
+        name=DATASET_NAME,
+        version=VERSION,
+        data_dir=directory,
+        module_name=__name__,
+        release_notes=RELEASE_NOTES,
+    )
+    info = tfds.core.DatasetInfo(
+        builder=identity,
+        description=(
+            f"Target video of one subject at {FPS:g} fps: {num_train + num_val} frames, "
+            f"{crop_size}x{crop_size} face crops, expression dim {expression_dim}, "
+            f"{audio_samples}-sample audio windows at {AUDIO_SAMPLE_RATE} Hz. Split by time: "
+            f"train = first {num_train} frames, validation = last {num_val}."
+        ),
+        features=features,
+        disable_shuffling=True,  # records are in time order
+    )
+    info.set_file_format(_FILE_FORMAT)
+    info.set_splits(tfds.core.SplitDict(split_infos))
+    return info
+
+
+def _new_incomplete_dir(parent: str) -> str:
+    """Creates <parent>/incomplete.<random>_<version> (mode from the umask, as tfds does)."""
+    while True:
+        path = os.path.join(parent, f"{_INCOMPLETE_PREFIX}{uuid.uuid4().hex[:8]}_{VERSION}")
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+
+
+def _move_into_place(staging: str, dataset_dir: str) -> None:
+    """Renames the finished `staging` directory to `dataset_dir`, replacing what was there."""
+    if not os.path.lexists(dataset_dir):
+        os.rename(staging, dataset_dir)
         return
-    previous = tfds_shuffle.MAX_MEM_BUFFER_SIZE
-    tfds_shuffle.MAX_MEM_BUFFER_SIZE = sys.maxsize
-    try:
-        yield
-    finally:
-        tfds_shuffle.MAX_MEM_BUFFER_SIZE = previous
+    # rename() cannot replace a non-empty directory: park the old one under an incomplete.*
+    # name first (never a complete-looking dataset in between), then delete it.
+    old = _new_incomplete_dir(os.path.dirname(dataset_dir))
+    os.rmdir(old)
+    os.rename(dataset_dir, old)
+    os.rename(staging, dataset_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_target_video_shards(
@@ -384,39 +366,90 @@ def write_target_video_shards(
     audio_samples: int,
     validation_fraction: float = 0.1,
     overwrite: bool = False,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
 ) -> str:
     """Writes one subject's frames as the `target_video` ArrayRecord dataset, without TensorFlow.
 
+    Streams: one pass over `examples_fn()`, each frame written as it arrives, so memory does not
+    grow with the number of frames (module docstring).
+
     Args:
-      examples_fn: returns an iterator over the frame dicts in frame order (module docstring).
+      examples_fn: returns an iterator over the subject's frame dicts (module docstring) in
+        increasing frame_index order, exactly `num_frames` of them. Called once.
       data_dir: per-subject root; the dataset lands in <data_dir>/target_video/1.0.0.
-      num_frames, crop_size, expression_dim, audio_samples, validation_fraction: see TargetVideo.
-      overwrite: rebuild an existing dataset. If False, an existing one is reused untouched
-        (tfds's REUSE_DATASET_IF_EXISTS), whatever frames it was written from.
+      num_frames: T, total frame count of the subject.
+      crop_size: R, side of the face crop and masks, pixels (checked on PNG headers).
+      expression_dim: E, expression coefficient count.
+      audio_samples: N, audio window length in samples at 16 kHz.
+      validation_fraction: share of frames, at the end of the video, held out for validation
+        (`split_sizes`).
+      overwrite: rebuild an existing dataset. If False, an existing one (a dataset_info.json in
+        the target directory) is reused untouched, whatever frames it was written from, and
+        `examples_fn` is not called.
+      max_shard_bytes: most serialized record bytes per shard file; a split gets as many shards
+        as it needs.
 
     Returns:
       The dataset directory, <data_dir>/target_video/1.0.0 (for `tfds.builder_from_directory`).
     """
-    builder = TargetVideo(
-        examples_fn=examples_fn,
-        num_frames=num_frames,
-        crop_size=crop_size,
-        expression_dim=expression_dim,
-        audio_samples=audio_samples,
-        validation_fraction=validation_fraction,
-        data_dir=data_dir,
-    )
-    mode = (
-        tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS  # overwrites the prepared data
-        if overwrite
-        else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-    )
-    config = tfds.download.DownloadConfig(
-        download_mode=mode,
-        try_download_gcs=False,  # local-only data: never look for a prebuilt copy on GCS
-    )
-    with _shuffle_buffer_in_memory_without_tensorflow():
-        builder.download_and_prepare(
-            download_config=config, file_format=tfds.core.FileFormat.ARRAY_RECORD
+    for label, value in (
+        ("crop_size", crop_size),
+        ("expression_dim", expression_dim),
+        ("audio_samples", audio_samples),
+        ("max_shard_bytes", max_shard_bytes),
+    ):
+        if value <= 0:
+            raise ValueError(f"{label} must be positive, got {value}")
+    num_frames, crop_size = int(num_frames), int(crop_size)
+    expression_dim, audio_samples = int(expression_dim), int(audio_samples)
+    num_train, num_val = split_sizes(num_frames, validation_fraction)
+    dataset_dir = os.fspath(epath.Path(data_dir) / DATASET_NAME / str(VERSION))
+    if not overwrite and os.path.exists(os.path.join(dataset_dir, "dataset_info.json")):
+        _log.info("reusing the existing target_video dataset in %s", dataset_dir)
+        return dataset_dir
+
+    features = target_video_features(expression_dim, audio_samples)
+    serialize = _FrameSerializer(features, crop_size, vector_shapes(expression_dim, audio_samples))
+    parent = os.path.dirname(dataset_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = _new_incomplete_dir(parent)
+    try:
+        frames = iter(examples_fn())
+        split_infos = []
+        written = 0
+        for split, count in ((TRAIN_SPLIT, num_train), (VALIDATION_SPLIT, num_val)):
+            writer = _SplitWriter(staging, split, max_shard_bytes)
+            try:
+                for _ in range(count):
+                    example = next(frames, None)
+                    if example is None:
+                        raise ValueError(
+                            f"examples_fn gave {written} frames, num_frames is {num_frames}"
+                        )
+                    writer.write(serialize(example))
+                    del example  # let the frame go before the next one is produced
+                    written += 1
+            finally:
+                writer.close()
+            split_infos.append(writer.finish())
+        if next(frames, None) is not None:
+            raise ValueError(f"examples_fn gave more than num_frames={num_frames} frames")
+        info = _dataset_info(
+            staging,
+            features,
+            split_infos,
+            crop_size=crop_size,
+            expression_dim=expression_dim,
+            audio_samples=audio_samples,
         )
-    return os.fspath(builder.data_dir)
+        info.write_to_directory(staging)
+        _move_into_place(staging, dataset_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _log.info(
+        "wrote target_video to %s: %s",
+        dataset_dir,
+        ", ".join(f"{s.name} {s.num_examples} frames in {s.num_shards} shards" for s in split_infos),
+    )
+    return dataset_dir

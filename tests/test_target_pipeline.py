@@ -1,12 +1,18 @@
-"""target_video TFDS/ArrayRecord writer and grain loader, on a synthetic 20-frame subject."""
+"""target_video TFDS/ArrayRecord writer and grain loader, on a synthetic 20-frame subject.
 
+Plus the streaming writer on bigger synthetic inputs: bounded memory, several shards per split.
+"""
+
+import json
 import os
 import subprocess
 import sys
+import tracemalloc
 
 import cv2
 import numpy as np
 import pytest
+from array_record.python.array_record_data_source import ArrayRecordDataSource
 
 from data_pipelines.target_loader import (
     decode_example,
@@ -69,6 +75,49 @@ def subject(tmp_path_factory):
         expression_dim=EXPR, audio_samples=AUDIO)
     assert len(calls) == 1  # validation continued the train pass instead of re-reading
     return frames, pixels, str(data_dir), dataset_dir
+
+
+def split_shards(dataset_dir, split):
+    """The split's raw serialized records, one list per shard file, in the metadata's order.
+
+    Also checks that the shard files are exactly the ones tfds names for the shard lengths
+    recorded in dataset_info.json, and that each holds the recorded number of records.
+    """
+    with open(os.path.join(dataset_dir, "dataset_info.json")) as f:
+        info = {s["name"]: s for s in json.load(f)["splits"]}[split]
+    lengths = [int(n) for n in info["shardLengths"]]
+    names = [f"target_video-{split}.array_record-{i:05d}-of-{len(lengths):05d}"
+             for i in range(len(lengths))]
+    assert sorted(n for n in os.listdir(dataset_dir) if f"-{split}." in n) == names
+    shards = []
+    for name, length in zip(names, lengths):
+        source = ArrayRecordDataSource([os.path.join(dataset_dir, name)])
+        assert len(source) == length
+        shards.append([source[i] for i in range(length)])
+    assert sum(len(r) for shard in shards for r in shard) == int(info["numBytes"])
+    return shards
+
+
+def greedy_shard_lengths(record_sizes, limit):
+    """Shard lengths of records filled in order into shards of at most `limit` bytes."""
+    lengths, used = [], 0
+    for size in record_sizes:
+        if not lengths or used + size > limit:
+            lengths.append(0)
+            used = 0
+        lengths[-1] += 1
+        used += size
+    return lengths
+
+
+@pytest.fixture(scope="module")
+def small_shards(subject, tmp_path_factory):
+    """(dataset_dir, limit) of the subject rewritten with shards of about two frames each."""
+    frames, _, _, dataset_dir = subject
+    (records,) = split_shards(dataset_dir, "train")
+    limit = int(2.5 * np.median([len(r) for r in records]))
+    small_dir = write(frames, tmp_path_factory.mktemp("small_shards"), max_shard_bytes=limit)
+    return small_dir, limit
 
 
 def take(loader_or_iterator, count):
@@ -152,28 +201,158 @@ def test_bad_frames_are_rejected(tmp_path):
         write(frames, tmp_path / "e", num_frames=NUM_FRAMES - 1)
 
 
-def test_subprocess_writes_without_tensorflow_and_byte_identically(subject, tmp_path):
+def test_subprocess_writes_without_tensorflow_and_byte_identically(subject, small_shards,
+                                                                  tmp_path):
     """A fresh interpreter writes and reads without importing TF and reproduces the same bytes."""
     _, _, _, dataset_dir = subject
+    small_dir, limit = small_shards
     script = (
         "import sys\n"
         "from tests.test_target_pipeline import make_frames, write\n"
         "from data_pipelines.target_loader import make_target_loader, open_target_source\n"
-        "out = write(make_frames()[0], sys.argv[1])\n"
+        "frames = make_frames()[0]\n"
+        "out = write(frames, sys.argv[1])\n"
+        "small = write(frames, sys.argv[2], max_shard_bytes=int(sys.argv[3]))\n"
         "open_target_source(out, 'validation')[0]\n"
+        "open_target_source(small, 'train')[5]\n"
         "next(iter(make_target_loader(out, 'train', batch_size=2, seed=0)))\n"
         "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
-        "print(out)\n")
+        "print(out)\n"
+        "print(small)\n")
     env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "again")], cwd=REPO_ROOT,
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "again"),
+                             str(tmp_path / "again_small"), str(limit)], cwd=REPO_ROOT,
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    other_dir = result.stdout.strip().splitlines()[-1]
-    for name in sorted(os.listdir(dataset_dir)):
-        if "array_record" in name:  # deterministic protobuf: same frames -> same file bytes
-            with open(os.path.join(dataset_dir, name), "rb") as a, \
-                    open(os.path.join(other_dir, name), "rb") as b:
+    other_dir, other_small_dir = result.stdout.strip().splitlines()[-2:]
+    for mine, other in ((dataset_dir, other_dir), (small_dir, other_small_dir)):
+        names = sorted(os.listdir(mine))
+        assert sorted(os.listdir(other)) == names
+        for name in names:  # deterministic protobuf: same frames -> same file bytes
+            with open(os.path.join(mine, name), "rb") as a, \
+                    open(os.path.join(other, name), "rb") as b:
                 assert a.read() == b.read(), name
+
+
+# -- streaming writer: shards, memory, replacing a dataset ------------------------------------
+
+@pytest.mark.parametrize("split,first,count", [("train", 0, NUM_TRAIN),
+                                               ("validation", NUM_TRAIN, NUM_VAL)])
+def test_small_shards_hold_the_same_records_in_order(subject, small_shards, split, first, count):
+    frames, _, _, dataset_dir = subject
+    small_dir, limit = small_shards
+    (records,) = split_shards(dataset_dir, split)  # the default limit: one shard per split
+    shards = split_shards(small_dir, split)
+    # Filled in order up to the limit; the records are the very same bytes.
+    assert [len(shard) for shard in shards] == greedy_shard_lengths(map(len, records), limit)
+    assert all(sum(map(len, shard)) <= limit for shard in shards)
+    assert [r for shard in shards for r in shard] == records
+    if split == "train":
+        assert len(shards) == 9  # 2 frames per shard
+    # Through tfds: one source over all shards, record i is the split's i-th frame.
+    source = open_target_source(small_dir, split)
+    assert len(source) == count
+    for position in range(count):
+        got = source[position]
+        assert int(got["frame_index"]) == first + position
+        assert got["face_crop"] == frames[first + position]["face_crop"]
+        np.testing.assert_array_equal(got["audio"], frames[first + position]["audio"])
+
+
+def test_record_over_the_shard_limit_gets_a_shard_of_its_own(subject, tmp_path):
+    frames, _, _, _ = subject
+    out = write(frames, tmp_path, max_shard_bytes=1)
+    assert [len(s) for s in split_shards(out, "train")] == [1] * NUM_TRAIN
+    assert [len(s) for s in split_shards(out, "validation")] == [1] * NUM_VAL
+    source = open_target_source(out, "train")
+    assert [int(source[i]["frame_index"]) for i in range(NUM_TRAIN)] == list(range(NUM_TRAIN))
+    with pytest.raises(ValueError, match="max_shard_bytes must be positive"):
+        write(frames, tmp_path / "zero", max_shard_bytes=0)
+
+
+MEMORY_FRAMES, CROP_BYTES = 200, 300_000
+
+
+def crop_bytes(index):
+    """Incompressible stand-in for frame `index`'s encoded crop (not PNG: never decoded here)."""
+    return np.random.default_rng([1234, index]).bytes(CROP_BYTES)
+
+
+def big_frames(count, calls):
+    """Frames made on demand, as a video decoder would: only the current one is alive."""
+    calls.append(1)
+    for i in range(count):
+        frame = {"frame_index": i, "time_s": i / 25.0, "face_crop": crop_bytes(i),
+                 "face_mask": b"mask", "mouth_mask": b"mask"}
+        for key, shape in VECTORS.items():
+            frame[key] = np.full(shape, i, np.float32)
+        yield frame
+
+
+def test_write_streams_in_bounded_memory(tmp_path):
+    """Peak Python memory during a 60 MB write stays a small fraction of the data written."""
+    kwargs = dict(crop_size=CROP, expression_dim=EXPR, audio_samples=AUDIO)
+    # One-time costs (lazy imports, caches) first, so that the measurement sees only the write.
+    write_target_video_shards(lambda: big_frames(2, []), data_dir=str(tmp_path / "warm"),
+                              num_frames=2, **kwargs)
+    calls = []
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        out = write_target_video_shards(lambda: big_frames(MEMORY_FRAMES, calls),
+                                        data_dir=str(tmp_path / "big"), num_frames=MEMORY_FRAMES,
+                                        **kwargs)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    total = MEMORY_FRAMES * CROP_BYTES
+    written = sum(os.path.getsize(os.path.join(out, n)) for n in os.listdir(out))
+    print(f"peak traced memory {peak / 2**20:.2f} MiB while writing {total / 2**20:.1f} MiB of "
+          f"crops ({written / 2**20:.1f} MiB of files)")
+    assert calls == [1]
+    assert written > total
+    assert peak < 0.25 * total
+    assert "tensorflow" not in sys.modules
+    num_train, num_val = split_sizes(MEMORY_FRAMES, 0.1)
+    for split, first, count in (("train", 0, num_train), ("validation", num_train, num_val)):
+        source = open_target_source(out, split)
+        assert len(source) == count
+        for position in range(count):
+            got = source[position]
+            assert int(got["frame_index"]) == first + position
+            assert got["face_crop"] == crop_bytes(first + position)
+
+
+def test_failed_write_leaves_the_previous_dataset(subject, tmp_path):
+    frames, _, _, _ = subject
+    out = write(frames, tmp_path)
+    parent = os.path.dirname(out)
+    before = {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)}
+
+    def not_called():
+        raise AssertionError("examples_fn called although the dataset exists")
+
+    # Reused as is without overwrite: examples_fn is not even called.
+    assert write_target_video_shards(
+        not_called, data_dir=str(tmp_path), num_frames=NUM_FRAMES, crop_size=CROP,
+        expression_dim=EXPR, audio_samples=AUDIO) == out
+    # A rebuild that fails half way (in the validation split) changes nothing on disk ...
+    broken = frames[:NUM_FRAMES - 1] + [dict(frames[-1], gamma=np.zeros(5, np.float32))]
+    with pytest.raises(ValueError, match="gamma has shape"):
+        write(broken, tmp_path, overwrite=True, max_shard_bytes=1)
+    assert os.listdir(parent) == ["1.0.0"]  # no incomplete.* directory left over
+    assert {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)} == before
+    # ... and one that fails on a fresh data_dir leaves no dataset at all.
+    with pytest.raises(ValueError, match="gamma has shape"):
+        write(broken, tmp_path / "fresh")
+    assert os.listdir(tmp_path / "fresh" / "target_video") == []
+    with pytest.raises(FileNotFoundError):
+        target_video_dir(tmp_path / "fresh")
+    # A successful rebuild replaces the dataset.
+    other_frames, _ = make_frames(seed=1)
+    assert write(other_frames, tmp_path, overwrite=True) == out
+    assert os.listdir(parent) == ["1.0.0"]
+    assert open_target_source(out, "validation")[1]["face_crop"] == other_frames[-1]["face_crop"]
 
 
 # -- grain loader ------------------------------------------------------------------------------
