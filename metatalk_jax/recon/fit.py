@@ -247,8 +247,10 @@ def _chunk_data(target: VideoTarget, index: np.ndarray, fit_size: int):
 
 
 def fit_shared(model, target: VideoTarget, shared: dict, frames: dict, config,
-               weights: losses.LossWeights, progress=None) -> tuple[dict, np.ndarray]:
-    """Stage B: shared identity/texture (or albedo) on key frames. Returns (shared, key ids)."""
+               weights: losses.LossWeights, progress=None) -> tuple[dict, np.ndarray, dict]:
+    """Stage B: shared identity/texture (or albedo) on key frames.
+
+    Returns (shared, key frame indices [K], the key frames' fitted per-frame parameters)."""
     t = len(target.landmarks)
     keys = np.unique(np.linspace(0, t - 1, min(config.key_frames, t)).round().astype(int))
     fit_size = target.camera.height
