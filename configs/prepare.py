@@ -40,6 +40,8 @@ def get_config(arg=None):
     config.fit.shared_steps = 100
     config.fit.chunk_size = 8
     config.fit.frame_steps = 8
+    config.fit.warm_lr_scale = 0.5        # step size of chunks after the first (warm-started)
+    config.fit.visibility_refresh = 4     # stage C recomputes visibility every this many steps
     config.fit.lr = ml_collections.ConfigDict(dict(
         identity=0.05, expression=0.05, angles=0.01, translation=0.02, gamma=0.02,
         texture=0.05, albedo_offset=0.01))

@@ -239,8 +239,14 @@ def rasterize(vertices, faces, image_size, *, perspective_correct: bool = False,
 @partial(jax.jit, static_argnums=(2, 3, 4, 5, 6, 7))
 def _rasterize_batch(vertices, faces, height, width, perspective_correct, near, tile, budget):
     """jit-compiled body of `rasterize` (cached per shape for eager callers)."""
-    batch, num_faces = vertices.shape[0], faces.shape[0]
-    still = jax.lax.stop_gradient(vertices)
+    owner = _visible_batch(jax.lax.stop_gradient(vertices), faces, height, width,
+                           perspective_correct, near, tile, budget)
+    return _fragments_from_owner(vertices, faces, owner, perspective_correct)
+
+
+def _visible_batch(still, faces, height, width, perspective_correct, near, tile, budget):
+    """[B, H, W] int32 visible triangle per pixel (-1 = background); no gradient."""
+    batch, num_faces = still.shape[0], faces.shape[0]
     if batch > 1 and jax.default_backend() == "cpu":
         # On CPU nothing is shared between images, and one pass over all B*F triangles only
         # makes the working set B times larger than the cache (1.4-1.8x slower per image at
@@ -250,8 +256,40 @@ def _rasterize_batch(vertices, faces, height, width, perspective_correct, near, 
     else:
         owner = _visibility(still, faces, height, width, perspective_correct, near, tile, budget)
     owner = owner.reshape(batch, height, width)
+    return jnp.where(owner >= 0, owner % max(num_faces, 1), -1).astype(jnp.int32)
+
+
+def visible_triangles(vertices, faces, image_size, *, perspective_correct: bool = False,
+                      near: float = 1e-6, tile: int | None = None,
+                      chunk_budget: int | None = None):
+    """The visibility pass of `rasterize` alone: [B, H, W] int32 triangle ids, -1 background.
+
+    With `fragments_for` it lets an optimiser that moves the mesh by sub-pixel amounts keep one
+    visibility result for several steps (the differentiable pass is the cheaper half)."""
+    height, width = int(image_size[0]), int(image_size[1])
+    tile = int(tile or default_tile((height, width)))
+    budget = int(chunk_budget or _default_budget(height, width))
+    return _visible_jit(jax.lax.stop_gradient(jnp.asarray(vertices, jnp.float32)),
+                        jnp.asarray(faces, jnp.int32), height, width, bool(perspective_correct),
+                        float(near), tile, budget)
+
+
+_visible_jit = partial(jax.jit, static_argnums=(2, 3, 4, 5, 6, 7))(_visible_batch)
+
+
+def fragments_for(vertices, faces, triangle_id, *, perspective_correct: bool = False) -> Fragments:
+    """The differentiable pass of `rasterize` for a given visibility: vertices [B, V, 3],
+    faces [F, 3], triangle_id [B, H, W] (from `visible_triangles`) -> Fragments whose depth and
+    barycentrics are differentiable in `vertices` (barycentrics may leave [0, 1] where the mesh
+    has moved since the visibility was computed; they extrapolate the winner's plane)."""
+    return _fragments_from_owner(jnp.asarray(vertices), jnp.asarray(faces, jnp.int32),
+                                 jnp.asarray(triangle_id, jnp.int32), bool(perspective_correct))
+
+
+def _fragments_from_owner(vertices, faces, owner, perspective_correct):
+    batch, height, width = owner.shape
     covered = owner >= 0
-    local = jnp.where(covered, owner % max(num_faces, 1), 0)
+    local = jnp.where(covered, owner, 0)
 
     # Differentiable pass: the winner's plane equations, computed from the traced vertices per
     # triangle (cheap, [B, F]) and gathered per pixel; their backward is a scatter-add over F.
@@ -302,5 +340,5 @@ def coverage_alpha(fragments: Fragments):
     return jnp.clip(2.0 * jnp.sum(fragments.barycentric, axis=-1), 0.0, 1.0)
 
 
-__all__ = ["Fragments", "rasterize", "interpolate", "coverage_alpha", "triangle_planes",
-           "default_tile"]
+__all__ = ["Fragments", "rasterize", "visible_triangles", "fragments_for", "interpolate",
+           "coverage_alpha", "triangle_planes", "default_tile"]
