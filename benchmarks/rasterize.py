@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -48,6 +47,7 @@ if __package__ in (None, ""):            # run as a script: make `benchmarks` im
 import jax                                # noqa: E402
 import jax.numpy as jnp                   # noqa: E402
 
+from benchmarks import machine_info     # noqa: E402
 from benchmarks.zbuffer_reference import zbuffer_reference  # noqa: E402
 from metatalk_jax.face3d import raster   # noqa: E402
 
@@ -185,27 +185,8 @@ def bench_config(mean_shape, faces, size: int, batch: int, coverage_target: floa
 # -- report --------------------------------------------------------------------------------------
 
 def machine_description(extra: str | None) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        ncpu = len(os.sched_getaffinity(0))
-    except AttributeError:
-        ncpu = os.cpu_count()
-    dev = jax.devices()[0]
     import numba
-    parts = [f"{cpu}, {ncpu} CPU cores", f"jax {jax.__version__}",
-             f"backend {jax.default_backend()} ({dev.device_kind}, {jax.device_count()} device(s))",
-             f"numba {numba.__version__}", f"python {platform.python_version()}"]
-    if extra:
-        parts.append(extra)
-    return "; ".join(parts)
+    return machine_info.machine_description({"numba": numba.__version__}, extra)
 
 
 def format_table(results) -> str:

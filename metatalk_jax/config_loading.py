@@ -36,3 +36,14 @@ def load_config(spec: str, overrides=()):
             raise ValueError(f"{path}: config has no key {key!r}")
         node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], (int, float)) and not isinstance(node[leaf], bool) else value
     return config
+
+
+def config_overrides(parser, rest) -> list[str]:
+    """`--config.a.b=value` arguments left over by argparse -> ["a.b=value", ...]; anything
+    else is a usage error (argparse exits with status 2)."""
+    overrides = []
+    for item in rest:
+        if not item.startswith("--config."):
+            parser.error(f"unknown argument {item!r}")
+        overrides.append(item[len("--config."):])
+    return overrides

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metatalk_jax.config_loading import load_config
+from metatalk_jax.config_loading import config_overrides, load_config
 from metatalk_jax.face3d import geometry, render
 from metatalk_jax.face3d.morphable import MorphableModel, load_npz
 from metatalk_jax.media.video_write import Mp4Writer, write_png
@@ -130,11 +130,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default=DEFAULT_CONFIG,
                         help="config file[:variant], default configs/demo.py")
     args, rest = parser.parse_known_args(argv)
-    overrides = []
-    for item in rest:
-        if not item.startswith("--config."):
-            parser.error(f"unknown argument {item!r}")
-        overrides.append(item[len("--config."):])
+    overrides = config_overrides(parser, rest)
     try:
         config = load_config(args.config, overrides)
         result = run_demo(config, args.out)

@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from metatalk_jax.config_loading import load_config
+from metatalk_jax.config_loading import config_overrides, load_config
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "configs", "prepare.py")
@@ -51,11 +51,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default=DEFAULT_CONFIG,
                         help="config file[:variant], default configs/prepare.py")
     args, rest = parser.parse_known_args(argv)
-    overrides = []
-    for item in rest:
-        if not item.startswith("--config."):
-            parser.error(f"unknown argument {item!r}")
-        overrides.append(item[len("--config."):])
+    overrides = config_overrides(parser, rest)
     from metatalk_jax.media.ffmpeg_tools import MediaError
     from metatalk_jax.subject.prepare_subject import prepare_subject
     from metatalk_jax.tracking.track import TrackingError

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from metatalk_jax.face3d import procedural
-from metatalk_jax.face3d.render import FaceCoeffs, project_to_screen, render
+from metatalk_jax.face3d.render import FaceCoeffs, render
 from metatalk_jax.tracking import crop
 
 

@@ -4,7 +4,6 @@ dlib on the real carphone clip (176x144, 120 frames)."""
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import cv2

@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from metatalk_jax.atomic_files import write_npz
 
 FORMAT_VERSION = 1
 
@@ -192,17 +193,7 @@ def save_npz(model: MorphableModel, path: str) -> str:
     arrays = {f: np.asarray(getattr(model, f)) for f in _ARRAY_FIELDS}
     meta = {"format_version": FORMAT_VERSION, "convention": model.convention, "name": model.name}
     arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return write_npz(path, **arrays)
 
 
 def load_npz(path: str) -> MorphableModel:

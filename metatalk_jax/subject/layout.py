@@ -23,9 +23,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from metatalk_jax.atomic_files import write_json, write_npz  # noqa: F401  (the layout's writers)
 
 FORMAT = "metatalk_jax.subject"
 FORMAT_VERSION = 1
@@ -38,35 +39,6 @@ AUDIO = "audio.wav"
 REPORT = "report.json"
 PREVIEWS = "previews"
 TFDS_DIR = "tfds"
-
-
-def write_json(path: str, data: dict) -> str:
-    """Writes JSON atomically (temp name in the same folder, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def write_npz(path: str, **arrays) -> str:
-    """np.savez atomically."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 @dataclasses.dataclass

@@ -26,13 +26,13 @@ import sys
 import tempfile
 import time
 
-import cv2
 import numpy as np
 
+from metatalk_jax.face3d.assets import sha256_of
 from metatalk_jax.media.audio_load import check_speech_audio, load_audio, write_wav
 from metatalk_jax.media.ffmpeg_tools import MediaError
 from metatalk_jax.media.video_read import probe_video, read_frames
-from metatalk_jax.media.video_write import Mp4Writer, write_png
+from metatalk_jax.media.video_write import write_png
 from metatalk_jax.progress import Progress
 from metatalk_jax.recon.fit import VideoTarget, fit_video
 from metatalk_jax.recon.report import fit_report
@@ -42,14 +42,6 @@ from metatalk_jax.subject.target_examples import (TargetExamples, final_crop_box
 from metatalk_jax.tracking.backends import make_backend
 from metatalk_jax.tracking.crop import boxes_from_points, crop_frame, frame_camera
 from metatalk_jax.tracking.track import track_video
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def package_versions() -> dict:
@@ -89,7 +81,7 @@ def prepare_subject(video: str, out_dir: str, model, model_sha: str, config, *,
     """
     started = time.time()
     info = probe_video(video)
-    video_sha = file_sha256(video)
+    video_sha = sha256_of(video)
     print_key = fingerprint(video_sha, model_sha, config)
     existing = os.path.join(out_dir, layout.SUBJECT_JSON)
     if os.path.isfile(existing):

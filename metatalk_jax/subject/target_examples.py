@@ -22,7 +22,7 @@ import numpy as np
 from metatalk_jax.face3d.render import FaceCoeffs, landmark_ids_for, project_to_screen, render
 from metatalk_jax.media.video_read import read_frames
 from metatalk_jax.media.video_write import Mp4Writer
-from metatalk_jax.recon.fit import FitResult, textured_model
+from metatalk_jax.recon.fit import FitResult
 from metatalk_jax.subject.previews import overlay_frame
 from metatalk_jax.tracking.crop import CropBoxes, boxes_from_points, crop_frame
 
