@@ -36,7 +36,8 @@ def get_config(arg=None):
     # Reconstruction (see metatalk_jax/recon/fit.py).
     config.fit = ml_collections.ConfigDict()
     config.fit.landmark_steps = 400
-    config.fit.key_frames = 24
+    config.fit.key_frames = 24            # at most; one per key_frame_spacing frames, >= 4
+    config.fit.key_frame_spacing = 25
     config.fit.shared_steps = 100
     config.fit.chunk_size = 8
     config.fit.frame_steps = 8

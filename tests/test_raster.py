@@ -183,3 +183,32 @@ def test_sub_pixel_triangles_match_brute_force():
     fg = (tid >= 0) | (got >= 0)
     assert fg.sum() > 200
     assert np.mean(got[fg] == tid[fg]) >= 0.999
+
+
+def test_split_passes_equal_rasterize_and_reused_visibility_extrapolates_planes():
+    """visible_triangles + fragments_for is rasterize in two halves (same ids, depth,
+    barycentrics and gradients); with a stale visibility the barycentrics of the kept triangle
+    are its plane evaluated at the pixel (they sum to 1 and may leave [0, 1])."""
+    rng = np.random.default_rng(3)
+    verts = jnp.asarray(np.concatenate([rng.uniform(0, 32, (2, 60, 2)),
+                                        rng.uniform(2, 5, (2, 60, 1))], -1), jnp.float32)
+    faces = jnp.asarray(rng.integers(0, 60, (80, 3)), jnp.int32)
+    whole = raster.rasterize(verts, faces, (32, 32), perspective_correct=True)
+    ids = raster.visible_triangles(verts, faces, (32, 32), perspective_correct=True)
+    split = raster.fragments_for(verts, faces, ids, perspective_correct=True)
+    for a, b in zip(whole, split):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    def loss(v, use_split):
+        f = (raster.fragments_for(v, faces, ids, perspective_correct=True) if use_split
+             else raster.rasterize(v, faces, (32, 32), perspective_correct=True))
+        return jnp.sum(f.barycentric[..., 0] * f.depth)
+    np.testing.assert_allclose(jax.grad(loss)(verts, True), jax.grad(loss)(verts, False),
+                               rtol=1e-5, atol=1e-6)
+
+    moved = verts.at[..., 0].add(0.3)
+    stale = raster.fragments_for(moved, faces, ids, perspective_correct=False)
+    covered = np.asarray(ids) >= 0
+    sums = np.asarray(stale.barycentric).sum(-1)
+    np.testing.assert_allclose(sums[covered], 1.0, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(stale.triangle_id), np.asarray(ids))

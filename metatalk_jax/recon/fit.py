@@ -18,6 +18,7 @@ any size sees the face exactly where the frame has it.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import jax
@@ -321,7 +322,12 @@ def fit_shared(model, target: VideoTarget, shared: dict, frames: dict, config,
 
     Returns (shared, key frame indices [K], the key frames' fitted per-frame parameters)."""
     t = len(target.landmarks)
-    keys = np.unique(np.linspace(0, t - 1, min(config.key_frames, t)).round().astype(int))
+    # One key frame per `key_frame_spacing` frames (a second of video by default), between 4
+    # and `key_frames`: a short clip's frames are too alike to need 24, a long video's identity
+    # is well determined by 24 spread over it.
+    spacing = int(config.get("key_frame_spacing", 1))
+    wanted = min(int(config.key_frames), max(4, math.ceil(t / max(spacing, 1))), t)
+    keys = np.unique(np.linspace(0, t - 1, wanted).round().astype(int))
     fit_size = target.camera.height
     crops, goal, screen, units = _chunk_data(target, keys, fit_size)
     frame_mask = jnp.ones(len(keys))
