@@ -203,7 +203,7 @@ def make_target(frames, track, config, size: int):
 def image_steps(fit_config, t: int) -> dict:
     """How many frame-steps each stage takes: A landmark-only (68 points), B and C renders with
     gradients (one S x S image per frame per Adam step; C pads the last chunk)."""
-    keys = len(np.unique(np.linspace(0, t - 1, min(fit_config.key_frames, t)).round()))
+    keys = len(fit_mod.key_frame_indices(t, fit_config))
     chunk = int(fit_config.chunk_size)
     return {"A": int(fit_config.landmark_steps) * t,
             "B": keys * int(fit_config.shared_steps),

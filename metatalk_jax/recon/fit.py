@@ -316,18 +316,22 @@ def _chunk_data(target: VideoTarget, index: np.ndarray, fit_size: int):
             jnp.asarray(boxes.screen_transform(fit_size)), jnp.asarray(units))
 
 
+def key_frame_indices(num_frames: int, config) -> np.ndarray:
+    """Stage B's key frames, spread evenly: one per `key_frame_spacing` frames (a second of
+    video by default), between 4 and `key_frames` (a short clip's frames are too alike to need
+    24; a long video's identity is well determined by 24 spread over it)."""
+    spacing = max(1, int(config.get("key_frame_spacing", 1)))
+    wanted = min(int(config.key_frames), max(4, math.ceil(num_frames / spacing)), num_frames)
+    return np.unique(np.linspace(0, num_frames - 1, wanted).round().astype(int))
+
+
 def fit_shared(model, target: VideoTarget, shared: dict, frames: dict, config,
                weights: losses.LossWeights, progress=None) -> tuple[dict, np.ndarray, dict]:
     """Stage B: shared identity/texture (or albedo) on key frames.
 
     Returns (shared, key frame indices [K], the key frames' fitted per-frame parameters)."""
     t = len(target.landmarks)
-    # One key frame per `key_frame_spacing` frames (a second of video by default), between 4
-    # and `key_frames`: a short clip's frames are too alike to need 24, a long video's identity
-    # is well determined by 24 spread over it.
-    spacing = int(config.get("key_frame_spacing", 1))
-    wanted = min(int(config.key_frames), max(4, math.ceil(t / max(spacing, 1))), t)
-    keys = np.unique(np.linspace(0, t - 1, wanted).round().astype(int))
+    keys = key_frame_indices(t, config)
     fit_size = target.camera.height
     crops, goal, screen, units = _chunk_data(target, keys, fit_size)
     frame_mask = jnp.ones(len(keys))
