@@ -26,3 +26,4 @@ test-slow: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/rasterize.py
+	$(BIN)/python benchmarks/prepare.py
