@@ -268,7 +268,7 @@ def fit_landmarks(model, target: VideoTarget, config, weights: losses.LossWeight
     return shared, frames
 
 
-def _photometric_loss_fn(model, camera, weights: losses.LossWeights, fit_shared: bool):
+def _photometric_loss_fn(model, camera, weights: losses.LossWeights, with_shared: bool):
     lw = jnp.asarray(losses.landmark_weights(weights))
     use_basis = has_texture_basis(model)
 
@@ -284,7 +284,7 @@ def _photometric_loss_fn(model, camera, weights: losses.LossWeights, fit_shared:
             shared["texture"] if use_basis else None, frame_mask)
         total = (weights.photometric * photo + weights.landmark * lmk
                  + weights.regularization * reg)
-        if fit_shared and not use_basis:
+        if with_shared and not use_basis:
             total = total + weights.albedo * jnp.mean(shared["albedo_offset"] ** 2)
         return total
 
@@ -339,7 +339,7 @@ def fit_shared(model, target: VideoTarget, shared: dict, frames: dict, config,
     p.update({"identity": shared["identity"]})
     p["texture" if has_texture_basis(model) else "albedo_offset"] = (
         shared["texture"] if has_texture_basis(model) else shared["albedo_offset"])
-    loss_fn = _photometric_loss_fn(model, target.camera, weights, fit_shared=True)
+    loss_fn = _photometric_loss_fn(model, target.camera, weights, with_shared=True)
     lrs = {k: config.lr[k] for k in p}
     # Exact visibility at every step here: identity and albedo start far from the answer and
     # the key frames move by more than a pixel (reusing it measured 2 levels worse RMSE).
@@ -358,7 +358,7 @@ def fit_frames(model, target: VideoTarget, shared: dict, frames: dict, key_frame
     size = config.chunk_size
     fit_size = target.camera.height
     model, shared = fold_shared(model, shared)
-    loss_fn = _photometric_loss_fn(model, target.camera, weights, fit_shared=False)
+    loss_fn = _photometric_loss_fn(model, target.camera, weights, with_shared=False)
     lrs = {k: config.lr[k] for k in FRAME_KEYS}
     loop = AdamLoop(loss_fn, lrs, config.frame_steps, FRAME_KEYS, segment=_refresh(config),
                     visibility_fn=_visibility_fn(model, target.camera))
@@ -412,9 +412,7 @@ def fit_video(model: MorphableModel, target: VideoTarget, config, *,
     refined = fit_frames(model, target, shared, frames, key_frames, config, weights, bar)
     _close(bar)
 
-    albedo = np.asarray(textured_model(model, shared).mean_albedo)
-    if has_texture_basis(model):
-        albedo = np.asarray(geometry.face_albedo(model, shared["texture"][None])[0])
+    albedo = np.asarray(fold_shared(model, shared)[0].mean_albedo)   # basis or offset
     return FitResult(refined["expression"], refined["gamma"], refined["angles"],
                      refined["translation"], np.asarray(shared["identity"]),
                      np.asarray(shared["texture"]), albedo.astype(np.float32))

@@ -26,8 +26,6 @@ import os
 
 import numpy as np
 
-from metatalk_jax.atomic_files import write_json, write_npz  # noqa: F401  (the layout's writers)
-
 FORMAT = "metatalk_jax.subject"
 FORMAT_VERSION = 1
 

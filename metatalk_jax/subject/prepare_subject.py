@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from metatalk_jax.atomic_files import write_json, write_npz
 from metatalk_jax.face3d.assets import sha256_of
 from metatalk_jax.media.audio_load import check_speech_audio, load_audio, write_wav
 from metatalk_jax.media.ffmpeg_tools import MediaError
@@ -113,7 +114,7 @@ def prepare_subject(video: str, out_dir: str, model, model_sha: str, config, *,
             "model": {"name": model_name, "sha256": model_sha, "convention": model.convention,
                       "dims": model.dims, "vertices": model.num_vertices},
             "seconds": round(time.time() - started, 2)})
-        layout.write_json(os.path.join(work, layout.SUBJECT_JSON), meta)
+        write_json(os.path.join(work, layout.SUBJECT_JSON), meta)
         if os.path.exists(out_dir):
             old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
             os.replace(out_dir, os.path.join(old, name))
@@ -177,14 +178,14 @@ def _build(video, info, audio, work, model, config) -> dict:
     t0 = time.time()
     report = fit_report(model, target, fit)
     timings["report_s"] = time.time() - t0
-    layout.write_npz(os.path.join(work, layout.COEFFICIENTS), **fit._asdict())
+    write_npz(os.path.join(work, layout.COEFFICIENTS), **fit._asdict())
     del spool
     os.remove(spool_path)
 
     # -- crop module: final boxes from the fitted face --------------------------------------
     r = int(config.renderer_resolution)
     boxes = final_crop_boxes(model, fit, camera, frame_size, config)
-    layout.write_npz(os.path.join(work, layout.CROPS), centers=boxes.centers, sizes=boxes.sizes,
+    write_npz(os.path.join(work, layout.CROPS), centers=boxes.centers, sizes=boxes.sizes,
                      matrices=boxes.matrices(r).astype(np.float32),
                      camera=np.array([camera.focal_x, camera.focal_y, camera.cx, camera.cy,
                                       camera.distance], np.float64),
@@ -215,7 +216,7 @@ def _build(video, info, audio, work, model, config) -> dict:
                                  report.landmark_error_iod.round(3).tolist(),
                              "photometric_rmse_levels": report.photometric_rmse.round(3).tolist(),
                              "detected": track.detected.tolist()}}
-    layout.write_json(os.path.join(work, layout.REPORT), summary)
+    write_json(os.path.join(work, layout.REPORT), summary)
     fit_summary = report.summary()
     _say(f"fit: landmark error {fit_summary['landmark_error_iod_percent']['mean']:.2f}% of "
          f"inter-ocular distance, photometric RMSE "

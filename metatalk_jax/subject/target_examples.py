@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metatalk_jax.face3d.render import FaceCoeffs, landmark_ids_for, project_to_screen, render
+from metatalk_jax.face3d.render import FaceCoeffs, posed_vertices, project_to_screen, render
 from metatalk_jax.media.video_read import read_frames
 from metatalk_jax.media.video_write import Mp4Writer
-from metatalk_jax.recon.fit import FitResult
+from metatalk_jax.recon.fit import FitResult, landmark_points
 from metatalk_jax.subject.previews import overlay_frame
 from metatalk_jax.tracking.crop import CropBoxes, boxes_from_points, crop_frame
 
@@ -48,7 +48,6 @@ def _albedo_model(model, fit: FitResult):
 def projected_face_points(model, fit: FitResult, camera, *, batch: int = 64) -> np.ndarray:
     """[T, K, 2] frame-pixel projections of the model's face-region vertices (every
     FACE_AREA_STRIDE-th), for every frame."""
-    from metatalk_jax.face3d.render import posed_vertices
     ids = np.flatnonzero(np.asarray(model.face_mask) > 0.5)[::FACE_AREA_STRIDE]
 
     @jax.jit
@@ -122,11 +121,15 @@ class TargetExamples:
         kernel = np.ones((3, 3), np.uint8)
         dilations = max(1, int(round(config.mouth_dilation * r / 256)))
 
+        identity = {"identity": jnp.asarray(fit.identity)}
+
         @jax.jit
         def render_masks(coeffs, screen):
             out = render(self.model, coeffs, self.camera, screen_transform=screen)
-            lm = project_to_screen(self.camera, _landmarks3d(self.model, coeffs, self.camera))
-            return out.image, out.alpha, out.mouth_mask, lm[..., :2]
+            pose = {"expression": coeffs.expression, "angles": coeffs.angles,
+                    "translation": coeffs.translation}
+            frame_landmarks = landmark_points(self.model, identity, pose, self.camera)
+            return out.image, out.alpha, out.mouth_mask, frame_landmarks
 
         self._render = render_masks
         self._kernel, self._dilations = kernel, dilations
@@ -180,8 +183,3 @@ class TargetExamples:
                    "audio": audio_window(self.audio, i / self.config.fps, self.audio_samples,
                                          int(self.config.sample_rate))}
 
-
-def _landmarks3d(model, coeffs, camera):
-    from metatalk_jax.face3d.render import posed_vertices
-    verts, _ = posed_vertices(model, coeffs)
-    return verts[:, landmark_ids_for(model, camera)]
