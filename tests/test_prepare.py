@@ -93,6 +93,12 @@ def test_subject_files_and_previews(subject):
     assert count_frames(overlay) == 100
     assert os.path.getsize(os.path.join(out, layout.PREVIEWS, "errors.png")) > 10_000
     assert not glob.glob(os.path.join(os.path.dirname(out), ".carphone.*"))
+    # Built under mkdtemp/mkstemp names (0700/0600), published with ordinary permissions.
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(out).st_mode & 0o777 == 0o777 & ~mask
+    for name in (layout.SUBJECT_JSON, layout.COEFFICIENTS, layout.CROPS, layout.LANDMARKS):
+        assert os.stat(os.path.join(out, name)).st_mode & 0o777 == 0o666 & ~mask, name
 
 
 def test_tfds_shards_read_back_equal_to_the_subject(subject, carphone_clip):

@@ -30,6 +30,7 @@ import zipfile
 
 import numpy as np
 
+from metatalk_jax.atomic_files import atomic_path
 from metatalk_jax.face3d import offline
 from metatalk_jax.face3d.morphable import CONVENTIONS, load_npz, save_npz
 
@@ -234,16 +235,8 @@ def ensure_offline_model(convention: str = "audiodvp", cache_dir: str | None = N
 
 
 def _copy_atomically(src: str, dst: str) -> str:
-    directory = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(dst, ".npz") as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return dst
 
 

@@ -13,8 +13,8 @@ import wave
 
 import numpy as np
 
-from metatalk_jax.media.ffmpeg_tools import (MediaError, file_arg, probe_streams, publish,
-                                             run_ffmpeg, temp_path_beside)
+from metatalk_jax.atomic_files import publish, temp_path_beside
+from metatalk_jax.media.ffmpeg_tools import MediaError, file_arg, probe_streams, run_ffmpeg
 
 
 def load_audio(path, sample_rate: int = 16000) -> np.ndarray:

@@ -16,7 +16,6 @@ import functools
 import os
 import re
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -112,43 +111,6 @@ def has_encoder(name: str) -> bool:
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
     # Rows look like " V....D libx264   libx264 H.264 / AVC ..."; the name is the 2nd column.
     return any(len(row.split()) > 1 and row.split()[1] == name for row in out.splitlines())
-
-
-# ----------------------------------------------------------------------------------------------
-# Atomic outputs
-
-
-def temp_path_beside(path, suffix: str) -> str:
-    """Creates an empty hidden temp file in `path`'s folder (made if missing); returns its name.
-
-    Same folder, so the final os.replace is a rename within one file system (atomic).
-    """
-    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(fd)
-    return tmp
-
-
-def _umask() -> int:
-    # /proc reads it without changing it (os.umask would briefly affect other threads).
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def publish(tmp: str, path) -> None:
-    """Renames a finished temp file onto `path`, with ordinary permissions (mkstemp makes 0600
-    files, which would otherwise leak into the result)."""
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, os.fspath(path))
 
 
 # ----------------------------------------------------------------------------------------------

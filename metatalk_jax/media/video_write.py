@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 from metatalk_jax.media.audio_load import write_wav
+from metatalk_jax.atomic_files import publish, temp_path_beside
 from metatalk_jax.media.ffmpeg_tools import (MediaError, ffmpeg_exe, file_arg, has_encoder,
-                                             last_error_line, publish, snap_ntsc,
-                                             temp_path_beside)
+                                             last_error_line, snap_ntsc)
 
 
 def _to_rgb_u8(frame) -> np.ndarray:

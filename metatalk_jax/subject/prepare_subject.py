@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from metatalk_jax.atomic_files import write_json, write_npz
+from metatalk_jax.atomic_files import publish, write_json, write_npz
 from metatalk_jax.face3d.assets import sha256_of
 from metatalk_jax.media.audio_load import check_speech_audio, load_audio, write_wav
 from metatalk_jax.media.ffmpeg_tools import MediaError
@@ -118,10 +118,10 @@ def prepare_subject(video: str, out_dir: str, model, model_sha: str, config, *,
         if os.path.exists(out_dir):
             old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
             os.replace(out_dir, os.path.join(old, name))
-            os.replace(work, out_dir)
+            publish(work, out_dir, directory=True)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(work, out_dir)
+            publish(work, out_dir, directory=True)
     finally:
         if os.path.exists(work):
             shutil.rmtree(work, ignore_errors=True)

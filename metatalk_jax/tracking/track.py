@@ -11,11 +11,12 @@ are kept, [T,68,2] + [T,4] float32, so memory does not grow with the frame size.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
+
+from metatalk_jax.atomic_files import write_npz
 from scipy.ndimage import gaussian_filter1d
 
 from metatalk_jax.tracking.backends import FaceBackend
@@ -59,23 +60,12 @@ class FaceTrack:
                 "gaps": [tuple(g) for g in self.gaps]}
 
     def to_npz(self, path: str) -> str:
-        """Writes the track to `path` (uncompressed npz) atomically: temp name, then os.replace."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-        try:
-            # Writing through the open file keeps np.savez from appending a second ".npz".
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, landmarks=self.landmarks.astype(np.float32),
+        """Writes the track to `path` (uncompressed npz) atomically: temp name, then rename."""
+        return write_npz(path, landmarks=self.landmarks.astype(np.float32),
                          boxes=self.boxes.astype(np.float32),
                          detected=self.detected.astype(bool),
                          gaps=np.asarray(self.gaps, np.int64).reshape(-1, 2),
                          frame_size=np.asarray(self.frame_size, np.int64))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return path
 
     @classmethod
     def from_npz(cls, path: str) -> "FaceTrack":
