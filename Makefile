@@ -27,3 +27,4 @@ test-slow: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/rasterize.py
 	$(BIN)/python benchmarks/prepare.py
+	$(BIN)/python benchmarks/renderer.py

@@ -21,17 +21,6 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
                               "configs", "prepare.py")
 
 
-def load_model(path: str | None):
-    """(model, sha256, name): the user's .npz, or the cached offline model."""
-    from metatalk_jax.face3d import assets
-    from metatalk_jax.face3d.morphable import load_npz
-    if path is None:
-        path = assets.ensure_offline_model("audiodvp")
-    elif not os.path.isfile(path):
-        raise ValueError(f"{path}: model file not found")
-    return load_npz(path), assets.sha256_of(path), os.path.basename(path)
-
-
 def enable_compilation_cache() -> str:
     """JAX's persistent compilation cache under the metatalk cache dir: a second `prepare` (or
     another subject of the same sizes) skips the ~10-20 s of XLA compilation of the fit."""
@@ -60,7 +49,8 @@ def main(argv=None) -> int:
         config = load_config(args.config, overrides)
         from metatalk_jax.media.ffmpeg_tools import check_input_file
         check_input_file(args.video)
-        model, sha, name = load_model(args.model)
+        from metatalk_jax.subject.face_model import load_morphable
+        model, sha, name = load_morphable(args.model)
         prepare_subject(args.video, args.out, model, sha, config, model_name=name)
     except (MediaError, TrackingError, ValueError, OSError) as err:
         print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",

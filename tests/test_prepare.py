@@ -9,7 +9,6 @@ import glob
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,23 +21,13 @@ from metatalk_jax.media.ffmpeg_tools import ffmpeg_exe
 from metatalk_jax.media.video_read import count_frames, read_frames
 from metatalk_jax.subject import layout
 from metatalk_jax.tracking.crop import crop_frame, crop_matrices
+from tests.prepare_runner import REPO, TINY, run_prepare  # noqa: F401
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(REPO, "configs", "prepare.py") + ":tiny"
-
-
-def run_prepare(video, out, *extra):
-    cmd = [sys.executable, "-m", "metatalk_jax.prepare", "--video", str(video), "--out", str(out),
-           "--config", TINY, *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
 
 
 @pytest.fixture(scope="module")
-def subject(carphone_clip, tmp_path_factory):
-    out = tmp_path_factory.mktemp("subjects") / "carphone"
-    done = run_prepare(carphone_clip, out, "--config.audio_required=False")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out, done
+def subject(carphone_subject):
+    return carphone_subject
 
 
 def test_every_frame_is_tracked_and_fitted(subject, carphone_clip):

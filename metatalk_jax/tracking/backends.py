@@ -16,6 +16,7 @@ margin, not a probability).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Callable, Protocol
 
@@ -46,14 +47,21 @@ def check_frame(frame) -> np.ndarray:
 
 
 def default_dlib_model_path() -> str:
-    """The 68-point shape predictor shipped in the face-recognition-models package."""
-    try:
-        import face_recognition_models
-    except ImportError as err:
+    """The 68-point shape predictor shipped in the face-recognition-models package.
+
+    Found through the package's location rather than by importing it: its __init__ imports
+    pkg_resources, which setuptools >= 81 no longer provides.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    path = None
+    if spec is not None and spec.submodule_search_locations:
+        path = os.path.join(list(spec.submodule_search_locations)[0], "models",
+                            "shape_predictor_68_face_landmarks.dat")
+    if path is None or not os.path.isfile(path):
         raise ImportError("the dlib backend needs the 68-point model from the "
                           "face-recognition-models package (pip install face-recognition-models), "
-                          "or pass model_path=") from err
-    return face_recognition_models.pose_predictor_model_location()
+                          "or pass model_path=")
+    return path
 
 
 class DlibBackend:

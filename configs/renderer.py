@@ -1,0 +1,107 @@
+"""Config of the neural renderer's training (`python -m metatalk_jax.train`).
+
+Launch:
+  python -m metatalk_jax.train --config configs/renderer.py --workdir runs/me \
+      --config.data.subject=subjects/me                        # AudioDVP's 256 baseline
+  python -m metatalk_jax.train --config configs/renderer.py:gpu --workdir runs/me_hd \
+      --config.data.subject=subjects/me                        # HD 1024, bf16, one GPU host
+  launch/tpu_pod.sh my-tpu us-central2-b -- --config configs/renderer.py:tpu_pod \
+      --workdir gs://bucket/runs/me --config.data.subject=/data/subjects/me
+  python -m metatalk_jax.train --config configs/renderer.py:tiny --workdir /tmp/r \
+      --config.data.subject=S                                  # CPU tests: seconds per step
+
+Variants: (default) AudioDVP's unet_256 at 256x256; tiny: 32x32 crops and a small U-Net for the
+tests; gpu: the HD generator at 1024 in bf16; tpu_pod: the same on a pod slice with FSDP.
+The subject must have been prepared at a crop resolution that the training resolution divides.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+    config = ml_collections.ConfigDict()
+    config.task = "renderer"
+    config.seed = 0
+    config.total_steps = 70_000            # AudioDVP: 250 epochs of a 3-min video at batch 16
+    config.batch_size = 16                 # global, over all processes and devices
+
+    config.data = ml_collections.ConfigDict()
+    config.data.subject = ""               # the prepared subject directory (required)
+    config.data.model = ""                 # morphable model .npz prepare used ("" = offline)
+    config.data.resolution = 256           # training crop side; divides the stored crop side
+    config.data.window = 7                 # consecutive renders per example (AudioDVP: 7)
+    config.data.flip = True                # random left-right flips (AudioDVP trains with them)
+    config.data.workers = 0                # grain worker processes per host (0 = in-process)
+
+    config.model = ml_collections.ConfigDict()
+    config.model.arch = "unet"             # "unet" (AudioDVP) or "hd" (coarse-to-fine)
+    config.model.num_downs = 8             # unet_256
+    config.model.ngf = 64
+    config.model.ndf = 64
+    config.model.n_layers_d = 3
+    config.model.num_d_scales = 1
+    config.model.use_refine = True
+    config.model.use_dropout = True
+    config.model.dtype = "float32"         # compute dtype; parameters stay float32
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.lr = 2e-4
+    config.optim.b1 = 0.5
+    config.optim.b2 = 0.999
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.lambda_l1 = 100.0
+    config.loss.lambda_fm = 0.0            # feature matching (HD variant)
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.fsdp = 1                   # parameter sharding axis size (1 = data parallel)
+    config.mesh.num_devices = 0            # 0 = every device of every process
+    config.mesh.min_fsdp_size = 2 ** 16    # smaller leaves stay replicated
+
+    config.checkpoint_every_steps = 1000
+    config.keep_checkpoints = 3
+    config.async_checkpoints = True
+    config.log_every_steps = 50
+    config.eval_every_steps = 5000
+    config.eval_at_start = True
+    config.preview_every_steps = 1000
+    config.preview_examples = 4
+
+    config.debug = ml_collections.ConfigDict()
+    config.debug.nan_at_step = -1          # tests: this step turns the parameters into NaN
+
+    if arg == "tiny":
+        config.total_steps = 6
+        config.batch_size = 8
+        config.data.resolution = 32
+        config.model.num_downs = 5
+        config.model.ngf = 8
+        config.model.ndf = 8
+        config.model.n_layers_d = 2
+        config.checkpoint_every_steps = 2
+        config.log_every_steps = 1
+        config.eval_every_steps = 0
+        config.eval_at_start = False
+        config.preview_every_steps = 0
+        config.preview_examples = 2
+    elif arg == "gpu":
+        config.batch_size = 8
+        config.data.resolution = 1024
+        config.model.arch = "hd"
+        config.model.num_d_scales = 3
+        config.model.dtype = "bfloat16"
+        config.loss.lambda_fm = 10.0
+        config.data.workers = 8
+    elif arg == "tpu_pod":
+        config.batch_size = 64
+        config.data.resolution = 1024
+        config.model.arch = "hd"
+        config.model.num_d_scales = 3
+        config.model.dtype = "bfloat16"
+        config.loss.lambda_fm = 10.0
+        config.data.workers = 8
+        config.mesh.fsdp = 4
+    elif arg not in (None, ""):
+        raise ValueError(f"configs/renderer.py: unknown variant {arg!r} "
+                         "(known: tiny, gpu, tpu_pod)")
+    return config

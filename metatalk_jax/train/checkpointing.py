@@ -1,0 +1,94 @@
+"""Checkpoints: orbax CheckpointManager saving the train state and the data iterator together.
+
+    WORKDIR/checkpoints/<step>/state/   the train state pytree (orbax StandardSave; sharded
+                                        arrays are written by the processes that hold them)
+    WORKDIR/checkpoints/<step>/data/    process_<i>-of-<n>.json: each process's grain iterator
+                                        state, so a restarted run reads the same batches next
+
+Orbax writes each step into a temporary directory and renames it when every process has
+finished, so a run killed mid-save (SIGKILL, preemption) leaves the previous step as the latest
+complete checkpoint. Only the newest `keep` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import os
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(workdir, CHECKPOINT_DIR)
+
+
+class Checkpoints:
+    """Save / restore of (train state, data iterator) under `workdir/checkpoints`.
+
+    every_steps: a save when step % every_steps == 0 (and whenever `save(..., force=True)`);
+    keep: how many of the newest checkpoints stay on disk.
+    """
+
+    def __init__(self, workdir: str, *, every_steps: int, keep: int, async_save: bool = True):
+        self.every_steps = int(every_steps)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=int(keep), create=True, enable_async_checkpointing=async_save)
+        self.manager = ocp.CheckpointManager(
+            os.path.abspath(checkpoint_dir(workdir)), options=options,
+            item_names=("state", "data"))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def due(self, step: int) -> bool:
+        return self.every_steps > 0 and step % self.every_steps == 0
+
+    def save(self, step: int, state, data_iterator, *, force: bool = False) -> bool:
+        """Starts saving `state` (a pytree of jax arrays) and the iterator's state as `step`;
+        returns whether a save was started. The device-to-host copy happens before this
+        returns, so the caller may donate `state` to the next step right away."""
+        if not (force or self.due(step)) or step in self.manager.all_steps():
+            return False
+        return self.manager.save(
+            step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                          data=grain.checkpoint.CheckpointSave(data_iterator)),
+            force=True)
+
+    def restore(self, step: int, abstract_state, shardings, data_iterator):
+        """(state, data_iterator) of checkpoint `step`, the state placed with `shardings`
+        (a pytree matching `abstract_state`, the ShapeDtypeStruct tree from jax.eval_shape)."""
+        target = jax.tree.map(
+            lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+            abstract_state, shardings)
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                          data=grain.checkpoint.CheckpointRestore(data_iterator)))
+        return restored["state"], restored["data"]
+
+    def wait(self) -> None:
+        """Blocks until any save in flight is on disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def read_state(path: str):
+    """The state pytree of one checkpoint step directory (`.../checkpoints/<step>`) as nested
+    dicts of numpy arrays on this host, whatever devices or processes wrote it (for tests and
+    tools such as export)."""
+    import numpy as np
+    directory = os.path.join(os.path.abspath(path), "state")
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(directory).item_metadata
+    tree = getattr(tree, "tree", tree)
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree,
+                        is_leaf=lambda x: not isinstance(x, (dict, list, tuple)))
+    return checkpointer.restore(directory, args=ocp.args.PyTreeRestore(restore_args=args))

@@ -1,0 +1,123 @@
+"""The neural renderer as a training task: prepared subject -> renderer checkpoint.
+
+Data: 7-frame windows of the subject's TFDS target-video shards (data_pipelines/
+renderer_windows.py), read through grain, with each frame's 3DMM render taken from the subject's
+render cache (subject/render_cache.py: every frame rendered once at the training resolution
+when the task starts). Each step masks the window's renders and the real crop with the mouth
+masks (subject/renderer_inputs.py), flips examples at random (AudioDVP trains with flips), and
+takes one pix2pix GAN step (train/gan_step.py). Evaluation reports the held-out L1 (in [0, 1] pixel units, over the whole
+crop and inside the mouth mask) and SSIM of the eval-mode generator on the validation frames.
+"""
+
+from __future__ import annotations
+
+import dm_pix
+import jax
+import jax.numpy as jnp
+
+from data_pipelines.renderer_windows import RendererWindowSource, make_renderer_batches
+from metatalk_jax.models.renderer import make_renderer
+from metatalk_jax.subject.face_model import subject_face_model
+from metatalk_jax.subject.layout import load_subject
+from metatalk_jax.subject.render_cache import ensure_render_cache
+from metatalk_jax.subject.renderer_inputs import masked_target, random_flip, stack_window
+from metatalk_jax.train import gan_step
+
+
+class RendererTask:
+    """Everything the engine (train/loop.py) needs to train the renderer on one subject.
+
+    config: configs/renderer.py (data.*, model.*, optim.*, loss.*).
+    """
+
+    name = "renderer"
+
+    def __init__(self, config):
+        self.config = config
+        data = config.data
+        if not data.subject:
+            raise ValueError("no subject: pass --config.data.subject=SUBJECT_DIR "
+                             "(a directory written by `python -m metatalk_jax.prepare`)")
+        self.subject = load_subject(data.subject)
+        self.window = int(data.window)
+        probe = RendererWindowSource(self.subject.tfds_dir, "train", window=self.window,
+                                     resolution=data.resolution)
+        self.resolution = probe.resolution
+        face_model = subject_face_model(self.subject, data.get("model") or None)
+        # Each process renders its own copy (to a local cache dir; the same file when
+        # processes share a host), so nothing waits on another host.
+        cache = ensure_render_cache(self.subject, face_model, self.resolution,
+                                    show_progress=jax.process_index() == 0)
+        self.train_source, self.eval_source = (
+            RendererWindowSource(self.subject.tfds_dir, split, window=self.window,
+                                 resolution=data.resolution, render_cache=cache)
+            for split in ("train", "validation"))
+        self.generator, self.discriminator = make_renderer(config.model)
+        self.g_tx, self.d_tx = gan_step.make_gan_optimizers(config.optim)
+        b = int(config.batch_size)
+        self.input_shape = (b, self.resolution, self.resolution, 3 * self.window)
+        self.target_shape = (b, self.resolution, self.resolution, 3)
+
+    # -- constants and state ---------------------------------------------------------------
+    def constants(self):
+        """Replicated arrays the steps take as an argument: none for the renderer."""
+        return {}
+
+    def init_state(self, rng) -> gan_step.GanState:
+        return gan_step.create_gan_state(rng, self.generator, self.discriminator, self.g_tx,
+                                         self.d_tx, self.input_shape, self.target_shape)
+
+    # -- data ------------------------------------------------------------------------------
+    def train_batches(self, *, seed: int, process_index: int, process_count: int):
+        return make_renderer_batches(
+            self.train_source, global_batch=int(self.config.batch_size), seed=seed,
+            process_index=process_index, process_count=process_count, num_epochs=None,
+            shuffle=True, drop_remainder=True, worker_count=int(self.config.data.workers))
+
+    def eval_batches(self, *, process_index: int, process_count: int):
+        return make_renderer_batches(
+            self.eval_source, global_batch=int(self.config.batch_size), seed=0,
+            process_index=process_index, process_count=process_count, num_epochs=1,
+            shuffle=False, drop_remainder=False, worker_count=0)
+
+    # -- steps (pure; jitted by the engine) ------------------------------------------------
+    def _inputs_and_target(self, batch):
+        renders = batch["render"].astype(jnp.float32) / 255.0
+        masks = batch["mouth_mask"].astype(jnp.float32) / 255.0
+        inputs = stack_window(renders, masks, batch["valid"])
+        target = masked_target(batch["target"], masks[:, self.window // 2])
+        return inputs, target
+
+    def train_step(self, state, batch, rng, constants):
+        flip_key, step_key = jax.random.split(rng)
+        inputs, target = self._inputs_and_target(batch)
+        if self.config.data.flip:
+            inputs, target = random_flip(flip_key, batch["example_id"], inputs, target)
+        return gan_step.gan_train_step(
+            state, inputs, target, step_key, generator=self.generator,
+            discriminator=self.discriminator, g_tx=self.g_tx, d_tx=self.d_tx,
+            loss_config=self.config.loss)
+
+    def eval_step(self, state, batch, constants) -> dict:
+        """Sums over the batch's real (non-padding) examples; the engine divides by `count`."""
+        inputs, target = self._inputs_and_target(batch)
+        fake = gan_step.generate(state, inputs, generator=self.generator)
+        fake01, target01 = (fake + 1.0) / 2.0, (target + 1.0) / 2.0
+        weight = batch["example_valid"].astype(jnp.float32)
+        mask = batch["mouth_mask"][:, self.window // 2].astype(jnp.float32)[..., None] / 255.0
+        abs_err = jnp.abs(fake01 - target01)
+        l1 = jnp.mean(abs_err, axis=(1, 2, 3))
+        l1_mouth = jnp.sum(abs_err * mask, axis=(1, 2, 3)) / jnp.maximum(
+            3.0 * jnp.sum(mask, axis=(1, 2, 3)), 1.0)
+        # dm-pix's defaults: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03 (REFERENCES).
+        scores = dm_pix.ssim(fake01, target01, max_val=1.0)
+        return {"l1": jnp.sum(l1 * weight), "l1_mouth": jnp.sum(l1_mouth * weight),
+                "ssim": jnp.sum(scores * weight), "count": jnp.sum(weight)}
+
+    def preview_step(self, state, batch, constants) -> jax.Array:
+        """[B, R, 3R, 3] float in [0, 1]: centre-frame render | generated | real, per example."""
+        inputs, target = self._inputs_and_target(batch)
+        fake = gan_step.generate(state, inputs, generator=self.generator)
+        c = 3 * (self.window // 2)
+        render = inputs[..., c:c + 3]
+        return (jnp.concatenate([render, fake, target], axis=2) + 1.0) / 2.0
