@@ -45,9 +45,10 @@ def get_config(arg=None):
     config.model.dtype = "float32"         # compute dtype; parameters stay float32
 
     config.optim = ml_collections.ConfigDict()
-    config.optim.lr = 2e-4
-    config.optim.b1 = 0.5
-    config.optim.b2 = 0.999
+    config.optim.lr = 2e-4                 # pix2pix's Adam
+    config.optim.beta1 = 0.5
+    config.optim.beta2 = 0.999
+    config.optim.eps = 1e-8
 
     config.loss = ml_collections.ConfigDict()
     config.loss.lambda_l1 = 100.0

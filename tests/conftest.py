@@ -5,6 +5,14 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for the whole session, shared with the CLI subprocesses the
+# tests start (the train CLI reads METATALK_JAX_CACHE): the tiny renderer's step compiles once
+# (~20 s on 2 cores) instead of once per test and per process.
+if "METATALK_JAX_CACHE" not in os.environ:
+    import tempfile
+    os.environ["METATALK_JAX_CACHE"] = tempfile.mkdtemp(prefix="metatalk_test_jax_cache_")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["METATALK_JAX_CACHE"])
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 
 import pytest  # noqa: E402

@@ -19,14 +19,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "renderer.py") + ":tiny"
 
 
+# Every test run uses the same mesh layout on the 8 forced devices (data 4 x fsdp 2, small
+# leaves sharded too), so one compiled step serves them all through the session's compilation
+# cache; later overrides win.
+MESH = ("mesh.fsdp=2", "mesh.min_fsdp_size=256")
+
+
 def tiny_config(subject, *overrides):
-    return load_config(TINY, [f"data.subject={subject}", *overrides])
+    return load_config(TINY, [f"data.subject={subject}", *MESH, *overrides])
 
 
 def cli_command(workdir, subject, *overrides) -> list[str]:
     return [sys.executable, "-m", "metatalk_jax.train", "--config", TINY, "--workdir",
             str(workdir), f"--config.data.subject={subject}",
-            *(f"--config.{o}" for o in overrides)]
+            *(f"--config.{o}" for o in (*MESH, *overrides))]
 
 
 def cli_env(cache_dir) -> dict:
