@@ -43,6 +43,12 @@ def get_config(arg=None):
     config.model.use_refine = True
     config.model.use_dropout = True
     config.model.dtype = "float32"         # compute dtype; parameters stay float32
+    # arch "hd" only: the U-Net runs at resolution / hd_global_factor (4: unet_256 at 1024), a
+    # local enhancer with hd_local_ngf channels at full resolution and hd_local_blocks residual
+    # blocks in the fused trunk (metatalk_jax/models/renderer.py HDGenerator).
+    config.model.hd_global_factor = 4
+    config.model.hd_local_ngf = 32
+    config.model.hd_local_blocks = 3
 
     config.optim = ml_collections.ConfigDict()
     config.optim.lr = 2e-4                 # pix2pix's Adam
@@ -85,23 +91,17 @@ def get_config(arg=None):
         config.eval_at_start = False
         config.preview_every_steps = 0
         config.preview_examples = 2
-    elif arg == "gpu":
-        config.batch_size = 8
+    elif arg in ("gpu", "tpu_pod"):
+        # HD: the coarse-to-fine generator at 1024 in bf16 with multi-scale discriminators.
         config.data.resolution = 1024
         config.model.arch = "hd"
         config.model.num_d_scales = 3
         config.model.dtype = "bfloat16"
         config.loss.lambda_fm = 10.0
         config.data.workers = 8
-    elif arg == "tpu_pod":
-        config.batch_size = 64
-        config.data.resolution = 1024
-        config.model.arch = "hd"
-        config.model.num_d_scales = 3
-        config.model.dtype = "bfloat16"
-        config.loss.lambda_fm = 10.0
-        config.data.workers = 8
-        config.mesh.fsdp = 4
+        config.batch_size = 8 if arg == "gpu" else 64
+        if arg == "tpu_pod":
+            config.mesh.fsdp = 4
     elif arg not in (None, ""):
         raise ValueError(f"configs/renderer.py: unknown variant {arg!r} "
                          "(known: tiny, gpu, tpu_pod)")

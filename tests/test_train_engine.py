@@ -7,7 +7,7 @@
     elements whose gradient is within rounding of zero flip sign and move by 2 lr; measured
     2e-6 to 3e-5 depending on the prepared subject.
 (b) 2 local processes x 2 devices (gloo collectives) through launch/local.py agree with (a)'s
-    single-device run.
+    single-device run (marked slow).
 (c) a run killed with SIGKILL and restarted ends with the parameters (and per-step losses) of
     an uninterrupted run: same data order, same random numbers.
 (d) SIGTERM saves a checkpoint at the next step boundary and exits 0; a rerun resumes from it.
@@ -87,9 +87,10 @@ def test_sharded_step_equals_single_device(single_device_run):
     assert all(len(leaf.sharding.device_set) == 8 for leaf in jax.tree.leaves(state.g_params))
     assert relative_difference(sharded, final) <= TOLERANCE
     # ... and training moved the parameters far more than that.
-    assert relative_difference(final, initial) > 100 * TOLERANCE
+    assert relative_difference(final, initial) > 10 * TOLERANCE
 
 
+@pytest.mark.slow  # ~90 s on 2 cores (two processes compile the 4-device step): `make test-slow`
 def test_two_processes_of_two_devices_equal_single_process(single_device_run, tmp_path,
                                                             cache_dir):
     config, _, _, final, _ = single_device_run
