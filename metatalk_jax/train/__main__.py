@@ -18,6 +18,7 @@ import os
 import sys
 
 from metatalk_jax.config_loading import config_overrides, load_config
+from metatalk_jax.xla_cpu_flags import use_xla_convolutions_on_cpu
 
 
 def initialize_distributed(args) -> None:
@@ -34,6 +35,7 @@ def initialize_distributed(args) -> None:
 
 
 def main(argv=None) -> int:
+    use_xla_convolutions_on_cpu()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="config file[:variant]")
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics, previews")
