@@ -13,7 +13,8 @@ CPU time per step (all threads) is reported beside wall time: on a machine share
 it shows how much work each side did, when the wall times mostly show who got the cores.
 
 MFU = FLOPs of the compiled JAX step (XLA cost analysis of `jit(step).lower(...).compile()`) /
-median step time / measured matmul peak. The torch row's "MFU" uses the same FLOP count.
+median step time / measured matmul peak (the better of a measurement before and one after the
+steps). The torch row's "MFU" uses the same FLOP count.
 
 Output: a readable table, then as the last line one JSON object
   {"bench": "renderer", "machine": ..., "config": {...}, "jax_step_s": ..., "torch_step_s": ...,

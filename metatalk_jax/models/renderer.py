@@ -23,7 +23,12 @@ PatchGAN (n_layers=3): conv4x4/2 (bias), LReLU; [conv4x4/2, BN, LReLU] x (n_laye
 ndf*min(2^n, 8) channels; conv4x4/1, BN, LReLU; conv4x4/1 (bias) -> 1 channel. 256 -> 30x30 logits.
 
 Parameters are float32; `dtype` is the compute dtype (bfloat16 for GPUs/TPUs). BatchNorm statistics
-and the normalisation are computed in float32; generator outputs and logits are float32.
+and the normalisation are computed in float32; generator outputs and logits are float32 (float64
+when computing in float64, which the parity tests do).
+
+On CPU, run with XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution: jax
+0.10.2's default YNNPACK convolutions compute these weight gradients 5-10x slower
+(benchmarks/BENCHMARKS.md, "Neural renderer training").
 """
 
 from __future__ import annotations
@@ -452,7 +457,8 @@ class PatchDiscriminator(nn.Module):
 def _avg_pool_3x3_s2(x):
     """torch AvgPool2d(3, stride=2, padding=1, count_include_pad=False) on NHWC."""
     window, strides, pad = (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0))
-    total = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, window, strides, pad)
+    # a concrete (NumPy) zero lets JAX recognise the differentiable windowed sum
+    total = jax.lax.reduce_window(x, np.zeros((), x.dtype), jax.lax.add, window, strides, pad)
 
     def taps_inside(size):        # per output position: window taps inside [0, size), 2 or 3
         starts = np.arange(0, size, 2) - 1
