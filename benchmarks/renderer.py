@@ -40,13 +40,12 @@ import numpy as np
 if __package__ in (None, ""):            # run as a script: make `benchmarks` and `tests` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# XLA:CPU in jax 0.10.2 hands convolutions to YNNPACK by default, which computes the weight
-# gradients of the U-Net's large-image convolutions 5-10x slower than XLA's own (Eigen)
-# convolutions; this flag (a no-op on GPU/TPU) keeps YNNPACK for everything else. It must be set
-# before JAX creates its CPU client, hence here. --keep-ynn-convs measures the default.
-CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+# The train CLI's XLA:CPU convolution setting (metatalk_jax/xla_cpu_flags.py explains it), set
+# before JAX creates its CPU client, hence here. --keep-ynn-convs measures XLA:CPU's default.
+from metatalk_jax.xla_cpu_flags import CPU_CONV_FLAG, use_xla_convolutions_on_cpu  # noqa: E402
+
 if "--keep-ynn-convs" not in sys.argv:
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {CPU_CONV_FLAG}".strip()
+    use_xla_convolutions_on_cpu()
 
 import jax                                # noqa: E402
 import jax.numpy as jnp                   # noqa: E402

@@ -200,36 +200,35 @@ def _up_conv_4x4_bwd(residuals, dy):
 _up_conv_4x4.defvjp(_up_conv_4x4_fwd, _up_conv_4x4_bwd)
 
 
-class DownConv2d(nn.Module):
+class _Conv4x4Stride2(nn.Module):
+    """A 4x4 stride-2 padding-1 convolution `op` (down or transposed) with a [4,4,Cin,Cout]
+    kernel and an optional bias; parameters float32, computed in `dtype`."""
+    features: int
+    use_bias: bool = False
+    dtype: Dtype = jnp.float32
+
+    op = None   # set by the subclasses: (x, kernel) -> y
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", _normal_init, (4, 4, x.shape[-1], self.features), jnp.float32)
+        y = type(self).op(x.astype(self.dtype), kernel.astype(self.dtype))
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+class DownConv2d(_Conv4x4Stride2):
     """Conv 4x4, stride 2, padding 1 (H -> H/2); kernel [4,4,Cin,Cout] (HWIO, torch's OIHW
     transposed)."""
-    features: int
-    use_bias: bool = False
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        kernel = self.param("kernel", _normal_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-        y = _down_conv_4x4(x.astype(self.dtype), kernel.astype(self.dtype))
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
-        return y
+    op = staticmethod(_down_conv_4x4)
 
 
-class UpConv2d(nn.Module):
+class UpConv2d(_Conv4x4Stride2):
     """Transposed conv 4x4, stride 2, padding 1 (H -> 2H); kernel [4,4,Cin,Cout] in the scatter
     layout of `_up_conv_4x4` (torch's [Cin,Cout,kh,kw] transposed to [kh,kw,Cin,Cout], no flip)."""
-    features: int
-    use_bias: bool = False
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        kernel = self.param("kernel", _normal_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-        y = _up_conv_4x4(x.astype(self.dtype), kernel.astype(self.dtype))
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
-        return y
+    op = staticmethod(_up_conv_4x4)
 
 
 class RefineBlock(nn.Module):
