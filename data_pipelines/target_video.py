@@ -210,12 +210,28 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
+class RecordSerializer:
+    """Checked example dict -> deterministic tf.train.Example bytes (tfds's TF-free path).
+
+    Shared by every dataset written here and in data_pipelines.pseudo_video: the caller checks
+    and normalises the example (exact dtypes and shapes) first.
+    """
+
+    def __init__(self, features: tfds.features.FeaturesDict):
+        self._features = features
+        self._serializer = example_serializer.ExampleSerializer(features.get_serialized_info())
+
+    def __call__(self, example: Example) -> bytes:
+        proto = self._serializer.get_tf_example(self._features.encode_example(example))
+        # Sorted map keys: tfds's plain SerializeToString differs between processes.
+        return proto.SerializeToString(deterministic=True)
+
+
 class _FrameSerializer:
     """Frame dict -> checked, deterministic tf.train.Example bytes, in frame_index order."""
 
     def __init__(self, features: tfds.features.FeaturesDict, crop_size: int, shapes):
-        self._features = features
-        self._serializer = example_serializer.ExampleSerializer(features.get_serialized_info())
+        self._serialize = RecordSerializer(features)
         self._crop_size = crop_size
         self._shapes = shapes
         self._last_index: int | None = None
@@ -229,21 +245,22 @@ class _FrameSerializer:
                 f"{self._last_index}"
             )
         self._last_index = index
-        proto = self._serializer.get_tf_example(self._features.encode_example(example))
-        # Sorted map keys: tfds's plain SerializeToString differs between processes.
-        return proto.SerializeToString(deterministic=True)
+        return self._serialize(example)
 
 
-class _SplitWriter:
+class SplitWriter:
     """Appends one split's records, in order, to ArrayRecord shards of bounded size.
 
     Shards are closed once the next record would take them past `max_shard_bytes` of
     serialized records (a single larger record still gets a shard of its own). `finish` renames
     them to tfds's names, which include the shard count, and returns the split's SplitInfo.
+    `dataset_name` prefixes the file names (tfds's <name>-<split>.array_record-... template).
     """
 
-    def __init__(self, directory: str, split: str, max_shard_bytes: int):
+    def __init__(self, directory: str, split: str, max_shard_bytes: int,
+                 dataset_name: str = DATASET_NAME):
         self._directory = directory
+        self._dataset_name = dataset_name
         self._split = split
         self._max_shard_bytes = max_shard_bytes
         self._paths: list[str] = []  # provisional names of the shards written so far
@@ -257,7 +274,8 @@ class _SplitWriter:
             self._close_shard()
         if self._writer is None:
             path = os.path.join(
-                self._directory, f"{DATASET_NAME}-{self._split}.partial-{len(self._paths):05d}"
+                self._directory,
+                f"{self._dataset_name}-{self._split}.partial-{len(self._paths):05d}",
             )
             self._writer = array_record_module.ArrayRecordWriter(path, _ARRAY_RECORD_OPTIONS)
             self._paths.append(path)
@@ -281,7 +299,7 @@ class _SplitWriter:
         self.close()
         template = naming.ShardedFileTemplate(
             data_dir=epath.Path(self._directory),
-            dataset_name=DATASET_NAME,
+            dataset_name=self._dataset_name,
             split=self._split,
             filetype_suffix=_FILE_FORMAT.file_suffix,
         )
@@ -297,6 +315,36 @@ class _SplitWriter:
         )
 
 
+def build_dataset_info(
+    directory: str,
+    features: tfds.features.FeaturesDict,
+    split_infos: list[tfds.core.SplitInfo],
+    *,
+    name: str,
+    version: tfds.core.Version,
+    release_notes: Mapping[str, str],
+    module_name: str,
+    description: str,
+) -> tfds.core.DatasetInfo:
+    """The DatasetInfo tfds would have written (name, version, splits...), records in order."""
+    identity = tfds_dataset_info.DatasetIdentity(
+        name=name,
+        version=version,
+        data_dir=directory,
+        module_name=module_name,
+        release_notes=dict(release_notes),
+    )
+    info = tfds.core.DatasetInfo(
+        builder=identity,
+        description=description,
+        features=features,
+        disable_shuffling=True,  # records are in a meaningful (time) order
+    )
+    info.set_file_format(_FILE_FORMAT)
+    info.set_splits(tfds.core.SplitDict(split_infos))
+    return info
+
+
 def _dataset_info(
     directory: str,
     features: tfds.features.FeaturesDict,
@@ -306,35 +354,23 @@ def _dataset_info(
     expression_dim: int,
     audio_samples: int,
 ) -> tfds.core.DatasetInfo:
-    """The DatasetInfo tfds would have written for this dataset (name, version, splits...)."""
+    """The target video's DatasetInfo."""
     num_train, num_val = (info.num_examples for info in split_infos)
-    identity = tfds_dataset_info.DatasetIdentity(
-        name=DATASET_NAME,
-        version=VERSION,
-        data_dir=directory,
-        module_name=__name__,
-        release_notes=RELEASE_NOTES,
-    )
-    info = tfds.core.DatasetInfo(
-        builder=identity,
+    return build_dataset_info(
+        directory, features, split_infos, name=DATASET_NAME, version=VERSION,
+        release_notes=RELEASE_NOTES, module_name=__name__,
         description=(
             f"Target video of one subject at {FPS:g} fps: {num_train + num_val} frames, "
             f"{crop_size}x{crop_size} face crops, expression dim {expression_dim}, "
             f"{audio_samples}-sample audio windows at {AUDIO_SAMPLE_RATE} Hz. Split by time: "
             f"train = first {num_train} frames, validation = last {num_val}."
-        ),
-        features=features,
-        disable_shuffling=True,  # records are in time order
-    )
-    info.set_file_format(_FILE_FORMAT)
-    info.set_splits(tfds.core.SplitDict(split_infos))
-    return info
+        ))
 
 
-def _new_incomplete_dir(parent: str) -> str:
+def new_incomplete_dir(parent: str, version: tfds.core.Version = VERSION) -> str:
     """Creates <parent>/incomplete.<random>_<version> (mode from the umask, as tfds does)."""
     while True:
-        path = os.path.join(parent, f"{_INCOMPLETE_PREFIX}{uuid.uuid4().hex[:8]}_{VERSION}")
+        path = os.path.join(parent, f"{_INCOMPLETE_PREFIX}{uuid.uuid4().hex[:8]}_{version}")
         try:
             os.mkdir(path)
             return path
@@ -342,14 +378,14 @@ def _new_incomplete_dir(parent: str) -> str:
             continue
 
 
-def _move_into_place(staging: str, dataset_dir: str) -> None:
+def move_into_place(staging: str, dataset_dir: str) -> None:
     """Renames the finished `staging` directory to `dataset_dir`, replacing what was there."""
     if not os.path.lexists(dataset_dir):
         os.rename(staging, dataset_dir)
         return
     # rename() cannot replace a non-empty directory: park the old one under an incomplete.*
     # name first (never a complete-looking dataset in between), then delete it.
-    old = _new_incomplete_dir(os.path.dirname(dataset_dir))
+    old = new_incomplete_dir(os.path.dirname(dataset_dir))
     os.rmdir(old)
     os.rename(dataset_dir, old)
     os.rename(staging, dataset_dir)
@@ -412,13 +448,13 @@ def write_target_video_shards(
     serialize = _FrameSerializer(features, crop_size, vector_shapes(expression_dim, audio_samples))
     parent = os.path.dirname(dataset_dir)
     os.makedirs(parent, exist_ok=True)
-    staging = _new_incomplete_dir(parent)
+    staging = new_incomplete_dir(parent)
     try:
         frames = iter(examples_fn())
         split_infos = []
         written = 0
         for split, count in ((TRAIN_SPLIT, num_train), (VALIDATION_SPLIT, num_val)):
-            writer = _SplitWriter(staging, split, max_shard_bytes)
+            writer = SplitWriter(staging, split, max_shard_bytes)
             try:
                 for _ in range(count):
                     example = next(frames, None)
@@ -443,7 +479,7 @@ def write_target_video_shards(
             audio_samples=audio_samples,
         )
         info.write_to_directory(staging)
-        _move_into_place(staging, dataset_dir)
+        move_into_place(staging, dataset_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

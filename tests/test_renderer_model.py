@@ -16,10 +16,11 @@ import pytest
 import torch
 
 from metatalk_jax.models import gan_losses
-from metatalk_jax.models.renderer import (BatchNorm2d, DownConv2d, HDGenerator,
+from metatalk_jax.models.renderer import (HDGenerator,
                                           MultiScaleDiscriminator, PatchDiscriminator, UnetGenerator,
-                                          UpConv2d, _avg_pool_3x3_s2, make_renderer,
+                                          _avg_pool_3x3_s2, make_renderer,
                                           unet_dropout_levels)
+from metatalk_jax.models.renderer_layers import BatchNorm2d, DownConv2d, UpConv2d
 from metatalk_jax.train import gan_step
 from tests.torch_renderer_reference import (TorchPatchDiscriminator, TorchPix2PixStep,
                                             TorchUnetBlock, TorchUnetGenerator, init_pix2pix_weights,

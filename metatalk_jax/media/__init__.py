@@ -3,5 +3,6 @@
 video_read.py streams frames (any container/codec, optional fps conversion); audio_load.py
 decodes and resamples audio to 16 kHz mono; video_write.py writes H.264 mp4 (optionally with
 AAC audio) and PNG atomically; ffmpeg_tools.py runs ffmpeg and turns failures into one-line
-MediaErrors. Audio features (Wav2Lip mel, MFCC) follow with the A2E issue.
+MediaErrors; audio.py computes the audio features (Wav2Lip's mel spectrogram, SyncNet's MFCC)
+and their per-video-frame windows at any frame rate.
 """

@@ -12,7 +12,8 @@ D runs in train mode each time, so its running statistics are updated by every c
 (2 or 3 times per step for pix2pix, 4 with feature matching); G's once.
 
 No sharding here: the engine jit's `gan_train_step` with its shardings (batch statistics are then
-global means over the sharded batch). The state stays float32 when the models compute in bfloat16.
+global means over the sharded batch). The state stays float32 when the models compute in bfloat16
+(float64 when they compute in float64, for exactness checks).
 """
 
 from __future__ import annotations
@@ -58,14 +59,22 @@ def create_gan_state(rng, generator, discriminator, g_tx, d_tx, input_shape, tar
     g_rng, d_rng = jax.random.split(rng)
     inputs = jnp.zeros(input_shape, jnp.float32)
     pair = jnp.zeros(tuple(input_shape[:-1]) + (input_shape[-1] + target_shape[-1],), jnp.float32)
-    g_vars = generator.init(g_rng, inputs, train=False)
-    d_vars = discriminator.init(d_rng, pair, train=False)
+    # Parameters are float32 for float32 / bfloat16 compute, float64 for float64 compute.
+    g_vars = _promote(generator.init(g_rng, inputs, train=False), generator.dtype)
+    d_vars = _promote(discriminator.init(d_rng, pair, train=False), discriminator.dtype)
     return GanState(
         step=jnp.zeros((), jnp.int32),
         g_params=g_vars["params"], g_stats=g_vars.get("batch_stats", {}),
         g_opt=g_tx.init(g_vars["params"]),
         d_params=d_vars["params"], d_stats=d_vars.get("batch_stats", {}),
         d_opt=d_tx.init(d_vars["params"]))
+
+
+def _promote(variables, compute_dtype):
+    """Floating leaves cast to at least `compute_dtype`'s precision (never below float32)."""
+    dtype = jnp.promote_types(compute_dtype, jnp.float32)
+    return jax.tree.map(lambda leaf: leaf.astype(dtype)
+                        if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf, variables)
 
 
 def _as_float(images):

@@ -84,7 +84,9 @@ class Trainer:
         return self._step(state, batch, key, self.constants, jnp.bool_(poison))
 
     def evaluate(self, state, batches) -> dict:
-        """Means over every real example of `batches` (an iterable of local batches)."""
+        """Means over every real example of `batches` (an iterable of local batches), then the
+        task's `finalize_eval(means)` when it has one (metrics that are not means of per-example
+        values, e.g. a correlation from accumulated moments)."""
         totals: dict[str, float] = {}
         for local in batches:
             sums = jax.device_get(self._eval(state, global_batch(local, self.mesh),
@@ -92,7 +94,9 @@ class Trainer:
             for key, value in sums.items():
                 totals[key] = totals.get(key, 0.0) + float(value)
         count = totals.pop("count", 0.0)
-        return {key: value / max(count, 1.0) for key, value in totals.items()}
+        means = {key: value / max(count, 1.0) for key, value in totals.items()}
+        finish = getattr(self.task, "finalize_eval", None)
+        return finish(means) if finish else means
 
     def preview(self, state, local_batch: dict) -> np.ndarray:
         """uint8 image grid (examples stacked vertically) of the task's preview_step."""

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 
 def make_task(config):
-    """config.task: "renderer" (train/renderer_task.py); the A2E joins here later."""
+    """config.task: "renderer" (train/renderer_task.py) or "a2e" (train/a2e_task.py)."""
     if config.task == "renderer":
         from metatalk_jax.train.renderer_task import RendererTask
         return RendererTask(config)
-    raise ValueError(f"unknown training task {config.task!r} (known: renderer)")
+    if config.task == "a2e":
+        from metatalk_jax.train.a2e_task import A2ETask
+        return A2ETask(config)
+    raise ValueError(f"unknown training task {config.task!r} (known: renderer, a2e)")
