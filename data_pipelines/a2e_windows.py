@@ -45,15 +45,15 @@ from typing import Any
 
 import grain
 import numpy as np
-from absl import flags
 
+from data_pipelines.batch_streams import (ENDLESS_STREAM_LENGTH, check_stream_args,
+                                          count_global_batches, slot_batches)
 from data_pipelines.pseudo_video import ConcatenatedSource, open_pseudo_video
 from data_pipelines.target_loader import open_target_source
 from metatalk_jax.media.audio import WAV2LIP_HOP, WAV2LIP_N_FFT, WAV2LIP_NUM_MELS, wav2lip_mel
 
 TARGET, PSEUDO = 0, 1
 DEFAULT_CACHE_FRAMES = 1 << 16   # cached frames per process (~330 MB at M = 16)
-_ENDLESS_STREAM_LENGTH = 2**62
 
 
 def mel_column_start(audio_samples: int, mel_columns: int) -> int:
@@ -261,21 +261,12 @@ def make_a2e_batches(
     Other arguments as data_pipelines.renderer_windows.make_renderer_batches.
     Returns batches: dicts of arrays with leading axis L = global_batch / process_count.
     """
-    if global_batch <= 0:
-        raise ValueError(f"global_batch must be positive, got {global_batch}")
-    if process_count <= 0 or not 0 <= process_index < process_count:
-        raise ValueError(f"bad process_index {process_index} of process_count {process_count}")
-    if global_batch % process_count:
-        raise ValueError(
-            f"global_batch {global_batch} is not divisible by process_count {process_count}")
+    check_stream_args(global_batch=global_batch, seed=seed, process_index=process_index,
+                      process_count=process_count, num_epochs=num_epochs,
+                      read_threads=read_threads, prefetch_batches=prefetch_batches,
+                      worker_count=worker_count)
     if not 0.0 <= pseudo_ratio <= 1.0:
         raise ValueError(f"pseudo_ratio must be in [0, 1], got {pseudo_ratio}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed}")
-    if worker_count > 0 and not flags.FLAGS.is_parsed():
-        raise RuntimeError(
-            "grain worker processes read absl flags, which are not parsed yet: run under "
-            "absl.app.run or call absl.flags.FLAGS.mark_as_parsed() first (or worker_count=0)")
     pseudo_count = int(round(global_batch * pseudo_ratio))
     per_batch = (global_batch - pseudo_count, pseudo_count)
     for stream, (source, name) in enumerate(((target, "target"), (pseudo, "pseudo"))):
@@ -290,29 +281,17 @@ def make_a2e_batches(
     sizes = tuple(len(s) if s is not None else 0 for s in (target, pseudo))
 
     if num_epochs is None:
-        stream_length, num_batches = None, _ENDLESS_STREAM_LENGTH // global_batch
+        stream_length, num_batches = None, ENDLESS_STREAM_LENGTH // global_batch
     else:
         if min(per_batch) > 0:
             raise ValueError("a finite stream (num_epochs) reads one source: use pseudo_ratio "
                              "0 or 1, or concatenate the sources")
-        if num_epochs <= 0:
-            raise ValueError(f"num_epochs must be positive or None, got {num_epochs}")
         stream_length = num_epochs * max(sizes[s] for s in (0, 1) if per_batch[s])
-        num_batches = (stream_length // global_batch if drop_remainder
-                       else -(-stream_length // global_batch))
-        if num_batches == 0:
-            raise ValueError(f"{stream_length} examples make no full global batch of "
-                             f"{global_batch}; use drop_remainder=False or more epochs")
+        num_batches = count_global_batches(stream_length, global_batch, drop_remainder)
     local_batch = global_batch // process_count
     plan = _MixPlan(sizes, global_batch, local_batch, process_index, int(seed), bool(shuffle),
                     tuple(int(s) for s in row_stream), tuple(int(r) for r in row_rank),
                     per_batch, stream_length)
-    batches = (grain.MapDataset.range(num_batches * local_batch)
-               .map(_ReadSlot((target, pseudo), plan))
-               .batch(local_batch, drop_remainder=True))
-    stream = batches.to_iter_dataset(
-        grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_batches))
-    if worker_count > 0:
-        stream = stream.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=worker_count, per_worker_buffer_size=prefetch_batches))
-    return iter(stream)
+    return slot_batches(_ReadSlot((target, pseudo), plan), num_global_batches=num_batches,
+                        local_batch=local_batch, read_threads=read_threads,
+                        prefetch_batches=prefetch_batches, worker_count=worker_count)

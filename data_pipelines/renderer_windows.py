@@ -77,8 +77,9 @@ from typing import Any
 import cv2
 import grain
 import numpy as np
-from absl import flags
 
+from data_pipelines.batch_streams import (ENDLESS_STREAM_LENGTH, check_stream_args,
+                                          count_global_batches, slot_batches)
 from data_pipelines.target_loader import open_target_source
 
 DEFAULT_WINDOW = 7  # AudioDVP: frames i-3..i+3
@@ -86,9 +87,6 @@ COEFFICIENT_KEYS = ("expression", "gamma", "angles", "translation")
 # What a window needs of a neighbouring frame: a few KB, against megabytes for the whole record.
 _SMALL_FIELDS = ("frame_index", "mouth_mask", "crop_transform", *COEFFICIENT_KEYS)
 MASK_THRESHOLD = 128  # a reduced mask pixel is mouth if at least half its area was
-# Stream positions of the never-ending stream (num_epochs=None): effectively forever, and every
-# position still fits an int64 example_id.
-_ENDLESS_STREAM_LENGTH = 2**62
 
 
 def screen_transform_from_crop_transform(
@@ -361,48 +359,19 @@ def make_renderer_batches(
       grain DatasetIterator of dicts of arrays with leading axis L = G / P, with
       get_state()/set_state() and orbax support (grain.checkpoint.CheckpointSave/Restore).
     """
-    if global_batch <= 0:
-        raise ValueError(f"global_batch must be positive, got {global_batch}")
-    if process_count <= 0 or not 0 <= process_index < process_count:
-        raise ValueError(f"bad process_index {process_index} of process_count {process_count}")
-    if global_batch % process_count:
-        raise ValueError(
-            f"global_batch {global_batch} is not divisible by process_count {process_count}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed}")
-    if num_epochs is not None and num_epochs <= 0:
-        raise ValueError(f"num_epochs must be positive or None, got {num_epochs}")
-    if read_threads < 0 or prefetch_batches < 1 or worker_count < 0:
-        raise ValueError("read_threads and worker_count must be >= 0, prefetch_batches >= 1")
-    if worker_count > 0 and not flags.FLAGS.is_parsed():
-        # Fail here with the fix, not later inside a grain thread with UnparsedFlagAccessError.
-        raise RuntimeError(
-            "grain worker processes read absl flags, which are not parsed yet: run under "
-            "absl.app.run or call absl.flags.FLAGS.mark_as_parsed() first (or worker_count=0)")
-
+    check_stream_args(global_batch=global_batch, seed=seed, process_index=process_index,
+                      process_count=process_count, num_epochs=num_epochs,
+                      read_threads=read_threads, prefetch_batches=prefetch_batches,
+                      worker_count=worker_count)
     num_examples = len(source)
     local_batch = global_batch // process_count
     if num_epochs is None:
-        stream_length, num_global_batches = None, _ENDLESS_STREAM_LENGTH // global_batch
+        stream_length, num_global_batches = None, ENDLESS_STREAM_LENGTH // global_batch
     else:
         stream_length = num_epochs * num_examples
-        num_global_batches = (stream_length // global_batch if drop_remainder
-                              else -(-stream_length // global_batch))
-        if num_global_batches == 0:
-            raise ValueError(
-                f"{stream_length} examples ({num_epochs} epochs of {num_examples}) make no full "
-                f"global batch of {global_batch}; use drop_remainder=False or more epochs")
+        num_global_batches = count_global_batches(stream_length, global_batch, drop_remainder)
     plan = _StreamPlan(num_examples, global_batch, local_batch, process_index, int(seed),
                        bool(shuffle), stream_length, num_global_batches)
-
-    batches = (
-        grain.MapDataset.range(num_global_batches * local_batch)
-        .map(_ReadSlot(source, plan))
-        .batch(local_batch, drop_remainder=True)  # slots are a whole number of batches
-    )
-    stream = batches.to_iter_dataset(
-        grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_batches))
-    if worker_count > 0:
-        stream = stream.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=worker_count, per_worker_buffer_size=prefetch_batches))
-    return iter(stream)
+    return slot_batches(_ReadSlot(source, plan), num_global_batches=num_global_batches,
+                        local_batch=local_batch, read_threads=read_threads,
+                        prefetch_batches=prefetch_batches, worker_count=worker_count)
