@@ -81,3 +81,11 @@ def load_subject(path: str) -> Subject:
             return {k: data[k] for k in data.files}
 
     return Subject(path, meta, arrays(COEFFICIENTS), arrays(CROPS), arrays(LANDMARKS))
+
+
+def load_training_subject(path: str) -> Subject:
+    """`load_subject` for a training config's data.subject, which may be unset."""
+    if not path:
+        raise ValueError("no subject: pass --config.data.subject=SUBJECT_DIR "
+                         "(a directory written by `python -m metatalk_jax.prepare`)")
+    return load_subject(path)

@@ -35,7 +35,7 @@ import optax
 from data_pipelines.a2e_windows import make_a2e_batches, pseudo_windows, target_windows
 from data_pipelines.pseudo_video import ConcatenatedSource
 from metatalk_jax.models.a2e import make_a2e
-from metatalk_jax.subject.layout import load_subject
+from metatalk_jax.subject.layout import load_training_subject
 
 MOMENT_KEYS = ("corr_p", "corr_t", "corr_pp", "corr_tt", "corr_pt")
 _PLOT_COEFFICIENTS = 4      # preview: first coefficients drawn
@@ -96,10 +96,7 @@ class A2ETask:
     def __init__(self, config):
         self.config = config
         data = config.data
-        if not data.subject:
-            raise ValueError("no subject: pass --config.data.subject=SUBJECT_DIR "
-                             "(a directory written by `python -m metatalk_jax.prepare`)")
-        subject = load_subject(data.subject)
+        subject = load_training_subject(data.subject)
         self.window, self.mel_columns = int(data.window), int(data.mel_columns)
         kwargs = dict(window=self.window, mel_columns=self.mel_columns,
                       cache_frames=int(data.cache_frames))

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from data_pipelines.renderer_windows import RendererWindowSource, make_renderer_batches
 from metatalk_jax.models.renderer import make_renderer
 from metatalk_jax.subject.face_model import subject_face_model
-from metatalk_jax.subject.layout import load_subject
+from metatalk_jax.subject.layout import load_training_subject
 from metatalk_jax.subject.render_cache import ensure_render_cache
 from metatalk_jax.subject.renderer_inputs import masked_target, random_flip, stack_window
 from metatalk_jax.train import gan_step
@@ -35,10 +35,7 @@ class RendererTask:
     def __init__(self, config):
         self.config = config
         data = config.data
-        if not data.subject:
-            raise ValueError("no subject: pass --config.data.subject=SUBJECT_DIR "
-                             "(a directory written by `python -m metatalk_jax.prepare`)")
-        self.subject = load_subject(data.subject)
+        self.subject = load_training_subject(data.subject)
         self.window = int(data.window)
         probe = RendererWindowSource(self.subject.tfds_dir, "train", window=self.window,
                                      resolution=data.resolution)
