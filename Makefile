@@ -28,3 +28,5 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/rasterize.py
 	$(BIN)/python benchmarks/prepare.py
 	$(BIN)/python benchmarks/renderer.py
+	$(BIN)/python benchmarks/wav2lip.py
+	$(BIN)/python -m benchmarks.a2e
