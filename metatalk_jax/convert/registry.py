@@ -21,6 +21,8 @@ from typing import Callable
 
 KEY_MAPS: dict[str, str] = {
     "wav2lip": "metatalk_jax.convert.wav2lip_keys:convert_wav2lip",
+    "syncnet": "metatalk_jax.convert.syncnet_keys:convert_syncnet",
+    "inception": "metatalk_jax.convert.inception_keys:convert_inception",
 }
 
 KeyMap = Callable[[dict], tuple[dict, dict]]

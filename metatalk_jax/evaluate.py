@@ -1,0 +1,166 @@
+"""Score talking-face videos with the paper's metrics: LSE-D, LSE-C (SyncNet), FID, SSIM.
+
+    python -m metatalk_jax.evaluate --videos results/*/*.mp4 --syncnet syncnet_v2.model \\
+        --inception pt_inception-2015-12-05-6726825d.pth --reference ground_truth/ --out report/
+
+Any mp4s (ours, Wav2Lip's, AudioDVP's, ATVG's, MakeItTalk's): a video's method is its folder's
+name, its clip the file name. LSE-D/LSE-C/AV offset are syncnet_python's, on the whole frame
+resized to 224 (Wav2Lip's protocol for generated videos; --real: face-track crops, as
+syncnet_python's pipeline for real videos). FID and SSIM need --reference: a folder with the
+ground-truth video of each clip under the same name (self-reenactment: the generated frames
+against the held-out frames, aligned frame by frame); FID is pytorch-fid's between the clip's
+generated and ground-truth frames. Checkpoints may be the original files or converted folders
+(`python -m metatalk_jax.convert syncnet|inception IN OUT`); a metric whose checkpoint is not
+given is left out. Writes OUT/report.json and OUT/report.md (eval/report.py). Exit status 0, or
+2 with one `error:` line for bad input (missing file, unreadable video, a clip too short for
+SyncNet's +-15-frame offsets, a missing reference, a checkpoint of the wrong model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+
+FID_METHODS = ("auto", "sqrtm", "eigh", "svd")
+REFERENCE_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def find_reference(reference_dir: str, clip: str) -> str:
+    """The ground-truth video of `clip` in `reference_dir` (any video extension)."""
+    for ext in REFERENCE_EXTENSIONS:
+        path = os.path.join(reference_dir, clip + ext)
+        if os.path.isfile(path):
+            return path
+    raise ValueError(f"{reference_dir}: no reference video for clip {clip!r} "
+                     f"(looked for {clip}{{{','.join(REFERENCE_EXTENSIONS)}}})")
+
+
+def fid_method_for(method: str, num_a: int, num_b: int) -> str:
+    """'auto': the SVD form (exact, milliseconds) while both sets are smaller than the 2048
+    feature dimensions, else pytorch-fid's sqrtm (its covariance then has full rank)."""
+    if method != "auto":
+        return method
+    return "svd" if max(num_a, num_b) < 2048 else "sqrtm"
+
+
+def _read_frames(path: str):
+    import numpy as np
+
+    from metatalk_jax.media.video_read import read_frames
+    frames = list(read_frames(path))
+    if not frames:
+        raise ValueError(f"{path}: no video frames")
+    return np.stack(frames)
+
+
+def evaluate_videos(videos: list[str], *, out_dir: str, syncnet: str | None,
+                    inception: str | None, reference_dir: str | None, real: bool = False,
+                    fid_method: str = "auto", batch_size: int = 16, log=print) -> list:
+    """Scores every video and writes the report; returns the ClipScores."""
+    import numpy as np
+
+    from metatalk_jax.eval import lse, report
+    from metatalk_jax.eval.ssim import ssim_frames
+    from metatalk_jax.media.ffmpeg_tools import check_input_file
+    from metatalk_jax.progress import Progress
+
+    if not videos:
+        raise ValueError("no videos to evaluate (--videos)")
+    if not (syncnet or reference_dir):
+        raise ValueError("nothing to compute: give --syncnet, and/or --reference (SSIM; FID "
+                         "also needs --inception)")
+    for video in videos:
+        check_input_file(video)
+    clips = [report.ClipScores(video=os.path.abspath(v), method=m, clip=c)
+             for v, (m, c) in ((v, report.clip_identity(v)) for v in videos)]
+    if reference_dir:                       # all references exist before any work starts
+        for clip in clips:
+            clip.reference = find_reference(reference_dir, clip.clip)
+    embedders = inception_vars = None
+    if syncnet:
+        from metatalk_jax.convert.syncnet_keys import load_syncnet
+        _, variables = load_syncnet(syncnet)
+        embedders = lse.syncnet_embedders(variables)     # compiled once for every clip
+    if inception and reference_dir:
+        from metatalk_jax.convert.inception_keys import load_inception
+        _, inception_vars = load_inception(inception)
+    notes = []
+    if not syncnet:
+        notes.append("LSE-D / LSE-C not computed: no --syncnet checkpoint.")
+    if not reference_dir:
+        notes.append("FID / SSIM not computed: no --reference folder of ground-truth videos.")
+    elif not inception:
+        notes.append("FID not computed: no --inception checkpoint.")
+
+    progress = Progress("evaluate", len(clips), interval_s=0.0)
+    for clip in clips:
+        if embedders is not None:
+            result = lse.lse_for_video(clip.video, real=real, embedders=embedders)
+            clip.lse_d, clip.lse_c, clip.offset = result.lse_d, result.lse_c, result.offset
+            clip.frames = result.num_windows
+        if clip.reference:
+            generated, truth = _read_frames(clip.video), _read_frames(clip.reference)
+            if generated.shape[1:] != truth.shape[1:]:
+                raise ValueError(f"{clip.video}: frames are {generated.shape[2]}x"
+                                 f"{generated.shape[1]}, its reference {clip.reference} "
+                                 f"{truth.shape[2]}x{truth.shape[1]}: SSIM compares aligned "
+                                 "frames of one size")
+            n = min(len(generated), len(truth))
+            if n != len(generated) or n != len(truth):
+                notes.append(f"{clip.method}/{clip.clip}: {len(generated)} generated vs "
+                             f"{len(truth)} reference frames; the first {n} compared.")
+            clip.ssim = float(np.mean(ssim_frames(generated[:n], truth[:n])))
+            clip.frames = clip.frames or n
+            if inception_vars is not None:
+                from metatalk_jax.eval.fid import fid_from_features
+                from metatalk_jax.models.inception import inception_features
+                a = inception_features(generated[:n], inception_vars, batch_size=batch_size)
+                b = inception_features(truth[:n], inception_vars, batch_size=batch_size)
+                clip.fid = fid_from_features(a, b, method=fid_method_for(fid_method, n, n))
+        progress.update()
+        log(f"{clip.method}/{clip.clip}: " + ", ".join(
+            f"{m} {getattr(clip, m):.4f}" for m in report.METRICS if getattr(clip, m) is not None))
+    progress.close()
+    settings = {"syncnet": syncnet, "inception": inception, "reference": reference_dir,
+                "real_video_crops": real, "fid_method": fid_method}
+    json_path, md_path = report.write_report(out_dir, clips, settings, notes)
+    log(f"wrote {json_path} and {md_path}")
+    return clips
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", nargs="+", required=True,
+                        help="videos to score (globs are expanded)")
+    parser.add_argument("--reference", default=None,
+                        help="folder of ground-truth videos named like the clips (FID, SSIM)")
+    parser.add_argument("--syncnet", default=None, help="syncnet_v2.model or a converted folder")
+    parser.add_argument("--inception", default=None,
+                        help="pt_inception-2015-12-05 .pth or a converted folder")
+    parser.add_argument("--out", required=True, help="report folder")
+    parser.add_argument("--real", action="store_true",
+                        help="score LSE on face-track crops (real videos) instead of whole frames")
+    parser.add_argument("--fid-method", choices=FID_METHODS, default="auto",
+                        help="auto: exact SVD form for clips under 2048 frames, else sqrtm")
+    args = parser.parse_args(argv)
+    videos = []
+    for pattern in args.videos:
+        matches = sorted(glob.glob(pattern))
+        videos.extend(matches if matches else [pattern])   # a missing file is reported below
+    from metatalk_jax.xla_cpu_flags import use_xla_convolutions_on_cpu
+    use_xla_convolutions_on_cpu()          # before JAX starts: SyncNet / Inception convs on CPU
+    try:
+        evaluate_videos(videos, out_dir=args.out, syncnet=args.syncnet,
+                        inception=args.inception, reference_dir=args.reference, real=args.real,
+                        fid_method=args.fid_method, log=lambda text: print(text, flush=True))
+    except (ValueError, OSError, KeyError) as err:
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"error: {text}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
