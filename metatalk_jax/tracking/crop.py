@@ -125,7 +125,7 @@ def boxes_from_points(points: np.ndarray, frame_size: tuple[int, int], *, margin
                      (int(frame_size[0]), int(frame_size[1])))
 
 
-def _antialias_sigma(scale: float) -> float:
+def antialias_sigma(scale: float) -> float:
     """Gaussian prefilter (frame px) for shrinking by `scale` < 1, else 0: removes the detail
     above the crop's Nyquist limit that point sampling would alias."""
     return 0.0 if scale >= 1.0 else 0.5 * math.sqrt(1.0 / scale ** 2 - 1.0)
@@ -144,7 +144,7 @@ def crop_frame(frame: np.ndarray, matrix: np.ndarray, resolution: int, *,
     """
     scale = float(matrix[0, 0])
     src = frame.astype(np.float32)
-    sigma = _antialias_sigma(scale)
+    sigma = antialias_sigma(scale)
     if sigma > 0.0:
         src = cv2.GaussianBlur(src, (0, 0), sigma)
     out = cv2.warpAffine(src, np.asarray(matrix, np.float64), (resolution, resolution),
