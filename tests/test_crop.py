@@ -162,6 +162,7 @@ def test_feather_blends_and_paste_into_4k_touches_only_the_footprint():
     assert mask[32, 32] == 1.0 and mask[0, 32] < 0.1 and np.all(mask >= 0)
 
 
+@pytest.mark.slow  # ~25 s of CPU (renders at three resolutions): `make test-slow`
 def test_camera_adapted_to_the_crop_places_the_face_identically_at_any_resolution():
     model = procedural.procedural_model(40, 40, "audiodvp").as_jax()
     frame_size = (180, 240)

@@ -185,6 +185,7 @@ def test_sub_pixel_triangles_match_brute_force():
     assert np.mean(got[fg] == tid[fg]) >= 0.999
 
 
+@pytest.mark.slow  # ~25 s of CPU (compiles both rasterizer halves): `make test-slow`
 def test_split_passes_equal_rasterize_and_reused_visibility_extrapolates_planes():
     """visible_triangles + fragments_for is rasterize in two halves (same ids, depth,
     barycentrics and gradients); with a stale visibility the barycentrics of the kept triangle

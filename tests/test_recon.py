@@ -311,6 +311,7 @@ def test_synthetic_setup_crops_agree_with_rendering_through_the_screen_transform
     assert np.all(np.abs(boxes.scales(FIT_SIZE) - 1.0) < 0.1), boxes.sizes
 
 
+@pytest.mark.slow  # ~35 s of CPU (a full three-stage fit): `make test-slow`
 def test_fit_recovers_a_synthetic_face(model, moving):
     video, fit, report = moving
     target = video.target
@@ -369,6 +370,7 @@ def _wave_albedo(model) -> np.ndarray:
     return np.clip(np.asarray(model.mean_albedo) * factor, 0.0, 1.0).astype(np.float32)
 
 
+@pytest.mark.slow  # ~45 s of CPU (key-frame albedo fit): `make test-slow`
 def test_per_vertex_albedo_is_estimated_without_a_texture_basis(model):
     no_basis = model.replace(tex_basis=model.tex_basis[..., :0])
     assert not recon_fit.has_texture_basis(no_basis)

@@ -2,7 +2,7 @@
 
 (f) The tiny renderer trained for a few dozen steps lowers the held-out L1 (whole crop and inside
 the mouth mask) against its initialisation and reports SSIM on the held-out frames; the run
-writes metrics.jsonl, TensorBoard events, a preview and its checkpoint.
+writes metrics.jsonl, TensorBoard events, a preview and its checkpoint (marked slow).
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ def test_random_flip_depends_on_the_example_not_its_place_in_the_batch():
     np.testing.assert_array_equal(np.asarray(permuted), np.asarray(flipped)[order])
 
 
+@pytest.mark.slow  # ~90 s of CPU (60 training steps with evaluation): `make test-slow`
 def test_tiny_renderer_learns_the_held_out_frames(subject, tmp_path):
     steps = 60
     config = tiny_config(subject, f"total_steps={steps}", f"eval_every_steps={steps}",

@@ -8,7 +8,8 @@
     first steps move every element by lr * sign(gradient), so the elements whose gradient is
     within rounding of zero flip sign and move by 2 lr, and the GAN feeds that back: measured
     2e-6 to 3e-3 after 3 float32 steps. In float64 the rounding is 1e-16, which shows the
-    sharded program computes the same function as the single-device one.
+    sharded program computes the same function as the single-device one (marked slow: the
+    float64 step compiles for 1 and 8 devices).
 (b) 2 local processes x 2 devices (gloo collectives) through launch/local.py agree with (a)'s
     single-device run within 1e-5, also in float64 (marked slow).
 (c) a run killed with SIGKILL and restarted ends with the parameters (and per-step losses) of
@@ -79,6 +80,7 @@ def single_device_run(subject):
     return config, batches, initial, final, losses
 
 
+@pytest.mark.slow  # ~2 min of CPU (compiles the float64 step for 1 and 8 devices): `make test-slow`
 def test_sharded_step_equals_single_device(single_device_run):
     config, batches, initial, final, losses = single_device_run
     with jax.enable_x64(True):
