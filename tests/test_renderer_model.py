@@ -20,7 +20,7 @@ from metatalk_jax.models.renderer import (HDGenerator,
                                           MultiScaleDiscriminator, PatchDiscriminator, UnetGenerator,
                                           _avg_pool_3x3_s2, make_renderer,
                                           unet_dropout_levels)
-from metatalk_jax.models.renderer_layers import BatchNorm2d, DownConv2d, UpConv2d
+from metatalk_jax.models.renderer_layers import BatchNorm2d, DownConv2d, UpConv2d, _up_conv_4x4
 from metatalk_jax.train import gan_step
 from tests.torch_renderer_reference import (TorchPatchDiscriminator, TorchPix2PixStep,
                                             TorchUnetBlock, TorchUnetGenerator, init_pix2pix_weights,
@@ -107,6 +107,31 @@ def test_up_and_down_convs_and_their_gradients_equal_torch(h, w, cin, cout):
         assert relative_error(dx, nhwc(tx.grad)) < 1e-5
         torch_dkernel = tw.grad.numpy().transpose((2, 3, 0, 1) if kind == "up" else (2, 3, 1, 0))
         assert relative_error(dkernel, torch_dkernel) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("h,w,cin,cout", [(2, 2, 6, 4), (4, 8, 5, 3), (5, 7, 4, 6)])
+def test_up_conv_custom_gradients_equal_autodiff_of_the_transposed_conv(dtype, h, w, cin, cout):
+    """The hand-written VJP of `_up_conv_4x4` (im2col path up to 32 input pixels, correlation
+    path above) against jax.grad of the textbook formulation: lax.conv_transpose of the
+    spatially flipped kernel with 2 px of padding, differentiated by XLA."""
+    def reference(x, kernel):
+        return jax.lax.conv_transpose(x, kernel[::-1, ::-1], strides=(2, 2), padding=((2, 2), (2, 2)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    with jax.enable_x64(dtype == "float64"):
+        x = uniform(0, (3, h, w, cin)).astype(dtype)
+        kernel = uniform(1, (4, 4, cin, cout)).astype(dtype)
+        cotangent = uniform(2, (3, 2 * h, 2 * w, cout)).astype(dtype)
+
+        def gradients(fn):
+            return jax.jit(jax.grad(lambda x, k: jnp.sum(fn(x, k) * cotangent), argnums=(0, 1)))(x, kernel)
+
+        (dx, dkernel), (ref_dx, ref_dkernel) = gradients(_up_conv_4x4), gradients(reference)
+        assert dx.dtype == dkernel.dtype == np.dtype(dtype)
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    assert relative_error(dx, ref_dx) < tolerance
+    assert relative_error(dkernel, ref_dkernel) < tolerance
 
 
 def test_batchnorm_equals_torch_including_unbiased_running_variance():
@@ -217,6 +242,7 @@ def test_patch_discriminator_equals_torch():
 # The training step vs torch
 # ------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # ~40 s of CPU (two float64 GAN steps on both sides): `make test-slow`
 def test_two_gan_steps_equal_torch_pix2pix_in_float64():
     """Two steps of gan_train_step and of NFRModel.optimize_parameters from the same weights, no
     dropout, Adam(2e-4, (0.5, 0.999), eps 1e-8), both sides in float64: parameters, running stats,

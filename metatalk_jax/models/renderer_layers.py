@@ -136,7 +136,7 @@ def _up_conv_4x4(x, kernel):
     input pixel (y, x) adds kernel[a, b] to output pixel (2y - 1 + a, 2x - 1 + b) -> [B,2H,2W,Cout].
 
     Forward: XLA's transposed convolution (dilated input, flipped kernel), or for small inputs the
-    4 output phases as one stride-1 conv. Backward: both gradients
+    4 output phases as one stride-1 conv. Backward (`_up_conv_4x4_bwd`): both gradients
     are those of the stride-2 conv (`_down_conv_4x4`), its adjoint: dx = down(dy, kernel^T),
     dkernel = d<x, down(dy, k)>/dk. XLA's own gradients of a transposed conv (a conv with a
     dilated window) are ~20x slower on CPU.
@@ -161,13 +161,48 @@ def _up_conv_4x4_fwd(x, kernel):
     return _up_conv_4x4(x, kernel), (x, kernel)
 
 
+def _space_to_depth_padded(dy):
+    """dy [B,2H,2W,C] -> S [B,H+1,W+1,4C], S[n, j, k, (qr, qc, c)] = pad(dy, 1)[n, 2j+qr, 2k+qc, c]."""
+    b, h2, w2, c = dy.shape
+    dyp = jnp.pad(dy, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    s2d = dyp.reshape(b, h2 // 2 + 1, 2, w2 // 2 + 1, 2, c).transpose(0, 1, 3, 2, 4, 5)
+    return s2d.reshape(b, h2 // 2 + 1, w2 // 2 + 1, 4 * c)
+
+
 def _up_conv_4x4_bwd(residuals, dy):
+    """Both gradients from S = space-to-depth(pad(dy, 1)) [B,H+1,W+1,4*Cout]:
+    dkernel[2pr+qr, 2pc+qc, i, o] = sum_{n,y,x} x[n,y,x,i] S[n, y+pr, x+pc, (qr,qc,o)] and
+    dx = the stride-2 conv of dy with the kernel's (i, o) swapped.
+
+    dkernel is produced with Cin major ([Cin, ..., Cout]), so turning it into [4,4,Cin,Cout] moves
+    whole Cout rows; XLA's own weight gradient comes out [(q,o), p, Cin] and its (o, i) transpose
+    was fused into each of Adam's elementwise passes (strided reads, ~3x slower than the update).
+    """
     x, kernel = residuals
-    kernel_t = kernel.transpose(0, 1, 3, 2)
-    dx = _down_conv_4x4(dy, kernel_t)
-    _, pullback = jax.vjp(lambda k: _down_conv_4x4(dy, k), kernel_t)
-    (dkernel_t,) = pullback(x)
-    return dx, dkernel_t.transpose(0, 1, 3, 2)
+    b, h, w, cin = x.shape
+    cout = kernel.shape[-1]
+    s2d = _space_to_depth_padded(dy)
+    if h * w > IM2COL_MAX_PIXELS:
+        # correlation of pad(x, 1) (batch = Cin, features = images) with S (window = all of S):
+        # out[i, s_r, s_c, (q, o)] = dkernel at tap p = 1 - s.
+        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        out = jax.lax.conv_general_dilated(xp, s2d, (1, 1), "VALID",
+                                           dimension_numbers=("CHWN", "IHWO", "NHWC"))
+        taps = out[:, ::-1, ::-1].reshape(cin, 2, 2, 2, 2, cout)       # (i, pr, pc, qr, qc, o)
+        dx = _down_conv_4x4(dy, kernel.transpose(0, 1, 3, 2))
+    else:
+        # im2col over the 2x2 window of S: columns[(n,y,x), (pr, pc, qr, qc, o)]
+        columns = jnp.concatenate([s2d[:, i:i + h, j:j + w] for i in (0, 1) for j in (0, 1)], axis=-1)
+        columns = columns.reshape(b * h * w, 16 * cout)
+        taps = jax.lax.dot_general(x.reshape(b * h * w, cin), columns, (((0,), (0,)), ((), ())))
+        taps = taps.reshape(cin, 2, 2, 2, 2, cout)
+        # kernel as [Cin, (pr, pc, qr, qc, o)]: whole Cout rows move, and the dot contracts it
+        # on its minor axis, which needs no transposed copy
+        kernel_rows = kernel.reshape(2, 2, 2, 2, cin, cout).transpose(4, 0, 2, 1, 3, 5)
+        dx = jax.lax.dot_general(columns, kernel_rows.reshape(cin, 16 * cout), (((1,), (1,)), ((), ())))
+        dx = dx.reshape(b, h, w, cin)
+    dkernel = taps.transpose(1, 3, 2, 4, 0, 5).reshape(4, 4, cin, cout)
+    return dx, dkernel
 
 
 _up_conv_4x4.defvjp(_up_conv_4x4_fwd, _up_conv_4x4_bwd)
