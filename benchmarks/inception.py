@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -36,7 +34,7 @@ use_xla_convolutions_on_cpu()             # the CLIs' XLA:CPU convolution settin
 
 import jax                                # noqa: E402
 
-from benchmarks import machine_info      # noqa: E402
+from benchmarks import interleaved      # noqa: E402
 from metatalk_jax.convert.inception_keys import convert_inception  # noqa: E402
 from metatalk_jax.models import inception as inc  # noqa: E402
 
@@ -53,8 +51,7 @@ def main(argv=None) -> int:
 
     import torch
     from tests.torch_inception_reference import TorchFIDInception, randomize
-    torch.set_num_threads(machine_info.cpu_count())
-    torch.set_flush_denormal(True)
+    torch_note = interleaved.configure_torch(torch)
     torch_model = randomize(TorchFIDInception(), seed=0).eval()
     variables, _ = convert_inception({k: v.numpy() for k, v in torch_model.state_dict().items()})
     variables = jax.device_put(variables)
@@ -65,12 +62,8 @@ def main(argv=None) -> int:
     frames_t = torch.from_numpy(frames.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
 
     apply = inc.jitted_features(inc.FIDInceptionV3())
-    t0 = time.perf_counter()
-    compiled = apply.lower(variables, frames_j).compile()
-    compile_s = time.perf_counter() - t0
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    gflop = float(cost["flops"]) / args.batch / 1e9
+    compiled, compile_s, flops = interleaved.compile_with_cost(apply, variables, frames_j)
+    gflop = flops / args.batch / 1e9
     print(f"jax: compiled in {compile_s:.1f} s, {gflop:.2f} GFLOP per frame (XLA cost analysis)",
           flush=True)
 
@@ -84,47 +77,16 @@ def main(argv=None) -> int:
             outputs["torch"] = torch_model(frames_t)
 
     runners = [("jax", run_jax)] + ([] if args.no_torch else [("torch", run_torch)])
-    for _ in range(args.warmup):
-        for _, fn in runners:
-            fn()
+    times, cpu = interleaved.time_interleaved(runners, warmup=args.warmup, repeats=args.repeats)
     max_diff = None
     if not args.no_torch:
         max_diff = float(np.max(np.abs(np.asarray(outputs["jax"]) - outputs["torch"].numpy())))
         print(f"max |jax - torch| over the batch's features: {max_diff:.2e} "
               f"(largest feature {float(outputs['torch'].abs().max()):.2f})", flush=True)
-
-    times = {name: [] for name, _ in runners}
-    cpu = {name: [] for name, _ in runners}
-    for r in range(args.repeats):
-        for name, fn in runners:
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-        print(f"  repeat {r + 1}/{args.repeats}: " + ", ".join(
-            f"{k} {v[-1]:.2f} s (cpu {cpu[k][-1]:.1f} s)" for k, v in times.items()), flush=True)
-
-    jax_s = statistics.median(times["jax"])
-    torch_s = statistics.median(times["torch"]) if not args.no_torch else None
-    torch_info = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    result = {
-        "benchmark": "inception", "batch": args.batch, "frame_size": args.size,
-        "jax_fps": round(args.batch / jax_s, 2),
-        "torch_fps": round(args.batch / torch_s, 2) if torch_s else None,
-        "ratio_time_jax_over_torch": round(jax_s / torch_s, 3) if torch_s else None,
-        "jax_batch_s_all": [round(t, 3) for t in times["jax"]],
-        "torch_batch_s_all": [round(t, 3) for t in times.get("torch", [])],
-        "jax_cpu_s": round(statistics.median(cpu["jax"]), 2),
-        "torch_cpu_s": round(statistics.median(cpu["torch"]), 2) if torch_s else None,
-        "gflop_per_frame": round(gflop, 3), "compile_s": round(compile_s, 1),
-        "repeats": args.repeats, "max_abs_diff": max_diff,
-        "machine": machine_info.machine_description({}, args.device_info or torch_info),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""), "load_avg": list(os.getloadavg()),
-    }
-    print(f"\njax   {jax_s:7.2f} s/batch  {result['jax_fps']:7.2f} frames/s")
-    if torch_s:
-        print(f"torch {torch_s:7.2f} s/batch  {result['torch_fps']:7.2f} frames/s")
-        print(f"jax / torch time: {jax_s / torch_s:.3f}")
+    result = interleaved.comparison("inception", args.batch, times, cpu,
+                                    args.device_info or torch_note)
+    result.update({"frame_size": args.size, "gflop_per_frame": round(gflop, 3),
+                   "compile_s": round(compile_s, 1), "max_abs_diff": max_diff})
     print(json.dumps(result))
     return 0
 

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         crops = []
         for a in range(lo, hi, args.batch):
             b = min(a + args.batch, hi)
-            crops.append(maker.make(mels[a - lo:b - lo], source[a:b])[0])
+            crops.append(maker.make(mels[a - lo:b - lo], source[a:b])[0])   # no landmark backend
         return np.concatenate(crops)
 
     pseudo_batches(0, args.batch)                         # compile + warm-up

@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -39,7 +37,7 @@ if "--keep-ynn-convs" not in sys.argv:
 
 import jax                                # noqa: E402
 
-from benchmarks import machine_info      # noqa: E402
+from benchmarks import interleaved      # noqa: E402
 from metatalk_jax.convert.syncnet_keys import convert_syncnet  # noqa: E402
 from metatalk_jax.models import syncnet as sn  # noqa: E402
 
@@ -56,8 +54,7 @@ def main(argv=None) -> int:
 
     import torch
     from tests.torch_syncnet_reference import TorchSyncNet, randomize
-    torch.set_num_threads(machine_info.cpu_count())
-    torch.set_flush_denormal(True)
+    torch_note = interleaved.configure_torch(torch)
     torch_model = randomize(TorchSyncNet(), seed=0).eval()
     variables, _ = convert_syncnet({k: v.numpy() for k, v in torch_model.state_dict().items()})
     variables = jax.device_put(variables)
@@ -74,12 +71,8 @@ def main(argv=None) -> int:
         return (model.apply(v, x_lip, method=sn.SyncNet.forward_lip),
                 model.apply(v, x_aud, method=sn.SyncNet.forward_aud))
 
-    t0 = time.perf_counter()
-    compiled = jax.jit(both).lower(variables, lips_j, mfcc_j).compile()
-    compile_s = time.perf_counter() - t0
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    gflop = float(cost["flops"]) / args.batch / 1e9
+    compiled, compile_s, flops = interleaved.compile_with_cost(both, variables, lips_j, mfcc_j)
+    gflop = flops / args.batch / 1e9
     print(f"jax: compiled in {compile_s:.1f} s, {gflop:.2f} GFLOP per window (XLA cost analysis)",
           flush=True)
 
@@ -93,47 +86,15 @@ def main(argv=None) -> int:
             outputs["torch"] = (torch_model.forward_lip(lips_t), torch_model.forward_aud(mfcc_t))
 
     runners = [("jax", run_jax)] + ([] if args.no_torch else [("torch", run_torch)])
-    for _ in range(args.warmup):
-        for _, fn in runners:
-            fn()
+    times, cpu = interleaved.time_interleaved(runners, warmup=args.warmup, repeats=args.repeats)
     max_rel = None
     if not args.no_torch:
         max_rel = max(float(np.max(np.abs(np.asarray(j) - t.numpy())) / np.max(np.abs(t.numpy())))
                       for j, t in zip(outputs["jax"], outputs["torch"]))
         print(f"max |jax - torch| / max |torch|: {max_rel:.2e}", flush=True)
-
-    times = {name: [] for name, _ in runners}
-    cpu = {name: [] for name, _ in runners}
-    for r in range(args.repeats):
-        for name, fn in runners:
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-        print(f"  repeat {r + 1}/{args.repeats}: " + ", ".join(
-            f"{k} {v[-1]:.2f} s (cpu {cpu[k][-1]:.1f} s)" for k, v in times.items()), flush=True)
-
-    jax_s = statistics.median(times["jax"])
-    torch_s = statistics.median(times["torch"]) if not args.no_torch else None
-    result = {
-        "benchmark": "syncnet", "batch": args.batch,
-        "jax_fps": round(args.batch / jax_s, 2),
-        "torch_fps": round(args.batch / torch_s, 2) if torch_s else None,
-        "ratio_time_jax_over_torch": round(jax_s / torch_s, 3) if torch_s else None,
-        "jax_batch_s_all": [round(t, 3) for t in times["jax"]],
-        "torch_batch_s_all": [round(t, 3) for t in times.get("torch", [])],
-        "jax_cpu_s": round(statistics.median(cpu["jax"]), 2),
-        "torch_cpu_s": round(statistics.median(cpu["torch"]), 2) if torch_s else None,
-        "gflop_per_window": round(gflop, 3), "compile_s": round(compile_s, 1),
-        "repeats": args.repeats, "max_rel_diff": max_rel,
-        "machine": machine_info.machine_description(
-            {}, f"torch {torch.__version__}, {torch.get_num_threads()} threads"),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""), "load_avg": list(os.getloadavg()),
-    }
-    print(f"\njax   {result['jax_fps']:7.2f} frames/s  (cpu {result['jax_cpu_s']} s per batch)")
-    if torch_s:
-        print(f"torch {result['torch_fps']:7.2f} frames/s  (cpu {result['torch_cpu_s']} s per batch)")
-        print(f"jax / torch time: {jax_s / torch_s:.3f}")
+    result = interleaved.comparison("syncnet", args.batch, times, cpu, torch_note)
+    result.update({"gflop_per_window": round(gflop, 3), "compile_s": round(compile_s, 1),
+                   "max_rel_diff": max_rel})
     print(json.dumps(result))
     return 0
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -41,7 +39,7 @@ if "--keep-ynn-convs" not in sys.argv:
 
 import jax                                # noqa: E402
 
-from benchmarks import machine_info      # noqa: E402
+from benchmarks import interleaved      # noqa: E402
 from metatalk_jax.convert.wav2lip_keys import convert_wav2lip  # noqa: E402
 from metatalk_jax.models import wav2lip as w2l  # noqa: E402
 
@@ -62,9 +60,7 @@ def main(argv=None) -> int:
 
     import torch
     from tests.torch_wav2lip_reference import TorchWav2Lip, randomize
-    threads = machine_info.cpu_count()
-    torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)
+    torch_note = interleaved.configure_torch(torch)
     torch_model = randomize(TorchWav2Lip(), seed=0).eval()
 
     variables, _ = convert_wav2lip({k: v.numpy() for k, v in torch_model.state_dict().items()})
@@ -81,13 +77,10 @@ def main(argv=None) -> int:
     audio_t = torch.from_numpy(audio.transpose(0, 3, 1, 2).copy())
     face_t = torch.from_numpy(face.transpose(0, 3, 1, 2).copy())
 
-    t0 = time.perf_counter()
-    compiled = jax.jit(model.apply).lower(variables, audio_j, face_j).compile()
-    compile_s = time.perf_counter() - t0
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    print(f"jax: compiled in {compile_s:.1f} s, {float(cost['flops']) / args.batch / 1e9:.2f} GFLOP "
-          f"per image (XLA cost analysis); BN folded: {fold}, transposed convs "
+    compiled, compile_s, flops = interleaved.compile_with_cost(model.apply, variables, audio_j,
+                                                               face_j)
+    print(f"jax: compiled in {compile_s:.1f} s, {flops / args.batch / 1e9:.2f} GFLOP per image "
+          f"(XLA cost analysis); BN folded: {fold}, transposed convs "
           f"{'per phase' if args.phase_transpose else 'dilated'}", flush=True)
 
     outputs = {}
@@ -100,51 +93,18 @@ def main(argv=None) -> int:
             outputs["torch"] = torch_model(audio_t, face_t)
 
     runners = [("jax", run_jax)] + ([] if args.no_torch else [("torch", run_torch)])
-    for _ in range(args.warmup):
-        for _, fn in runners:
-            fn()
+    times, cpu = interleaved.time_interleaved(runners, warmup=args.warmup, repeats=args.repeats)
     max_diff = None
     if not args.no_torch:
         max_diff = float(np.max(np.abs(np.asarray(outputs["jax"]) -
                                        outputs["torch"].numpy().transpose(0, 2, 3, 1))))
         print(f"max |jax - torch| over the batch: {max_diff:.2e}", flush=True)
-
-    times = {name: [] for name, _ in runners}
-    cpu = {name: [] for name, _ in runners}
-    for r in range(args.repeats):
-        for name, fn in runners:
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-        print(f"  repeat {r + 1}/{args.repeats}: " + ", ".join(
-            f"{k} {v[-1]:.2f} s (cpu {cpu[k][-1]:.1f} s)" for k, v in times.items()), flush=True)
-
-    jax_s = statistics.median(times["jax"])
-    torch_s = statistics.median(times["torch"]) if not args.no_torch else None
-    torch_info = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    result = {
-        "benchmark": "wav2lip", "batch": args.batch,
-        "jax_fps": round(args.batch / jax_s, 2),
-        "torch_fps": round(args.batch / torch_s, 2) if torch_s else None,
-        "ratio_time_jax_over_torch": round(jax_s / torch_s, 3) if torch_s else None,
-        "jax_batch_s": round(jax_s, 3), "jax_batch_s_all": [round(t, 3) for t in times["jax"]],
-        "torch_batch_s": round(torch_s, 3) if torch_s else None,
-        "torch_batch_s_all": [round(t, 3) for t in times.get("torch", [])],
-        "jax_cpu_s": round(statistics.median(cpu["jax"]), 2),
-        "torch_cpu_s": round(statistics.median(cpu["torch"]), 2) if torch_s else None,
-        "gflop_per_image": round(float(cost["flops"]) / args.batch / 1e9, 3),
-        "compile_s": round(compile_s, 1), "repeats": args.repeats,
-        "bn_folded": fold, "transpose": "phases" if args.phase_transpose else "dilated",
-        "max_abs_diff": max_diff,
-        "machine": machine_info.machine_description({}, args.device_info or torch_info),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""), "load_avg": list(os.getloadavg()),
-    }
-    print(f"\njax   {jax_s:7.2f} s/batch  {result['jax_fps']:7.2f} frames/s  (cpu {result['jax_cpu_s']} s)")
-    if torch_s:
-        print(f"torch {torch_s:7.2f} s/batch  {result['torch_fps']:7.2f} frames/s  "
-              f"(cpu {result['torch_cpu_s']} s)")
-        print(f"jax / torch time: {jax_s / torch_s:.3f}")
+    result = interleaved.comparison("wav2lip", args.batch, times, cpu,
+                                    args.device_info or torch_note)
+    result.update({"gflop_per_image": round(flops / args.batch / 1e9, 3),
+                   "compile_s": round(compile_s, 1), "bn_folded": fold,
+                   "transpose": "phases" if args.phase_transpose else "dilated",
+                   "max_abs_diff": max_diff})
     print(json.dumps(result))
     return 0
 

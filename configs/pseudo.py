@@ -19,12 +19,14 @@ def get_config(arg=None):
     config.previews = True                 # one side-by-side PNG per part
     config.model = ""                      # the morphable model .npz prepare used ("" = offline)
     config.fit = ml_collections.ConfigDict()
-    config.fit.steps = 30                  # Adam steps per batch (photometric-only: slow to move)
+    config.fit.steps = 30                  # Adam steps per batch
+    config.fit.landmarks = "dlib"          # backend reading the pseudo frames' 68 landmarks for
+                                           # the landmark term ("" = photometric only)
     config.fit.batch = 16                  # frames per compiled fitting call
     config.fit.lr = 0.1                    # expression step size
     config.fit.visibility_refresh = 4
     config.fit.weights = ml_collections.ConfigDict(dict(
-        photometric=1.9, regularization=3e-4, expression=0.8))
+        photometric=1.9, landmark=1.6e-3, regularization=3e-4, expression=0.8))
     if arg not in (None, ""):
         raise ValueError(f"configs/pseudo.py: unknown variant {arg!r}")
     return config

@@ -161,6 +161,50 @@ def test_expression_fit_recovers_a_rendered_expression(carphone_subject):
 
 
 @pytest.mark.slow
+def test_landmark_term_recovers_the_expression_in_few_steps(carphone_subject):
+    """With the 68 landmarks of the known expression (from face3d.render, an independent path
+    from the fitter's render_fit), 30 steps get much closer to it than photometric-only fitting
+    does in 30 steps (measured on the tiny carphone subject: error x0.61 against x0.85)."""
+    import jax.numpy as jnp
+    from metatalk_jax.face3d.render import FaceCoeffs, render
+    from metatalk_jax.pseudo_video.fit_expression import ExpressionFitter
+    from metatalk_jax.recon.losses import LossWeights
+    from metatalk_jax.subject.layout import load_subject
+
+    subject = load_subject(str(carphone_subject[0]))
+    fitter = ExpressionFitter(subject, steps=30, batch=4, learning_rate=0.1,
+                              weights=LossWeights(regularization=0.0))
+    frames = np.array([10, 35, 60, 85])
+    coeffs = subject.coefficients
+    source = coeffs["expression"][frames]
+    spread = coeffs["expression"].std(0) + 0.1
+    known = (source + np.random.default_rng(1).normal(0, 1.0, source.shape) * spread)
+    known = known.astype(np.float32)
+    face = FaceCoeffs(jnp.zeros((4, 0)), jnp.asarray(known), jnp.zeros((4, 0)),
+                      jnp.asarray(coeffs["angles"][frames]),
+                      jnp.asarray(coeffs["translation"][frames]),
+                      jnp.asarray(coeffs["gamma"][frames]))
+    out = render(fitter.model, face, fitter.camera,
+                 screen_transform=jnp.asarray(fitter.screens[frames]))
+    crops = np.clip(np.rint(np.asarray(out.image) * 255), 0, 255).astype(np.uint8)
+    marks = np.array(out.landmarks, np.float32)
+    before = np.abs(source - known).mean()
+    fit_marks, fit_none = fitter.fit(crops, frames, landmarks=marks), fitter.fit(crops, frames)
+    with_marks, without = np.abs(fit_marks - known).mean(), np.abs(fit_none - known).mean()
+    print(f"expression error {before:.3f} -> {with_marks:.3f} with landmarks, {without:.3f} "
+          "without (30 steps)")
+    assert with_marks < 0.7 * before and with_marks < 0.8 * without, (before, with_marks, without)
+    # A frame without landmarks (NaN) is fitted photometrically; the others keep their landmarks.
+    marks[1] = np.nan
+    partial = fitter.fit(crops, frames, landmarks=marks)
+    gap = np.abs(fit_marks - fit_none).mean(axis=1)
+    print("per-frame gap", gap, "partial vs marks", np.abs(partial - fit_marks).mean(axis=1),
+          "partial vs none", np.abs(partial - fit_none).mean(axis=1))
+    assert np.abs(partial[1] - fit_none[1]).mean() < 0.2 * gap[1]
+    assert np.all(np.abs(partial - fit_marks).mean(axis=1)[[0, 2, 3]] < 0.2 * gap[[0, 2, 3]])
+
+
+@pytest.mark.slow
 def test_end_to_end_resume_and_shards(carphone_subject, wav2lip_checkpoint, tmp_path):
     from data_pipelines.pseudo_video import open_pseudo_video
     from metatalk_jax.pseudo_video.generate import generate_pseudo_videos

@@ -8,10 +8,13 @@ face region (`recon.losses.photometric_loss` on `recon.fit.render_fit`) plus Aud
 expression prior; frames are fitted in fixed-size batches (padding masked out), one jit'd
 Adam loop compiled once (`recon.fit.AdamLoop`, visibility refreshed every few steps).
 
-No landmark term yet (dlib mouth points on the pseudo frames were not tried). Photometric-only
-expression fits converge slowly (a smooth shaded surface moves little per step): on a synthetic
-render of the tiny carphone subject, 120 Adam steps at lr 0.1 cut the expression error to a
-third (tests/test_pseudo.py); mouth landmarks are the obvious way to speed this up.
+Landmarks: when the caller passes the pseudo frames' 68 landmarks (dlib's shape predictor on
+the pasted frame, with the subject's tracked box: `PseudoFrameMaker` with a landmark backend, configs/pseudo.py fit.landmarks),
+recon's weighted landmark loss is added (AudioDVP's weights: brows, eyes and mouth 50, jaw and
+nose 1, in units of a 256 px crop). It moves the jaw and lips directly, where the photometric
+term alone converges slowly (a smooth shaded surface changes little per step): on a synthetic
+render of the tiny carphone subject, photometric-only fitting needed 120 Adam steps at lr 0.1
+to cut the expression error to a third (tests/test_pseudo.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metatalk_jax.recon import losses
+from metatalk_jax.recon.losses import LANDMARK_UNIT_RESOLUTION
 from metatalk_jax.recon.fit import AdamLoop, fit_visibility, render_fit
 from metatalk_jax.subject.face_model import subject_camera, subject_face_model
 from metatalk_jax.subject.layout import Subject
@@ -66,15 +70,22 @@ class ExpressionFitter:
                   "albedo_offset": jnp.zeros((model.num_vertices, 3))}
         camera = self.camera
 
-        def loss_fn(p, fixed, crops, screen, frame_mask, triangle_id=None):
+        # Landmark distances in units of a 256 px crop of the same box, as in recon.
+        unit = LANDMARK_UNIT_RESOLUTION / self.resolution
+        landmark_w = jnp.asarray(losses.landmark_weights(weights))
+
+        def loss_fn(p, fixed, crops, screen, frame_mask, goal, goal_mask, triangle_id=None):
             frames = {"expression": p["expression"], **fixed}
-            image, region, _ = render_fit(model, shared, frames, camera, screen, triangle_id)
+            image, region, marks = render_fit(model, shared, frames, camera, screen, triangle_id)
             photo = losses.photometric_loss(image, crops, region, frame_mask)
             prior = losses.coefficient_regularization(weights, shared["identity"],
                                                       p["expression"], None, frame_mask)
-            return weights.photometric * photo + weights.regularization * prior
+            landmark = losses.landmark_loss(marks * unit, goal * unit, landmark_w,
+                                            frame_mask * goal_mask)
+            return (weights.photometric * photo + weights.regularization * prior
+                    + weights.landmark * landmark)
 
-        def visibility(p, fixed, crops, screen, frame_mask):
+        def visibility(p, fixed, crops, screen, frame_mask, goal, goal_mask):
             return fit_visibility(model, shared, {"expression": p["expression"], **fixed},
                                   camera, screen)
 
@@ -83,10 +94,11 @@ class ExpressionFitter:
                               visibility_fn=visibility)
 
     def fit(self, crops: np.ndarray, source_frames: np.ndarray,
-            start: np.ndarray | None = None) -> np.ndarray:
+            start: np.ndarray | None = None, landmarks: np.ndarray | None = None) -> np.ndarray:
         """crops uint8 [n,S,S,3] RGB (the pseudo frames' fit-resolution crops), source_frames
         [n] their subject frames -> float32 [n,E] expressions. start: optional [n,E] initial
-        expressions (default: the source frames' fitted ones)."""
+        expressions (default: the source frames' fitted ones). landmarks: optional [n,68,2]
+        landmarks of the crops in crop pixels (NaN rows: no landmarks for that frame)."""
         crops = np.asarray(crops)
         source_frames = np.asarray(source_frames, np.int64)
         n = len(crops)
@@ -96,6 +108,14 @@ class ExpressionFitter:
                              f"frames, got {crops.shape} and {source_frames.shape}")
         init = self.source["expression"][source_frames] if start is None else np.asarray(
             start, np.float32)
+        if landmarks is None:
+            landmarks = np.full((n, 68, 2), np.nan, np.float32)
+        landmarks = np.asarray(landmarks, np.float32)
+        if landmarks.shape != (n, 68, 2):
+            raise ValueError(f"ExpressionFitter.fit: landmarks must be [{n},68,2], got "
+                             f"{landmarks.shape}")
+        has_marks = np.all(np.isfinite(landmarks), axis=(1, 2))
+        landmarks = np.where(has_marks[:, None, None], landmarks, 0.0)
         out = np.zeros((n, init.shape[1]), np.float32)
         b = self.batch
         for lo in range(0, n, b):
@@ -105,7 +125,8 @@ class ExpressionFitter:
             fixed = {k: jnp.asarray(self.source[k][frames]) for k in FIXED_KEYS}
             mask = jnp.asarray(np.arange(b) < len(real), jnp.float32)
             data = (fixed, jnp.asarray(crops[index], jnp.float32) / 255.0,
-                    jnp.asarray(self.screens[frames]), mask)
+                    jnp.asarray(self.screens[frames]), mask, jnp.asarray(landmarks[index]),
+                    jnp.asarray(has_marks[index], jnp.float32))
             params, _ = self._loop({"expression": jnp.asarray(init[index])}, data)
             out[real] = np.asarray(params["expression"][:len(real)])
         return out

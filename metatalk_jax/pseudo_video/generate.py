@@ -52,14 +52,19 @@ class PseudoFrameMaker:
     """Wav2Lip pseudo frames of one subject: `make(mels, source)` -> fit crops (and, on request,
     the renderer-resolution original and pseudo crops of chosen frames for previews)."""
 
-    def __init__(self, subject: Subject, runner: Wav2LipRunner, feather_fraction: float):
+    def __init__(self, subject: Subject, runner: Wav2LipRunner, feather_fraction: float,
+                 landmark_backend=None):
         self.subject, self.runner, self.feather = subject, runner, float(feather_fraction)
+        # tracking backend whose `landmarks(image, box)` reads the pseudo frames' 68 points
+        # (None: no landmarks, photometric-only refit)
+        self.landmark_backend = landmark_backend
         meta, crops, marks = subject.meta, subject.crops, subject.landmarks
         self.frame_size = tuple(int(v) for v in crops["frame_size"])
         self.render_res = int(meta["renderer_resolution"])
         self.fit_res = int(meta["fit_resolution"])
         self.render_matrices = np.asarray(crops["matrices"], np.float64)
         self.fit_matrices = crop_matrices(crops["centers"], crops["sizes"], self.fit_res)
+        self.track_boxes = np.asarray(marks["boxes"], np.float64)[:, :4]
         self.face_boxes = wav2lip_face_boxes(marks["boxes"], self.frame_size)
         self.rois = regions_of_interest(self.face_boxes,
                                         [self.render_matrices, self.fit_matrices],
@@ -71,22 +76,34 @@ class PseudoFrameMaker:
 
     def make(self, mels: np.ndarray, source: np.ndarray, preview_rows=()):
         """mels [n,80,16], source [n] subject frames (n <= batch size) -> (fit crops uint8
-        [n,S,S,3], {row: (original crop, pseudo crop) at the renderer resolution})."""
+        [n,S,S,3], landmarks float32 [n,68,2] in fit-crop pixels or None without a landmark
+        backend, {row: (original crop, pseudo crop) at the renderer resolution})."""
         rois = self.frames.take(source)
         faces = np.stack([face_input(img, self.face_boxes[s], self.rois[s])
                           for img, s in zip(rois, source)])
         generated = self.runner(faces, mels)
-        fit_crops, previews = [], {}
+        fit_crops, marks, previews = [], [], {}
         for j, (img, s) in enumerate(zip(rois, source)):
             pseudo = paste_feathered(img, generated[j], self.face_boxes[s], self.rois[s],
                                      self.feather)
-            fit_crops.append(crop_frame(pseudo, local_matrix(self.fit_matrices[s], self.rois[s]),
-                                        self.fit_res))
+            to_fit = local_matrix(self.fit_matrices[s], self.rois[s])
+            fit_crops.append(crop_frame(pseudo, to_fit, self.fit_res))
+            if self.landmark_backend is not None:
+                marks.append(self._landmarks(pseudo, s, to_fit))
             if j in preview_rows:
                 matrix = local_matrix(self.render_matrices[s], self.rois[s])
                 previews[j] = (crop_frame(img, matrix, self.render_res),
                                crop_frame(pseudo, matrix, self.render_res))
-        return np.stack(fit_crops), previews
+        return np.stack(fit_crops), (np.stack(marks) if marks else None), previews
+
+    def _landmarks(self, roi_image: np.ndarray, s: int, to_fit: np.ndarray) -> np.ndarray:
+        """[68,2] landmarks of a pasted ROI image, found in the subject's tracked box of frame s
+        (the pose is the source frame's, so the box still holds the face), mapped to fit-crop
+        pixels by `to_fit` [2,3]."""
+        ox, oy = float(self.rois[s][0]), float(self.rois[s][1])
+        box = self.track_boxes[s] - np.array([ox, oy, ox, oy])
+        points = self.landmark_backend.landmarks(roi_image, box).astype(np.float64)
+        return (points @ to_fit[:, :2].T + to_fit[:, 2]).astype(np.float32)
 
     def close(self) -> None:
         self.frames.close()
@@ -142,8 +159,12 @@ class PseudoGenerator:
             return summary
         model, variables = load_wav2lip_checked(self.wav2lip_path)
         cfg = self.config
+        landmark_backend = None
+        if cfg.fit.landmarks:
+            from metatalk_jax.tracking.backends import make_backend
+            landmark_backend = make_backend(cfg.fit.landmarks)
         maker = PseudoFrameMaker(self.subject, Wav2LipRunner(model, variables, cfg.batch_size),
-                                 cfg.feather_fraction)
+                                 cfg.feather_fraction, landmark_backend)
         fitter = ExpressionFitter(
             self.subject, steps=cfg.fit.steps, batch=cfg.fit.batch, learning_rate=cfg.fit.lr,
             visibility_refresh=cfg.fit.visibility_refresh,
@@ -189,17 +210,19 @@ class PseudoGenerator:
             return None
         source = pingpong_indices(count, self.subject.num_frames)
         preview_frame = count // 2 if (preview and cfg.previews) else -1
-        crops, shots = [], None
+        crops, marks, shots = [], [], None
         b = int(cfg.batch_size)
         for lo in range(0, count, b):
             hi = min(lo + b, count)
             rows = (preview_frame - lo,) if lo <= preview_frame < hi else ()
-            fit_crops, previews = maker.make(mels[lo:hi], source[lo:hi], rows)
+            fit_crops, fit_marks, previews = maker.make(mels[lo:hi], source[lo:hi], rows)
             crops.append(fit_crops)
+            if fit_marks is not None:
+                marks.append(fit_marks)
             if previews:
                 shots = previews[preview_frame - lo]
         crops = np.concatenate(crops)
-        expression = fitter.fit(crops, source)
+        expression = fitter.fit(crops, source, landmarks=np.concatenate(marks) if marks else None)
         if shots is not None:
             self._write_preview(clip, shots, expression[preview_frame], source[preview_frame],
                                 fitter)
