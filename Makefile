@@ -30,3 +30,5 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/renderer.py
 	$(BIN)/python benchmarks/wav2lip.py
 	$(BIN)/python -m benchmarks.a2e
+	$(BIN)/python benchmarks/syncnet.py
+	$(BIN)/python benchmarks/inception.py
