@@ -124,19 +124,12 @@ def test_feathered_paste_only_changes_the_box_and_roi_crop_equals_frame_crop():
 
 # -- with the prepared carphone subject ------------------------------------------------------------
 
-@pytest.mark.slow
-def test_expression_fit_recovers_a_rendered_expression(carphone_subject):
+def _known_expression_render(fitter, subject):
+    """(frames [4], source expressions, known expressions, render output): the subject's 3DMM
+    drawn by face3d.render (not the fitter's render_fit) with a known expression that differs
+    from the source frames' fitted one, in the source frames' pose and lighting."""
     import jax.numpy as jnp
     from metatalk_jax.face3d.render import FaceCoeffs, render
-    from metatalk_jax.pseudo_video.fit_expression import ExpressionFitter
-    from metatalk_jax.subject.layout import load_subject
-
-    from metatalk_jax.recon.losses import LossWeights
-
-    subject = load_subject(str(carphone_subject[0]))
-    # No prior here: it would (rightly) pull the answer towards zero, away from the known one.
-    fitter = ExpressionFitter(subject, steps=120, batch=4, learning_rate=0.1,
-                              weights=LossWeights(regularization=0.0))
     frames = np.array([10, 35, 60, 85])
     coeffs = subject.coefficients
     source = coeffs["expression"][frames]
@@ -151,6 +144,20 @@ def test_expression_fit_recovers_a_rendered_expression(carphone_subject):
     out = render(fitter.model, face, fitter.camera,
                  screen_transform=jnp.asarray(fitter.screens[frames]))
     crops = np.clip(np.rint(np.asarray(out.image) * 255), 0, 255).astype(np.uint8)
+    return frames, source, known, crops, np.array(out.landmarks, np.float32)
+
+
+@pytest.mark.slow
+def test_expression_fit_recovers_a_rendered_expression(carphone_subject):
+    from metatalk_jax.pseudo_video.fit_expression import ExpressionFitter
+    from metatalk_jax.recon.losses import LossWeights
+    from metatalk_jax.subject.layout import load_subject
+
+    subject = load_subject(str(carphone_subject[0]))
+    # No prior here: it would (rightly) pull the answer towards zero, away from the known one.
+    fitter = ExpressionFitter(subject, steps=120, batch=4, learning_rate=0.1,
+                              weights=LossWeights(regularization=0.0))
+    frames, source, known, crops, _ = _known_expression_render(fitter, subject)
     fitted = fitter.fit(crops, frames)                      # starts from the source expression
     before = np.abs(source - known).mean()
     after = np.abs(fitted - known).mean()
@@ -165,8 +172,6 @@ def test_landmark_term_recovers_the_expression_in_few_steps(carphone_subject):
     """With the 68 landmarks of the known expression (from face3d.render, an independent path
     from the fitter's render_fit), 30 steps get much closer to it than photometric-only fitting
     does in 30 steps (measured on the tiny carphone subject: error x0.61 against x0.85)."""
-    import jax.numpy as jnp
-    from metatalk_jax.face3d.render import FaceCoeffs, render
     from metatalk_jax.pseudo_video.fit_expression import ExpressionFitter
     from metatalk_jax.recon.losses import LossWeights
     from metatalk_jax.subject.layout import load_subject
@@ -174,20 +179,7 @@ def test_landmark_term_recovers_the_expression_in_few_steps(carphone_subject):
     subject = load_subject(str(carphone_subject[0]))
     fitter = ExpressionFitter(subject, steps=30, batch=4, learning_rate=0.1,
                               weights=LossWeights(regularization=0.0))
-    frames = np.array([10, 35, 60, 85])
-    coeffs = subject.coefficients
-    source = coeffs["expression"][frames]
-    spread = coeffs["expression"].std(0) + 0.1
-    known = (source + np.random.default_rng(1).normal(0, 1.0, source.shape) * spread)
-    known = known.astype(np.float32)
-    face = FaceCoeffs(jnp.zeros((4, 0)), jnp.asarray(known), jnp.zeros((4, 0)),
-                      jnp.asarray(coeffs["angles"][frames]),
-                      jnp.asarray(coeffs["translation"][frames]),
-                      jnp.asarray(coeffs["gamma"][frames]))
-    out = render(fitter.model, face, fitter.camera,
-                 screen_transform=jnp.asarray(fitter.screens[frames]))
-    crops = np.clip(np.rint(np.asarray(out.image) * 255), 0, 255).astype(np.uint8)
-    marks = np.array(out.landmarks, np.float32)
+    frames, source, known, crops, marks = _known_expression_render(fitter, subject)
     before = np.abs(source - known).mean()
     fit_marks, fit_none = fitter.fit(crops, frames, landmarks=marks), fitter.fit(crops, frames)
     with_marks, without = np.abs(fit_marks - known).mean(), np.abs(fit_none - known).mean()
