@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     import jax
     from metatalk_jax.media.audio import wav2lip_mel, wav2lip_mel_chunks
     from metatalk_jax.pseudo_video.fit_expression import ExpressionFitter
-    from metatalk_jax.pseudo_video.generate import PseudoFrameMaker, load_wav2lip_checked
+    from metatalk_jax.convert.wav2lip_keys import load_wav2lip
+    from metatalk_jax.pseudo_video.generate import PseudoFrameMaker
     from metatalk_jax.pseudo_video.wav2lip_run import Wav2LipRunner, pingpong_indices
     from metatalk_jax.subject.layout import load_subject
 
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
     if ckpt is None:
         ckpt = os.path.join(tempfile.mkdtemp(prefix="bench_pseudo_"), "wav2lip_random.pth")
         random_checkpoint(ckpt)
-    model, variables = load_wav2lip_checked(ckpt)
+    model, variables = load_wav2lip(ckpt, fold_batch_norm=True)
     runner = Wav2LipRunner(model, variables, args.batch)
     maker = PseudoFrameMaker(subject, runner, feather_fraction=0.15)
     fps = float(subject.meta["fps"])

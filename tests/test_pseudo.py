@@ -264,14 +264,14 @@ def test_end_to_end_resume_and_shards(carphone_subject, wav2lip_checkpoint, tmp_
 
 def test_bad_inputs_are_one_line_errors(carphone_subject, tmp_path, capsys):
     from metatalk_jax import pseudo
-    from metatalk_jax.pseudo_video.generate import load_wav2lip_checked
+    from metatalk_jax.convert.wav2lip_keys import load_wav2lip
 
     empty = tmp_path / "empty"
     empty.mkdir()
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"this is not a checkpoint" * 10)
     with pytest.raises(ValueError, match="garbage.pth: not a usable Wav2Lip checkpoint"):
-        load_wav2lip_checked(str(garbage))
+        load_wav2lip(str(garbage))
     base = ["--subject", str(carphone_subject[0]), "--out", str(tmp_path / "out")]
     assert pseudo.main(base + ["--audio-dir", str(empty), "--wav2lip", str(garbage)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

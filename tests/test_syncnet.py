@@ -109,7 +109,7 @@ def test_wrong_checkpoint_is_reported_with_the_key(reference, tmp_path):
     sd = {k: v for k, v in model.state_dict().items() if k != "netcnnlip.8.weight"}
     bad = tmp_path / "bad.model"
     torch.save(sd, bad)
-    with pytest.raises(ValueError, match=r"bad\.model: not a syncnet checkpoint: .*netcnnlip\.8\.weight"):
+    with pytest.raises(ValueError, match=r"bad\.model: not a usable SyncNet checkpoint \(.*netcnnlip\.8\.weight"):
         load_syncnet(str(bad))
     extra = dict(model.state_dict(), **{"netextra.0.weight": torch.zeros(2)})
     with pytest.raises(ValueError, match="left weights unused: netextra.0.weight"):

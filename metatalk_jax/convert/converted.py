@@ -175,3 +175,31 @@ def load_converted(path, model: str) -> tuple[dict, dict]:
             raise ValueError(f"{path}: variable '{name}' is {array.dtype}{list(array.shape)}, "
                              f"{META_FILE} says {shapes[name]['dtype']}{shapes[name]['shape']}")
     return unflatten_variables(flat), meta
+
+
+def load_weights(path, model: str, convert, what: str) -> dict:
+    """The Flax variables of `model` from either form a user may hold: a converted folder
+    (`python -m metatalk_jax.convert MODEL IN OUT`) or the original PyTorch file, read without
+    torch and mapped by `convert` (the model's key map, state dict -> (variables, config)).
+
+    what: the model's name in messages ("Wav2Lip"). A missing path is a FileNotFoundError; a
+    file that is not this model's checkpoint (corrupt, unsafe, another architecture) is one
+    ValueError line naming the file and the first problem.
+    """
+    from metatalk_jax.convert import torch_pickle
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return load_converted(path, model)[0]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no {what} checkpoint (a PyTorch file or a folder "
+                                f"written by `python -m metatalk_jax.convert {model}`)")
+    try:
+        variables, _ = convert(torch_pickle.read_state_dict(path))
+    except (KeyError, ValueError) as error:
+        # str(KeyError) adds quotes, so its message is args[0]; the reader's own messages
+        # already start with the path.
+        reason = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+        reason = reason.removeprefix(f"{path}: ").splitlines()[0] or type(error).__name__
+        raise ValueError(f"{path}: not a usable {what} checkpoint ({reason})") from None
+    return variables

@@ -15,7 +15,6 @@ Any other key (e.g. torchvision's ImageNet AuxLogits.*) is an error: that is ano
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 import numpy as np
@@ -72,20 +71,7 @@ def load_inception(path) -> tuple[inc.FIDInceptionV3, dict]:
     `path`: a converted checkpoint directory (`python -m metatalk_jax.convert inception
     pt_inception-2015-12-05-6726825d.pth OUT`) or the .pth itself (read without torch).
     """
-    from metatalk_jax.convert import converted, torch_pickle
+    from metatalk_jax.convert.converted import load_weights
 
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        variables, _ = converted.load_converted(path, MODEL_NAME)
-    elif os.path.isfile(path):
-        try:
-            variables, _ = convert_inception(torch_pickle.read_state_dict(path))
-        except KeyError as error:    # str(KeyError) adds quotes; the message is args[0]
-            raise ValueError(f"{path}: not pytorch-fid Inception weights: "
-                             f"{error.args[0]}") from None
-        except ValueError as error:
-            raise ValueError(f"{path}: not pytorch-fid Inception weights: {error}") from None
-    else:
-        raise FileNotFoundError(f"{path}: no Inception checkpoint (.pth file or converted "
-                                "directory)")
+    variables = load_weights(path, MODEL_NAME, convert_inception, "pytorch-fid Inception")
     return inc.FIDInceptionV3(), variables

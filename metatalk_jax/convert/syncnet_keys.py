@@ -14,7 +14,6 @@ num_batches_tracked is ignored; any other key left over, or a missing one, is an
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 import numpy as np
@@ -85,21 +84,7 @@ def load_syncnet(path) -> tuple[sn.SyncNet, dict]:
     syncnet_v2.model OUT`) or the syncnet_v2.model / .pth file itself (read without torch).
     A missing path or a checkpoint of another model raises a one-line error naming the path.
     """
-    from metatalk_jax.convert import converted, torch_pickle
+    from metatalk_jax.convert.converted import load_weights
 
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        variables, _ = converted.load_converted(path, MODEL_NAME)
-    elif os.path.isfile(path):
-        try:
-            variables, _ = convert_syncnet(torch_pickle.read_state_dict(path))
-        except KeyError as error:
-            raise ValueError(f"{path}: not a syncnet checkpoint: {error.args[0]}") from None
-        except ValueError as error:
-            if str(error).startswith(path):
-                raise
-            raise ValueError(f"{path}: not a syncnet checkpoint: {error}") from None
-    else:
-        raise FileNotFoundError(f"{path}: no SyncNet checkpoint (syncnet_v2.model file or "
-                                "converted directory)")
+    variables = load_weights(path, MODEL_NAME, convert_syncnet, "SyncNet")
     return sn.SyncNet(), variables

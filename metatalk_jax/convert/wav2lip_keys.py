@@ -16,7 +16,6 @@ num_batches_tracked is ignored; any other key left over is an error (wrong archi
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 import numpy as np
@@ -85,14 +84,9 @@ def load_wav2lip(path: str, *, fold_batch_norm: bool = False):
     OUT`) or a Wav2Lip .pth read directly (no torch needed). With `fold_batch_norm`, returns
     Wav2Lip(folded_batch_norm=True) and BN-folded variables (faster inference, same outputs).
     """
-    from metatalk_jax.convert import converted, torch_pickle
+    from metatalk_jax.convert.converted import load_weights
 
-    if os.path.isdir(path):
-        variables, _ = converted.load_converted(path, MODEL_NAME)
-    elif os.path.isfile(path):
-        variables, _ = convert_wav2lip(torch_pickle.read_state_dict(path))
-    else:
-        raise FileNotFoundError(f"{path}: no Wav2Lip checkpoint (.pth file or converted directory)")
+    variables = load_weights(path, MODEL_NAME, convert_wav2lip, "Wav2Lip")
     if fold_batch_norm:
         return w2l.Wav2Lip(folded_batch_norm=True), w2l.fold_batch_norm(variables)
     return w2l.Wav2Lip(), variables

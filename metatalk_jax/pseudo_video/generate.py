@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from data_pipelines.pseudo_video import PseudoClip, PseudoVideoWriter
+from metatalk_jax.convert.wav2lip_keys import load_wav2lip
 from metatalk_jax.media.audio import frames_for_audio, wav2lip_mel, wav2lip_mel_chunks
 from metatalk_jax.media.ffmpeg_tools import MediaError
 from metatalk_jax.media.video_write import write_png
@@ -33,19 +34,6 @@ from metatalk_jax.subject.target_examples import audio_window
 from metatalk_jax.tracking.crop import crop_frame, crop_matrices
 
 PREVIEWS = "previews"
-
-
-def load_wav2lip_checked(path: str):
-    """(model, BN-folded variables) from a .pth or converted dir; any failure is one ValueError
-    naming the file (a garbage or foreign checkpoint must not surface as a pickle traceback)."""
-    from metatalk_jax.convert.wav2lip_keys import load_wav2lip
-    if not os.path.exists(path):
-        raise ValueError(f"{path}: Wav2Lip checkpoint not found")
-    try:
-        return load_wav2lip(path, fold_batch_norm=True)
-    except Exception as err:  # noqa: BLE001 - every failure means "not a usable checkpoint"
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path}: not a usable Wav2Lip checkpoint ({reason})") from None
 
 
 class PseudoFrameMaker:
@@ -157,7 +145,7 @@ class PseudoGenerator:
         if not todo:
             self.log(f"pseudo: all {len(self.clips)} clips are already in {self.out_dir}")
             return summary
-        model, variables = load_wav2lip_checked(self.wav2lip_path)
+        model, variables = load_wav2lip(self.wav2lip_path, fold_batch_norm=True)
         cfg = self.config
         landmark_backend = None
         if cfg.fit.landmarks:
@@ -248,4 +236,4 @@ def generate_pseudo_videos(subject_dir: str, audio_dir: str, wav2lip_path: str, 
 
 
 __all__ = ["PseudoGenerator", "PseudoFrameMaker", "generate_pseudo_videos",
-           "load_wav2lip_checked", "subject_boxes"]
+           "subject_boxes"]
