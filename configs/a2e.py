@@ -23,6 +23,8 @@ data.pseudo_ratio: the fraction of every global batch drawn from them (needs pse
 
 import ml_collections
 
+from metatalk_jax.train.engine_config import add_engine_fields, use_tiny_engine_settings
+
 
 def get_config(arg=None):
     config = ml_collections.ConfigDict()
@@ -65,22 +67,8 @@ def get_config(arg=None):
     config.optim.weight_decay = 1e-4
     config.optim.grad_clip = 1.0           # global norm; 0 = off
 
-    config.mesh = ml_collections.ConfigDict()
-    config.mesh.fsdp = 1
-    config.mesh.num_devices = 0
-    config.mesh.min_fsdp_size = 2 ** 16
-
-    config.checkpoint_every_steps = 1000
-    config.keep_checkpoints = 3
-    config.async_checkpoints = True
-    config.log_every_steps = 100
-    config.eval_every_steps = 2000
-    config.eval_at_start = True
-    config.preview_every_steps = 2000
-    config.preview_examples = 4
-
-    config.debug = ml_collections.ConfigDict()
-    config.debug.nan_at_step = -1
+    add_engine_fields(config, log_every_steps=100, eval_every_steps=2000,
+                      preview_every_steps=2000)
 
     if arg == "tiny":
         config.total_steps = 6
@@ -96,12 +84,7 @@ def get_config(arg=None):
         config.optim.lr = 3e-3
         config.optim.warmup_steps = 10
         config.optim.weight_decay = 0.0
-        config.checkpoint_every_steps = 2
-        config.log_every_steps = 1
-        config.eval_every_steps = 0
-        config.eval_at_start = False
-        config.preview_every_steps = 0
-        config.preview_examples = 2
+        use_tiny_engine_settings(config)
     elif arg in ("gpu", "tpu_pod"):
         config.model.dtype = "bfloat16"
         config.data.workers = 8

@@ -17,6 +17,8 @@ The subject must have been prepared at a crop resolution that the training resol
 
 import ml_collections
 
+from metatalk_jax.train.engine_config import add_engine_fields, use_tiny_engine_settings
+
 
 def get_config(arg=None):
     config = ml_collections.ConfigDict()
@@ -60,22 +62,8 @@ def get_config(arg=None):
     config.loss.lambda_l1 = 100.0
     config.loss.lambda_fm = 0.0            # feature matching (HD variant)
 
-    config.mesh = ml_collections.ConfigDict()
-    config.mesh.fsdp = 1                   # parameter sharding axis size (1 = data parallel)
-    config.mesh.num_devices = 0            # 0 = every device of every process
-    config.mesh.min_fsdp_size = 2 ** 16    # smaller leaves stay replicated
-
-    config.checkpoint_every_steps = 1000
-    config.keep_checkpoints = 3
-    config.async_checkpoints = True
-    config.log_every_steps = 50
-    config.eval_every_steps = 5000
-    config.eval_at_start = True
-    config.preview_every_steps = 1000
-    config.preview_examples = 4
-
-    config.debug = ml_collections.ConfigDict()
-    config.debug.nan_at_step = -1          # tests: this step turns the parameters into NaN
+    add_engine_fields(config, log_every_steps=50, eval_every_steps=5000,
+                      preview_every_steps=1000)
 
     if arg == "tiny":
         config.total_steps = 6
@@ -85,12 +73,7 @@ def get_config(arg=None):
         config.model.ngf = 8
         config.model.ndf = 8
         config.model.n_layers_d = 2
-        config.checkpoint_every_steps = 2
-        config.log_every_steps = 1
-        config.eval_every_steps = 0
-        config.eval_at_start = False
-        config.preview_every_steps = 0
-        config.preview_examples = 2
+        use_tiny_engine_settings(config)
     elif arg in ("gpu", "tpu_pod"):
         # HD: the coarse-to-fine generator at 1024 in bf16 with multi-scale discriminators.
         config.data.resolution = 1024

@@ -23,6 +23,8 @@ import glob
 import os
 import sys
 
+from metatalk_jax.cli_errors import report_bad_input
+
 FID_METHODS = ("auto", "sqrtm", "eigh", "svd")
 REFERENCE_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
@@ -156,9 +158,7 @@ def main(argv=None) -> int:
                         inception=args.inception, reference_dir=args.reference, real=args.real,
                         fid_method=args.fid_method, log=lambda text: print(text, flush=True))
     except (ValueError, OSError, KeyError) as err:
-        text = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"error: {text}", file=sys.stderr)
-        return 2
+        return report_bad_input(err)
     return 0
 
 

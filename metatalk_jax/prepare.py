@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 
+from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.config_loading import config_overrides, load_config
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -53,9 +54,7 @@ def main(argv=None) -> int:
         model, sha, name = load_morphable(args.model)
         prepare_subject(args.video, args.out, model, sha, config, model_name=name)
     except (MediaError, TrackingError, ValueError, OSError) as err:
-        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
-              file=sys.stderr)
-        return 2
+        return report_bad_input(err)
     print(args.out)
     return 0
 

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 
+from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.config_loading import config_overrides, load_config
 
 CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -57,9 +58,7 @@ def main(argv=None) -> int:
         summary = generate_pseudo_videos(args.subject, args.audio_dir, args.wav2lip, args.out,
                                          config)
     except (ValueError, OSError, KeyError) as err:
-        text = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"error: {text}", file=sys.stderr)
-        return 2
+        return report_bad_input(err)
     print(json.dumps(summary))
     return 0
 

@@ -69,6 +69,8 @@ def test_report_with_syncnet_and_ssim(workspace):
     done = _run("--videos", str(root / "ours" / "*.mp4"), "--syncnet", syncnet,
                 "--reference", root / "truth", "--out", out)
     assert done.returncode == 0, done.stderr[-2000:]
+    # progress with an ETA while it runs, one line per video
+    assert "evaluate: 1/2 (50%)" in done.stderr and "ETA" in done.stderr
     report = json.loads((out / "report.json").read_text())
     rows = {row["clip"]: row for row in report["clips"]}
     assert set(rows) == {"A", "B"} and all(r["method"] == "ours" for r in rows.values())

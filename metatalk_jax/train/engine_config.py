@@ -1,0 +1,40 @@
+"""The engine's own config fields (train/loop.py, train/mesh.py), shared by every training config
+(configs/renderer.py, configs/a2e.py), so a setting of the engine is defined in one place.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def add_engine_fields(config: ml_collections.ConfigDict, *, log_every_steps: int,
+                      eval_every_steps: int, preview_every_steps: int) -> None:
+    """Mesh, checkpointing, logging/eval/preview cadence and debug switches, with the model's
+    own cadence (steps between log lines, evaluations and preview images)."""
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.fsdp = 1                   # parameter sharding axis size (1 = data parallel)
+    config.mesh.num_devices = 0            # 0 = every device of every process
+    config.mesh.min_fsdp_size = 2 ** 16    # smaller leaves stay replicated
+
+    config.checkpoint_every_steps = 1000
+    config.keep_checkpoints = 3
+    config.async_checkpoints = True
+    config.log_every_steps = log_every_steps
+    config.eval_every_steps = eval_every_steps
+    config.eval_at_start = True
+    config.preview_every_steps = preview_every_steps
+    config.preview_examples = 4
+
+    config.debug = ml_collections.ConfigDict()
+    config.debug.nan_at_step = -1          # tests: this step turns the parameters into NaN
+
+
+def use_tiny_engine_settings(config: ml_collections.ConfigDict) -> None:
+    """The ':tiny' variants' engine settings (CPU tests): a checkpoint every 2 steps, a log line
+    every step, no evaluation or previews unless a test asks for them."""
+    config.checkpoint_every_steps = 2
+    config.log_every_steps = 1
+    config.eval_every_steps = 0
+    config.eval_at_start = False
+    config.preview_every_steps = 0
+    config.preview_examples = 2
