@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (Python >= 3.10 and the package registry reachable):
-#   make demo   - sets up .venv and runs the built-in demo (writes demo_out/face.png, turntable.mp4)
+#   make demo   - sets up .venv and runs the built-in demo (writes demo_out/demo.mp4 and previews)
 #   make test   - sets up .venv and runs the test suite (fast tests; `make test-slow` for the rest)
 PYTHON ?= python3
 VENV ?= .venv
@@ -32,3 +32,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.a2e
 	$(BIN)/python benchmarks/syncnet.py
 	$(BIN)/python benchmarks/inception.py
+	$(BIN)/python benchmarks/infer.py --background-4k 60

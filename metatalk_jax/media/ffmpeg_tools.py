@@ -135,9 +135,11 @@ class StreamReport:
     audio_codec: str | None
     sample_rate: int | None
     channels: int | None
+    start_s: float = 0.0      # the container's first timestamp (ffmpeg's "start:")
 
 
 _DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
+_START = re.compile(r"Duration:.*?\bstart:\s*(-?\d+(?:\.\d+)?)")
 _STREAM = re.compile(r"^\s*Stream #\d+:\d+\S*:\s*(Video|Audio|Subtitle|Data|Attachment):\s*(.*)$")
 _SIZE = re.compile(r"^([1-9]\d*)x([1-9]\d*)\b")
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(k?)\s+(fps|tbr)$")
@@ -200,6 +202,7 @@ def parse_ffmpeg_report(stderr: str) -> StreamReport:
     m = _DURATION.search(stderr)
     if m:
         duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+    start = _START.search(stderr)
     video = audio = None
     rotation = 0
     lines = stderr.splitlines()
@@ -245,7 +248,8 @@ def parse_ffmpeg_report(stderr: str) -> StreamReport:
     return StreamReport(duration_s=duration, has_video=video is not None, video_codec=codec,
                         width=width, height=height, fps=fps, rotation_deg=rotation,
                         has_audio=audio is not None, audio_codec=audio_codec,
-                        sample_rate=sample_rate, channels=channels)
+                        sample_rate=sample_rate, channels=channels,
+                        start_s=float(start.group(1)) if start else 0.0)
 
 
 def probe_streams(path, expect: str = "a media file") -> StreamReport:

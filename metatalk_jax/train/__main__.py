@@ -18,6 +18,7 @@ import os
 import sys
 
 from metatalk_jax.config_loading import config_overrides, load_config
+from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.xla_cpu_flags import use_xla_convolutions_on_cpu
 
 
@@ -51,8 +52,7 @@ def main(argv=None) -> int:
     try:
         config = load_config(args.config, overrides)
     except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_bad_input(err)
     initialize_distributed(args)
     # grain's worker processes (config.data.workers > 0) read absl flags; this CLI has none.
     from absl import flags
@@ -66,9 +66,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except (ValueError, OSError) as err:
-        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
-              file=sys.stderr)
-        return 2
+        return report_bad_input(err)
     print(f"{result.status} at step {result.step}: {os.path.abspath(args.workdir)}")
     return 0
 

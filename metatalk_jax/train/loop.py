@@ -154,7 +154,15 @@ def train_and_evaluate(config, workdir: str, task=None, *, log=print) -> RunResu
     data = iter(task.train_batches(seed=int(config.seed), process_index=pid, process_count=nproc))
     start = checkpoints.latest_step()
     if start is not None:
-        state, data = checkpoints.restore(start, trainer.abstract_state, trainer.shardings, data)
+        try:
+            state, data = checkpoints.restore(start, trainer.abstract_state, trainer.shardings,
+                                              data)
+        except Exception as err:  # orbax raises many types for a tree or shape mismatch
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(
+                f"{checkpoints.manager.directory}/{start}: this checkpoint does not match the "
+                f"config's model or data ({detail[:200]}); resume with the run's own config "
+                f"({os.path.join(workdir, 'config.json')}) or use a new --workdir") from None
         log(f"resumed from {checkpoints.manager.directory} step {start}")
     else:
         start = 0

