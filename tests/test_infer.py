@@ -111,9 +111,10 @@ def test_monotonic_runs_rebuild_the_sequence():
                    for (a1, b1), (a2, b2) in zip(runs, runs[1:]))
 
 
-@pytest.mark.parametrize("rate,offset_s", [(30, 0.0), (24, 0.0), (30, 1.3)])
+@pytest.mark.parametrize("rate,offset_s", [(30, 0.0), (24, 0.0), (25, 0.0), (50, 0.0),
+                                           (29.97, 0.0), (30, 1.3)])
 def test_reads_from_a_start_frame_equal_the_whole_decode(tmp_path, rate, offset_s):
-    """Sources at 30 / 24 fps (B-frames, a keyframe every 12) resampled to 25 fps; offset_s > 0
+    """Sources at 24-50 fps (B-frames, a keyframe every 12) resampled to 25 fps; offset_s > 0
     makes the file's first timestamp 1.3 s (the no-seek path)."""
     from metatalk_jax.media.ffmpeg_tools import ffmpeg_exe
     path = str(tmp_path / "clip.mp4")

@@ -54,34 +54,27 @@ class BackgroundFrames:
         """[count] int64 source frame of each output frame."""
         return pingpong_indices(int(count), self.num_source)
 
-    def _read(self, first: int, count: int) -> list[np.ndarray]:
-        frames = list(read_frames(self.video, fps=self.fps, max_frames=count,
-                                  start_frame=first, threads=self.decoder_threads))
-        if len(frames) < count:
-            raise ValueError(f"{self.video}: the video ends at frame {first + len(frames)}; the "
-                             f"subject has {self.num_source} frames (is it the video the "
-                             "subject was prepared from?)")
-        return frames
+    def _frames(self, first: int, count: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, frame) of frames first .. first+count-1, decoded from a seek to `first`."""
+        index = first
+        for frame in read_frames(self.video, fps=self.fps, max_frames=count, start_frame=first,
+                                 threads=self.decoder_threads):
+            yield index, frame
+            index += 1
+        if index < first + count:
+            raise ValueError(f"{self.video}: the video ends at frame {index}; the subject has "
+                             f"{self.num_source} frames (is it the video the subject was "
+                             "prepared from?)")
 
     def __call__(self, count: int) -> Iterator[tuple[int, np.ndarray]]:
         for first, last in monotonic_runs(self.indices(count)):
             if last >= first:
-                reader = read_frames(self.video, fps=self.fps, max_frames=last - first + 1,
-                                     start_frame=first, threads=self.decoder_threads)
-                got = first
-                for frame in reader:
-                    yield got, frame
-                    got += 1
-                if got <= last:
-                    raise ValueError(f"{self.video}: the video ends at frame {got}; the subject "
-                                     f"has {self.num_source} frames (is it the video the "
-                                     "subject was prepared from?)")
+                yield from self._frames(first, last - first + 1)
                 continue
             hi = first
             while hi >= last:
                 lo = max(last, hi - self.block + 1)
-                block = self._read(lo, hi - lo + 1)
-                for offset in range(hi - lo, -1, -1):
-                    yield lo + offset, block[offset]
+                block = list(self._frames(lo, hi - lo + 1))
+                yield from reversed(block)
                 del block
                 hi = lo - 1

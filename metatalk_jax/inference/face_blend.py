@@ -12,21 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from metatalk_jax.subject.renderer_inputs import MOUTH_DILATE_KERNEL
 from metatalk_jax.tracking.crop import paste_back
-
-MOUTH_DILATE_KERNEL = np.ones((3, 3), np.uint8)
-
-
-def dilation_steps(mouth_dilation: int, resolution: int) -> int:
-    """3x3 dilations of the mouth mask at `resolution` (prepare's rule: mouth_dilation at 256)."""
-    return max(1, int(round(mouth_dilation * resolution / 256)))
-
-
-def dilated_mouth_mask(mouth: np.ndarray, steps: int) -> np.ndarray:
-    """[R, R] mouth-triangle coverage in [0, 1] -> uint8 {0, 255} mask, dilated as the
-    training shards' masks (subject/target_examples.py)."""
-    return cv2.dilate((np.asarray(mouth) > 0.5).astype(np.uint8) * 255, MOUTH_DILATE_KERNEL,
-                      iterations=steps)
 
 
 def blend_mask(mouth_mask: np.ndarray) -> np.ndarray:

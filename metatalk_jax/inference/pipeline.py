@@ -29,8 +29,7 @@ import numpy as np
 from metatalk_jax.face3d.render import FaceCoeffs, render
 from metatalk_jax.inference.audio_drive import expressions_from_audio
 from metatalk_jax.inference.background import BackgroundFrames
-from metatalk_jax.inference.face_blend import (blend_mask, composite_frame, dilated_mouth_mask,
-                                               dilation_steps)
+from metatalk_jax.inference.face_blend import blend_mask, composite_frame
 from metatalk_jax.inference.trained_models import load_a2e, load_renderer
 from metatalk_jax.media.audio import frames_for_audio
 from metatalk_jax.media.audio_load import check_speech_audio, load_audio
@@ -40,7 +39,8 @@ from metatalk_jax.media.video_write import Mp4Writer
 from metatalk_jax.progress import Progress
 from metatalk_jax.subject.face_model import subject_camera, subject_face_model
 from metatalk_jax.subject.layout import Subject, load_subject
-from metatalk_jax.tracking.crop import CropBoxes, crop_frame
+from metatalk_jax.subject.renderer_inputs import dilated_mouth_mask, mouth_dilation_steps
+from metatalk_jax.tracking.crop import crop_frame
 
 FEATURE_SAMPLE_RATE = 16000       # the A2E's audio (Wav2Lip's features)
 MUX_SAMPLE_RATE = 48000           # the audio track of the output
@@ -119,13 +119,11 @@ class FaceRenders:
         self.coefficients = subject.coefficients
         model = jax.device_put(subject_face_model(subject, model_path).as_jax())
         camera = subject_camera(subject, resolution)
-        crops = subject.crops
-        boxes = CropBoxes(crops["centers"], crops["sizes"],
-                          tuple(int(v) for v in crops["frame_size"]))
+        boxes = subject.crop_boxes()
         self.screens = boxes.screen_transform(resolution)
         self.matrices = boxes.matrices(resolution)
         mouth_dilation = int(subject.meta.get("config", {}).get("mouth_dilation", 4))
-        self.dilations = dilation_steps(mouth_dilation, resolution)
+        self.dilations = mouth_dilation_steps(mouth_dilation, resolution)
 
         def draw(model, expression, gamma, angles, translation, screen):
             empty = jnp.zeros((expression.shape[0], 0), jnp.float32)

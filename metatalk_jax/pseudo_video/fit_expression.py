@@ -27,17 +27,8 @@ from metatalk_jax.recon.losses import LANDMARK_UNIT_RESOLUTION
 from metatalk_jax.recon.fit import AdamLoop, fit_visibility, render_fit
 from metatalk_jax.subject.face_model import subject_camera, subject_face_model
 from metatalk_jax.subject.layout import Subject
-from metatalk_jax.tracking.crop import CropBoxes
 
 FIXED_KEYS = ("angles", "translation", "gamma")
-
-
-def subject_boxes(subject: Subject) -> CropBoxes:
-    """The subject's final crop boxes (crops.npz centres and sides, frame px)."""
-    crops = subject.crops
-    size = tuple(int(v) for v in crops["frame_size"])
-    return CropBoxes(np.asarray(crops["centers"], np.float32),
-                     np.asarray(crops["sizes"], np.float32), size)
 
 
 class ExpressionFitter:
@@ -61,7 +52,7 @@ class ExpressionFitter:
         model = subject_face_model(subject, model_path).as_jax()
         self.model = model
         self.camera = subject_camera(subject, self.resolution)
-        self.screens = subject_boxes(subject).screen_transform(self.resolution)
+        self.screens = subject.crop_boxes().screen_transform(self.resolution)
         coeffs = subject.coefficients
         self.source = {k: np.asarray(coeffs[k], np.float32)
                        for k in ("expression",) + FIXED_KEYS}

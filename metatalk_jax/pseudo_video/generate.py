@@ -23,7 +23,7 @@ from metatalk_jax.media.ffmpeg_tools import MediaError
 from metatalk_jax.media.video_write import write_png
 from metatalk_jax.progress import Progress
 from metatalk_jax.pseudo_video.audio_dir import AudioClip, load_clip_audio, scan_audio_dir
-from metatalk_jax.pseudo_video.fit_expression import ExpressionFitter, subject_boxes
+from metatalk_jax.pseudo_video.fit_expression import ExpressionFitter
 from metatalk_jax.pseudo_video.wav2lip_run import (SourceFrames, Wav2LipRunner, face_input,
                                                    local_matrix, paste_feathered,
                                                    pingpong_indices, regions_of_interest,
@@ -235,5 +235,4 @@ def generate_pseudo_videos(subject_dir: str, audio_dir: str, wav2lip_path: str, 
     return PseudoGenerator(subject_dir, audio_dir, wav2lip_path, out_dir, config, log=log).run()
 
 
-__all__ = ["PseudoGenerator", "PseudoFrameMaker", "generate_pseudo_videos",
-           "subject_boxes"]
+__all__ = ["PseudoGenerator", "PseudoFrameMaker", "generate_pseudo_videos"]

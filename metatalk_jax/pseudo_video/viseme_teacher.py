@@ -190,7 +190,6 @@ def viseme_preview_image(subject: Subject, model, expressions: np.ndarray, label
     import jax.numpy as jnp
 
     from metatalk_jax.face3d.render import FaceCoeffs, render
-    from metatalk_jax.pseudo_video.fit_expression import subject_boxes
     from metatalk_jax.subject.face_model import subject_camera
 
     coeffs = subject.coefficients
@@ -207,7 +206,7 @@ def viseme_preview_image(subject: Subject, model, expressions: np.ndarray, label
     faces = FaceCoeffs(jnp.zeros((count, dims["id"])), jnp.asarray(expressions, jnp.float32),
                        jnp.zeros((count, dims["tex"])), per_frame("angles"),
                        per_frame("translation"), per_frame("gamma"))
-    screen = subject_boxes(subject).screen_transform(resolution)[[frame] * count]
+    screen = subject.crop_boxes().screen_transform(resolution)[[frame] * count]
     camera = subject_camera(subject, resolution)
     # One compiled program: run op by op, the rasterizer takes several times longer.
     out = jax.jit(lambda m, f, st: render(m, f, camera, antialiased=True, with_mouth_mask=False,

@@ -62,6 +62,14 @@ class Subject:
     def tfds_dir(self) -> str:
         return os.path.join(self.path, TFDS_DIR)
 
+    def crop_boxes(self):
+        """The final crop boxes (crops.npz centres and sides, frame px) as a CropBoxes."""
+        from metatalk_jax.tracking.crop import CropBoxes
+        crops = self.crops
+        return CropBoxes(np.asarray(crops["centers"], np.float32),
+                         np.asarray(crops["sizes"], np.float32),
+                         tuple(int(v) for v in crops["frame_size"]))
+
 
 def load_subject(path: str) -> Subject:
     """Reads a subject directory; a missing or foreign/newer one is a ValueError naming it."""

@@ -23,16 +23,13 @@ from metatalk_jax.progress import Progress
 from metatalk_jax.subject.face_model import subject_camera
 from metatalk_jax.subject.layout import Subject
 from metatalk_jax.subject.renderer_inputs import window_renders
-from metatalk_jax.tracking.crop import CropBoxes
 
 CACHE_VERSION = 1
 
 
 def frame_screen_transforms(subject: Subject, resolution: int) -> np.ndarray:
     """[T, 2, 3] frame-to-crop maps (continuous coordinates) of every frame at `resolution`."""
-    crops = subject.crops
-    boxes = CropBoxes(crops["centers"], crops["sizes"], tuple(int(v) for v in crops["frame_size"]))
-    return boxes.screen_transform(resolution)
+    return subject.crop_boxes().screen_transform(resolution)
 
 
 def cache_path(subject: Subject, model: MorphableModel, resolution: int,

@@ -11,12 +11,30 @@ render cache of training and, at inference, the faces of audio-driven expression
 
 from __future__ import annotations
 
+import cv2
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from metatalk_jax.face3d.geometry import PinholeCamera
 from metatalk_jax.face3d.morphable import MorphableModel
 from metatalk_jax.face3d.render import FaceCoeffs, render
+
+
+MOUTH_DILATE_KERNEL = np.ones((3, 3), np.uint8)
+
+
+def mouth_dilation_steps(mouth_dilation: int, resolution: int) -> int:
+    """3x3 dilations of the mouth mask at `resolution`: `mouth_dilation` (prepare's config,
+    AudioDVP's 4) at 256 px, scaled with the crop side."""
+    return max(1, int(round(mouth_dilation * resolution / 256)))
+
+
+def dilated_mouth_mask(mouth, steps: int) -> np.ndarray:
+    """[R, R] mouth-triangle coverage in [0, 1] -> uint8 {0, 255} mask dilated `steps` times:
+    the masks of the target shards (training) and of inference's renders alike."""
+    return cv2.dilate((np.asarray(mouth) > 0.5).astype(np.uint8) * 255, MOUTH_DILATE_KERNEL,
+                      iterations=steps)
 
 
 def window_renders(model: MorphableModel, camera: PinholeCamera, expression, gamma, angles,

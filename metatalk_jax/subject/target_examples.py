@@ -24,6 +24,7 @@ from metatalk_jax.media.video_read import read_frames
 from metatalk_jax.media.video_write import Mp4Writer
 from metatalk_jax.recon.fit import FitResult, landmark_points
 from metatalk_jax.subject.previews import overlay_frame
+from metatalk_jax.subject.renderer_inputs import dilated_mouth_mask, mouth_dilation_steps
 from metatalk_jax.tracking.crop import CropBoxes, boxes_from_points, crop_frame
 
 # Every this-many face vertices are projected to find the face area (plenty for a box).
@@ -118,8 +119,7 @@ class TargetExamples:
         # The 3D camera the coefficients were fitted with, rasterizing at R.
         self.camera = dataclasses.replace(camera, height=self.resolution, width=self.resolution)
         r = self.resolution
-        kernel = np.ones((3, 3), np.uint8)
-        dilations = max(1, int(round(config.mouth_dilation * r / 256)))
+        dilations = mouth_dilation_steps(config.mouth_dilation, r)
 
         identity = {"identity": jnp.asarray(fit.identity)}
 
@@ -132,7 +132,7 @@ class TargetExamples:
             return out.image, out.alpha, out.mouth_mask, frame_landmarks
 
         self._render = render_masks
-        self._kernel, self._dilations = kernel, dilations
+        self._dilations = dilations
 
     def close(self) -> None:
         if self._preview is not None:
@@ -167,8 +167,7 @@ class TargetExamples:
         for j, (i, frame) in enumerate(pending):
             face_crop = crop_frame(frame, matrices[i], r)
             face_mask = (alpha[j] > 0.5).astype(np.uint8) * 255
-            mouth_mask = cv2.dilate((mouth[j] > 0.5).astype(np.uint8) * 255, self._kernel,
-                                    iterations=self._dilations)
+            mouth_mask = dilated_mouth_mask(mouth[j], self._dilations)
             if self._preview is not None and i < self.config.preview_frames:
                 self._preview.write(overlay_frame(frame, image[j], alpha[j], matrices[i],
                                                   self.tracked[i], lm[j]))
