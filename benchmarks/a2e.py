@@ -28,8 +28,7 @@ def _measure(variant: str, subject: str, steps: int) -> dict:
     from metatalk_jax.train.a2e_task import A2ETask
     from metatalk_jax.train.loop import Trainer
 
-    spec = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "configs", "a2e.py") + (f":{variant}" if variant != "default" else "")
+    spec = "a2e" + (f":{variant}" if variant != "default" else "")
     config = load_config(spec, [f"data.subject={subject}", "data.model=procedural",
                                 "data.pseudo_ratio=0.0"])
     task = A2ETask(config)

@@ -56,7 +56,7 @@ def bench_subject() -> str:
     subject = os.path.join(CACHE, "carphone_subject")
     if not os.path.isdir(subject):
         cmd = [sys.executable, "-m", "metatalk_jax.prepare", "--video", carphone_path(),
-               "--out", subject, "--config", os.path.join(REPO, "configs", "prepare.py") + ":tiny",
+               "--out", subject, "--config", "prepare:tiny",
                "--config.audio_required=False"]
         subprocess.run(cmd, check=True, cwd=REPO, capture_output=True)
     return subject
@@ -156,7 +156,7 @@ def child(args) -> dict:
             scaled_subject(subject, big, video, (2160, 3840))
         subject = big
     settings = InferenceSettings(batch_size=args.batch_size, show_progress=True,
-                                 max_seconds=3600)
+                                 max_seconds=3600, lip_sync_frames=0)
     warm = _speech_like(os.path.join(work, "warm.wav"), 0.6)
     run_inference(subject, a2e, renderer, warm, os.path.join(work, "warm.mp4"), settings)
     audio = _speech_like(os.path.join(work, f"speech_{args.seconds}.wav"), args.seconds)

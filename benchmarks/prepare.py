@@ -433,7 +433,7 @@ def main(argv=None) -> int:
                    help="clip to prepare (default: the carphone test clip, fetched once)")
     p.add_argument("--fit-resolutions", default="96,256",
                    help="comma-separated fit crop sides S (default 96,256; empty: no fit)")
-    p.add_argument("--config", default=os.path.join("configs", "prepare.py"),
+    p.add_argument("--config", default="prepare",
                    help="prepare config file (default configs/prepare.py)")
     p.add_argument("--variant", choices=["auto", "tiny", "default"], default="auto",
                    help="config variant for the fit: auto = tiny at 96, default otherwise")

@@ -1,41 +1,113 @@
-"""Loading ml_collections configs given as `path/to/config.py[:arg]`, with `key=value` overrides."""
+"""Loading ml_collections configs: `name[:variant]` or `path/to/config.py[:variant]`, with
+`key=value` overrides.
+
+A spec names one of the packaged configs (metatalk_jax/configs: `renderer`, `renderer:gpu`,
+`renderer.py:tiny`, or the older `configs/renderer.py:tiny`, from any directory) or, when the
+path is an existing file, a config file of the user's own (a copy of a packaged one, edited).
+"""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 import os
 
+from metatalk_jax.configs import NAMES
+
+OVERRIDE_HELP = ("any config key can be set as --config.KEY=VALUE (nested keys with dots, e.g. "
+                 "--config.data.resolution=64; values are Python literals or plain strings)")
+
+
+def _config_module(path: str):
+    """The module of a config file path, or of a packaged config name."""
+    if os.path.isfile(path):
+        module_spec = importlib.util.spec_from_file_location("_metatalk_config", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return module
+    name = os.path.splitext(os.path.basename(path))[0]
+    packaged = path in (name, name + ".py") or os.path.normpath(os.path.dirname(path)) == "configs"
+    if packaged and name in NAMES:
+        return importlib.import_module(f"metatalk_jax.configs.{name}")
+    raise ValueError(f"{path}: config file not found (a packaged config is one of "
+                     f"{', '.join(NAMES)}, e.g. --config renderer:gpu)")
+
 
 def load_config(spec: str, overrides=()):
-    """Imports the config file, calls `get_config(arg)` and applies `a.b=value` overrides.
+    """The config of `spec` (module docstring): `get_config(variant)` with the `a.b=value`
+    overrides applied.
 
     Values are parsed as Python literals when possible (numbers, booleans, tuples), else kept as
-    strings. A missing file or an unknown key is a ValueError naming it.
+    strings. A missing file, an unknown variant or an unknown key is a ValueError naming it.
     """
     path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: config file not found")
-    module_spec = importlib.util.spec_from_file_location("_metatalk_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config(arg or None)
+    config = _config_module(path).get_config(arg or None)
+    return apply_overrides(config, overrides, where=path)
+
+
+def apply_overrides(config, overrides, *, where: str = "config"):
+    """Sets `a.b=value` strings on `config` in place (values parsed as Python literals when
+    possible, else kept as strings); returns it."""
+    values = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"config override {item!r} is not key=value")
         try:
-            value = ast.literal_eval(raw)
+            values[key] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            value = raw
+            values[key] = raw
+    return set_keys(config, values, where=where)
+
+
+def set_keys(config, values: dict, *, where: str = "config"):
+    """Sets {"a.b": value} on `config` in place; returns it. Every key must exist; an int or
+    float key keeps its type (`steps=5.0` stays an int field set to 5)."""
+    for key, value in values.items():
+        raw = value
         node = config
         *parents, leaf = key.split(".")
         for p in parents:
+            if p not in node:
+                raise ValueError(f"{where}: config has no key {key!r}")
             node = node[p]
         if leaf not in node:
-            raise ValueError(f"{path}: config has no key {key!r}")
-        node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], (int, float)) and not isinstance(node[leaf], bool) else value
+            raise ValueError(f"{where}: config has no key {key!r}")
+        old = node[leaf]
+        if isinstance(old, (int, float)) and not isinstance(old, bool):
+            try:
+                value = type(old)(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: config key {key!r} takes a number, got {raw!r}"
+                                 ) from None
+        node[leaf] = value
     return config
+
+
+def _flat(config, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if hasattr(value, "items"):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def changed_keys(config, base) -> dict:
+    """{"a.b": value} of the leaves where `config` differs from `base` (the same layout)."""
+    mine, theirs = _flat(config), _flat(base)
+    return {k: v for k, v in mine.items() if k not in theirs or theirs[k] != v}
+
+
+def override_arguments(values: dict) -> list[str]:
+    """{"a.b": value} -> ["--config.a.b=value", ...], as a shell would pass them."""
+    def text(value):
+        if isinstance(value, (tuple, list)):
+            return "(" + ",".join(text(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+        return str(value)
+    return [f"--config.{key}={text(value)}" for key, value in values.items()]
 
 
 def config_overrides(parser, rest) -> list[str]:
@@ -44,6 +116,6 @@ def config_overrides(parser, rest) -> list[str]:
     overrides = []
     for item in rest:
         if not item.startswith("--config."):
-            parser.error(f"unknown argument {item!r}")
+            parser.error(f"unknown argument {item!r} ({OVERRIDE_HELP})")
         overrides.append(item[len("--config."):])
     return overrides

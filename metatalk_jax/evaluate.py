@@ -11,7 +11,10 @@ ground-truth video of each clip under the same name (self-reenactment: the gener
 against the held-out frames, aligned frame by frame); FID is pytorch-fid's between the clip's
 generated and ground-truth frames. Checkpoints may be the original files or converted folders
 (`python -m metatalk_jax.convert syncnet|inception IN OUT`); a metric whose checkpoint is not
-given is left out. Writes OUT/report.json and OUT/report.md (eval/report.py). Exit status 0, or
+given is left out. Videos written by `python -m metatalk_jax.infer` have a drive sidecar
+(X.drive.json): their lip sync is also measured on the pixels, with no weights (r_drive,
+r_background: eval/pixel_lip_sync.py); infer's previews (X.preview.mp4) are never taken for
+clips. Writes OUT/report.json and OUT/report.md (eval/report.py). Exit status 0, or
 2 with one `error:` line for bad input (missing file, unreadable video, a clip too short for
 SyncNet's +-15-frame offsets, a missing reference, a checkpoint of the wrong model).
 """
@@ -27,6 +30,14 @@ from metatalk_jax.cli_errors import report_bad_input
 
 FID_METHODS = ("auto", "sqrtm", "eigh", "svd")
 REFERENCE_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+PREVIEW_SUFFIX = ".preview"     # infer --preview writes X.preview.mp4 beside X.mp4
+
+
+def is_clip(path: str) -> bool:
+    """False for the side files `infer` writes beside a video (its preview)."""
+    return not os.path.splitext(os.path.basename(path))[0].endswith(PREVIEW_SUFFIX)
 
 
 def find_reference(reference_dir: str, clip: str) -> str:
@@ -59,20 +70,25 @@ def _read_frames(path: str):
 
 def evaluate_videos(videos: list[str], *, out_dir: str, syncnet: str | None,
                     inception: str | None, reference_dir: str | None, real: bool = False,
-                    fid_method: str = "auto", batch_size: int = 16, log=print) -> list:
+                    fid_method: str = "auto", batch_size: int = 16, lip_sync_frames: int = 250,
+                    log=print) -> list:
     """Scores every video and writes the report; returns the ClipScores."""
     import numpy as np
 
     from metatalk_jax.eval import lse, report
+    from metatalk_jax.eval.pixel_lip_sync import drive_sidecar_path, pixel_lip_sync
     from metatalk_jax.eval.ssim import ssim_frames
     from metatalk_jax.media.ffmpeg_tools import check_input_file
     from metatalk_jax.progress import Progress
 
+    videos = [v for v in videos if is_clip(v)]
     if not videos:
         raise ValueError("no videos to evaluate (--videos)")
-    if not (syncnet or reference_dir):
+    driven = {v for v in videos if os.path.isfile(drive_sidecar_path(v))}
+    if not (syncnet or reference_dir or driven):
         raise ValueError("nothing to compute: give --syncnet, and/or --reference (SSIM; FID "
-                         "also needs --inception)")
+                         "also needs --inception), or videos written by infer (their "
+                         ".drive.json sidecar gives the pixel lip sync)")
     for video in videos:
         check_input_file(video)
     clips = [report.ClipScores(video=os.path.abspath(v), method=m, clip=c)
@@ -95,9 +111,17 @@ def evaluate_videos(videos: list[str], *, out_dir: str, syncnet: str | None,
         notes.append("FID / SSIM not computed: no --reference folder of ground-truth videos.")
     elif not inception:
         notes.append("FID not computed: no --inception checkpoint.")
+    if len(driven) < len(videos):
+        notes.append(f"pixel lip sync (r_drive, r_background) computed for {len(driven)} of "
+                     f"{len(videos)} videos: the others have no .drive.json sidecar.")
 
     progress = Progress("evaluate", len(clips), interval_s=0.0)
     for clip in clips:
+        if os.path.isfile(drive_sidecar_path(clip.video)):
+            pixels = pixel_lip_sync(clip.video, max_frames=lip_sync_frames or None)
+            clip.r_drive, clip.r_background = pixels.r_drive, pixels.r_background
+            clip.lip_detection_rate = pixels.detection_rate
+            clip.frames = clip.frames or pixels.frames
         if embedders is not None:
             result = lse.lse_for_video(clip.video, real=real, embedders=embedders)
             clip.lse_d, clip.lse_c, clip.offset = result.lse_d, result.lse_c, result.offset
@@ -144,6 +168,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="report folder")
     parser.add_argument("--real", action="store_true",
                         help="score LSE on face-track crops (real videos) instead of whole frames")
+    parser.add_argument("--lip-sync-frames", type=int, default=250,
+                        help="frames per video (spread evenly) of the pixel lip sync of videos "
+                             "with a drive sidecar; 0 = all")
     parser.add_argument("--fid-method", choices=FID_METHODS, default="auto",
                         help="auto: exact SVD form for clips under 2048 frames, else sqrtm")
     args = parser.parse_args(argv)
@@ -156,7 +183,8 @@ def main(argv=None) -> int:
     try:
         evaluate_videos(videos, out_dir=args.out, syncnet=args.syncnet,
                         inception=args.inception, reference_dir=args.reference, real=args.real,
-                        fid_method=args.fid_method, log=lambda text: print(text, flush=True))
+                        fid_method=args.fid_method, lip_sync_frames=args.lip_sync_frames,
+                        log=lambda text: print(text, flush=True))
     except (ValueError, OSError, KeyError) as err:
         return report_bad_input(err)
     return 0

@@ -3,12 +3,14 @@
     python -m metatalk_jax.infer --subject subjects/me --a2e runs/me_a2e --renderer runs/me_hd \
         --audio speech.wav --out out.mp4 [--resolution 256|512|1024] [--preview]
         [--batch-size N] [--max-seconds 600] [--crf 18] [--preset medium]
-        [--model bfm.npz] [--video talk.mp4]
+        [--lip-sync-frames 250] [--model bfm.npz] [--video talk.mp4]
 
 --a2e / --renderer: a training work dir (its newest checkpoint) or one step directory
 (WORKDIR/checkpoints/<step>). --resolution must match the renderer's training resolution (it is
 checked; default: the renderer's). --preview also writes OUT.preview.mp4 (3DMM render | output |
-original face crops). --model: the morphable model .npz `prepare` used (default: the offline
+background frame, labelled face crops). Beside the video, OUT.drive.json records each frame's
+background frame and the 3DMM mouth opening that drove it; the summary's `lip_sync` is measured
+on the written pixels against both (metatalk_jax/eval/pixel_lip_sync.py). --model: the morphable model .npz `prepare` used (default: the offline
 model); --video: the subject's source video if it moved since `prepare`.
 
 Prints a JSON summary on stdout. Exit status 0 on success, 2 on bad input (one `error:` line on
@@ -49,6 +51,9 @@ def main(argv=None) -> int:
                         help="H.264 quality, 0 (lossless) .. 51 (default 18)")
     parser.add_argument("--preset", default="medium",
                         help="libx264 speed preset, ultrafast .. veryslow (default medium)")
+    parser.add_argument("--lip-sync-frames", type=int, default=250,
+                        help="output frames (spread evenly) whose lip sync is measured on the "
+                             "pixels after writing, for the summary; 0 = skip (default 250)")
     parser.add_argument("--model", default=None, help="morphable model .npz prepare used")
     parser.add_argument("--video", default=None, help="the subject's source video, if moved")
     args = parser.parse_args(argv)
@@ -68,7 +73,7 @@ def main(argv=None) -> int:
     settings = InferenceSettings(resolution=args.resolution, batch_size=args.batch_size,
                                  max_seconds=args.max_seconds, model_path=args.model,
                                  video=args.video, preview=args.preview, crf=args.crf,
-                                 preset=args.preset)
+                                 preset=args.preset, lip_sync_frames=max(0, args.lip_sync_frames))
     return run_stage(lambda: run_inference(args.subject, args.a2e, args.renderer, args.audio,
                                            args.out, settings))
 

@@ -18,8 +18,7 @@ import sys
 from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.config_loading import config_overrides, load_config
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                              "configs", "prepare.py")
+DEFAULT_CONFIG = "prepare"
 
 
 def enable_compilation_cache() -> str:

@@ -25,15 +25,13 @@ Exit status 0 on success, 2 on bad input (one `error:` line).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from metatalk_jax.cli_errors import report_bad_input, run_stage
 from metatalk_jax.config_loading import config_overrides, load_config
 
 TEACHERS = ("wav2lip", "visemes")
-CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "configs", "pseudo.py")
+CONFIG_FILE = "pseudo"
 
 
 def main(argv=None) -> int:

@@ -36,7 +36,7 @@ def random_renderer(workdir: str, subject: str, *, resolution: int = 32, seed: i
                     variant: str = "tiny", overrides=()) -> str:
     """A work dir holding an initial renderer state of configs/renderer.py:<variant> at
     `resolution`."""
-    config = load_config(os.path.join(REPO, "configs", "renderer.py") + f":{variant}",
+    config = load_config(f"renderer:{variant}",
                          [f"data.subject={subject}", f"data.resolution={resolution}",
                           *overrides])
     generator, discriminator = make_renderer(config.model)
@@ -51,7 +51,7 @@ def random_renderer(workdir: str, subject: str, *, resolution: int = 32, seed: i
 def random_a2e(workdir: str, subject: str, expression_dim: int, *, seed: int = 0,
                variant: str = "tiny", overrides=()) -> str:
     """A work dir holding an initial A2E state of configs/a2e.py:<variant> with E outputs."""
-    config = load_config(os.path.join(REPO, "configs", "a2e.py") + f":{variant}",
+    config = load_config(f"a2e:{variant}",
                          [f"data.subject={subject}", *overrides])
     model = make_a2e(config.model, expression_dim)
     w, m = int(config.data.window), int(config.data.mel_columns)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(REPO, "configs", "prepare.py") + ":tiny"
+TINY = "prepare:tiny"
 
 
 def run_prepare(video, out, *extra):

@@ -27,7 +27,7 @@ from metatalk_jax.models.a2e import AudioDVPA2E, AudioDVPHead, make_a2e
 from metatalk_jax.subject.target_examples import audio_window
 from metatalk_jax.train.a2e_task import A2ETask, pearson_from_moments
 from metatalk_jax.train.loop import train_and_evaluate
-from tests.train_runs import REPO, metric_rows
+from tests.train_runs import metric_rows
 
 from metatalk_jax.config_loading import load_config
 
@@ -35,7 +35,7 @@ SR, FPS, N = 16000, 25.0, 10240
 BANDS_HZ = ((200, 450), (500, 900), (1000, 1800), (2000, 3600))
 E = len(BANDS_HZ)
 FINGERPRINT = "synthetic-a2e-subject"
-TINY = os.path.join(REPO, "configs", "a2e.py") + ":tiny"
+TINY = "a2e:tiny"
 
 
 # -- the synthetic corpus -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from metatalk_jax.media.video_read import count_frames, probe_video
 
 
 def test_tiny_demo_makes_a_talking_video_with_audio_and_previews(carphone_subject, tmp_path):
-    config = load_config(demo.DEFAULT_CONFIG + ":tiny")
+    config = load_config("demo:tiny")
     lines = []
     summary = demo.run_demo(config, str(tmp_path / "out"), log=lines.append,
                             prepared_subject=str(carphone_subject[0]))
@@ -33,20 +33,30 @@ def test_tiny_demo_makes_a_talking_video_with_audio_and_previews(carphone_subjec
     assert count_frames(summary["video"]) == math.floor(seconds * 25)
     assert abs(speech_seconds - seconds) < 0.1
     assert count_frames(summary["preview"]) == math.floor(seconds * 25)
+    assert os.path.isfile(summary["drive_sidecar"])
     import cv2
     sheet = cv2.imread(summary["preview_png"])
     assert sheet is not None and sheet.shape[0] >= 4 * 192
-    check = summary["lip_sync"]
-    assert check["frames"] == math.floor(seconds * 25)
-    assert all(np.isfinite(v) for v in check.values())
+    # the headline lip sync is measured on the output pixels (4 training steps draw noise at
+    # the mouth, so dlib rarely finds a face: the measure itself is tested elsewhere); the
+    # A2E's figure on the 3DMM stays, labelled as such
+    pixels = summary["lip_sync"]
+    assert pixels["measured_on"].startswith("output pixels")
+    assert pixels["frames"] == math.floor(seconds * 25)
+    check = summary["a2e_3dmm_lip_sync"]
+    assert check["frames"] == math.floor(seconds * 25) and "3DMM" in check["measured_on"]
+    assert all(np.isfinite(v) for v in check.values() if not isinstance(v, str))
     written = json.loads(open(os.path.join(tmp_path, "out", "demo_summary.json")).read())
     assert written["video"] == summary["video"]
     assert not [n for n in os.listdir(tmp_path / "out") if n.startswith(".tmp-")]
 
 
 def test_config_overrides_and_bad_keys(tmp_path):
-    config = load_config(demo.DEFAULT_CONFIG, ["renderer_steps=5", "sentence=Hi there."])
-    assert config.renderer_steps == 5 and config.sentence == "Hi there."
+    config = load_config(demo.DEFAULT_CONFIG, ["renderer.total_steps=5", "sentence=Hi there."])
+    assert config.renderer.total_steps == 5 and config.sentence == "Hi there."
+    # the demo's stages are the stages' own configs (the cpu variants) with few changes
+    assert config.renderer.data.conditioning == "mouth_cavity"
+    assert config.a2e.task == "a2e" and config.a2e.data.pseudo_ratio == 1.0
     try:
         load_config(demo.DEFAULT_CONFIG, ["no_such_key=1"])
     except ValueError as err:

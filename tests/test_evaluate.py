@@ -136,3 +136,18 @@ def test_fid_of_a_clip_against_itself_is_zero(workspace, tmp_path):
     # itself must be zero to rounding
     assert abs(rows["A"]["fid"]) < 1e-9 and rows["B"]["fid"] > 1e-4
     assert rows["A"]["lse_d"] is None
+
+
+def test_means_name_the_clips_they_leave_out():
+    """A clip whose score is NaN is left out of its method's mean and named in the report,
+    not dropped silently; a metric nobody computed (None) leaves nobody out."""
+    from metatalk_jax.eval.report import ClipScores, exclusion_notes, markdown_report, method_means
+    clips = [ClipScores("a.mp4", "m", "A", lse_d=7.0), ClipScores("b.mp4", "m", "B",
+                                                                  lse_d=float("nan")),
+             ClipScores("c.mp4", "m", "C", lse_d=9.0)]
+    means = method_means(clips)["m"]
+    assert means["lse_d"] == 8.0 and means["clips"] == 3 and means["ssim"] is None
+    assert means["excluded_clips"] == {"lse_d": ["B"]}
+    notes = exclusion_notes(clips)
+    assert notes == ["m: LSE-D (lower better) is the mean of 2 of 3 clips; not finite for B."]
+    assert "| m | B | 0 | - | n/a |" in markdown_report(clips, notes)

@@ -47,15 +47,16 @@ def _run(args, capsys):
     return code, captured.out, captured.err
 
 
-def _base_args(ck, audio, out):
+def _base_args(ck, audio, out, lip_sync_frames=0):
     return ["--subject", ck["subject"], "--a2e", ck["a2e"], "--renderer", ck["renderer"],
-            "--audio", audio, "--out", out]
+            "--audio", audio, "--out", out, "--lip-sync-frames", str(lip_sync_frames)]
 
 
 def test_infer_writes_the_video_with_every_frame_and_the_audio(checkpoints, tmp_path, capsys):
     audio = _speech_like(tmp_path / "speech.wav", 5.3)          # longer than the 4 s subject
     out = tmp_path / "out" / "talk.mp4"
-    code, stdout, stderr = _run(_base_args(checkpoints, audio, out) + ["--preview"], capsys)
+    code, stdout, stderr = _run(_base_args(checkpoints, audio, out, lip_sync_frames=12)
+                                + ["--preview"], capsys)
     assert code == 0, stderr
     summary = json.loads(stdout.strip().splitlines()[-1])
     expected_frames = int(5.3 * FPS)                            # floor(5.3 s x 25 fps) = 132
@@ -65,10 +66,23 @@ def test_infer_writes_the_video_with_every_frame_and_the_audio(checkpoints, tmp_
     assert count_frames(str(out)) == expected_frames
     assert abs(info.duration_s - 5.3) < 0.1
     preview = probe_video(summary["preview"])
-    assert (preview.height, preview.width) == (32, 96)          # render | output | original
+    # render | output | background, each enlarged to 256 px under a label band
+    assert (preview.height, preview.width) == (256 + 22, 3 * 256)
     assert count_frames(summary["preview"]) == expected_frames
-    assert sorted(os.listdir(out.parent)) == ["talk.mp4", "talk.preview.mp4"]  # no temp files
+    assert sorted(os.listdir(out.parent)) == ["talk.drive.json", "talk.mp4",
+                                              "talk.preview.mp4"]     # no temp files
     assert "infer 32px: 132/132 (100%)" in stderr and "ETA" in stderr
+    # The drive sidecar: each frame's background frame and its 3DMM mouth opening; the
+    # summary's lip sync was measured on the written pixels against them.
+    drive = json.loads((out.parent / "talk.drive.json").read_text())
+    assert drive["source_frame"] == list(pingpong_indices(expected_frames, 100))
+    assert len(drive["drive_opening"]) == expected_frames
+    assert 0.0 <= min(drive["drive_opening"]) and max(drive["drive_opening"]) < 1.0
+    assert summary["lip_sync"]["frames"] == 12
+    assert summary["lip_sync"]["measured_on"].startswith("output pixels")
+    # (an untrained renderer draws noise at the mouth, where dlib mostly finds no face: the
+    # measure itself is tested in test_pixel_lip_sync.py and test_faithful_renderer.py)
+    assert 0.0 <= summary["lip_sync"]["detection_rate"] <= 1.0
 
     # Frame by frame, the output is the ping-pong background with only the mouth region
     # changed: far from the face crop every pixel matches the source frame (up to H.264).
@@ -258,7 +272,8 @@ def test_peak_memory_on_a_4k_background_does_not_grow_with_length(checkpoints, t
                 "sys.exit(rc)")
         args = ["--subject", subject, "--a2e", checkpoints["a2e"], "--renderer",
                 checkpoints["renderer"], "--audio", audio, "--out",
-                str(tmp_path / f"o{seconds}.mp4"), "--preset", "ultrafast"]
+                str(tmp_path / f"o{seconds}.mp4"), "--preset", "ultrafast",
+                "--lip-sync-frames", "0"]
         done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
                               text=True, cwd=REPO, timeout=900)
         assert done.returncode == 0, done.stderr[-2000:]

@@ -16,7 +16,7 @@ from metatalk_jax.config_loading import load_config
 from metatalk_jax.train.checkpointing import checkpoint_dir, read_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(REPO, "configs", "renderer.py") + ":tiny"
+TINY = "renderer:tiny"
 
 
 # Every test run uses the same mesh layout on the 8 forced devices (data 4 x fsdp 2, small

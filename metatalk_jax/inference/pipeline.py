@@ -17,6 +17,7 @@ video, 3DMM render | output | original (face crops), for looking at the result.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import time
 from collections import deque
@@ -26,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metatalk_jax.face3d.render import FaceCoeffs, render
+from metatalk_jax.eval.mouth_opening import mouth_opening
+from metatalk_jax.eval.pixel_lip_sync import DriveRecord, drive_sidecar_path, pixel_lip_sync
 from metatalk_jax.inference.audio_drive import expressions_from_audio
 from metatalk_jax.inference.background import BackgroundFrames
 from metatalk_jax.inference.face_blend import blend_mask, composite_frame
@@ -39,7 +41,8 @@ from metatalk_jax.media.video_write import Mp4Writer
 from metatalk_jax.progress import Progress
 from metatalk_jax.subject.face_model import subject_camera, subject_face_model
 from metatalk_jax.subject.layout import Subject, load_subject
-from metatalk_jax.subject.renderer_inputs import dilated_mouth_mask, mouth_dilation_steps
+from metatalk_jax.subject.renderer_inputs import (cavity_colour, crop_renders, dilated_mouth_mask,
+                                                  mouth_dilation_steps)
 from metatalk_jax.tracking.crop import crop_frame
 
 FEATURE_SAMPLE_RATE = 16000       # the A2E's audio (Wav2Lip's features)
@@ -62,7 +65,8 @@ class InferenceSettings:
     refused. min_seconds, silence_dbfs: shorter or quieter audio is refused. model_path: the
     morphable model .npz prepare used (None: the offline model). video: the subject's source
     video when it has moved (None: subject.json's path). preview: also write
-    `<out>.preview.mp4`. crf/preset: libx264 settings.
+    `<out>.preview.mp4`. crf/preset: libx264 settings. lip_sync_frames: output frames (spread
+    evenly) whose pixel lip sync is measured after writing (eval/pixel_lip_sync.py); 0: none.
     """
 
     resolution: int | None = None
@@ -75,6 +79,7 @@ class InferenceSettings:
     preview: bool = False
     crf: int = 18
     preset: str = "medium"
+    lip_sync_frames: int = 250
     show_progress: bool = True
 
 
@@ -112,9 +117,11 @@ def source_video(subject: Subject, override: str | None) -> str:
 
 
 class FaceRenders:
-    """The subject's 3DMM with audio-driven expressions, rendered in each frame's crop."""
+    """The subject's 3DMM with audio-driven expressions, rendered in each frame's crop as the
+    renderer was trained to see it (its conditioning)."""
 
-    def __init__(self, subject: Subject, resolution: int, model_path: str | None):
+    def __init__(self, subject: Subject, resolution: int, model_path: str | None,
+                 conditioning: str = "audiodvp"):
         self.subject = subject
         self.coefficients = subject.coefficients
         model = jax.device_put(subject_face_model(subject, model_path).as_jax())
@@ -124,46 +131,72 @@ class FaceRenders:
         self.matrices = boxes.matrices(resolution)
         mouth_dilation = int(subject.meta.get("config", {}).get("mouth_dilation", 4))
         self.dilations = mouth_dilation_steps(mouth_dilation, resolution)
+        colour = cavity_colour(conditioning)
 
-        def draw(model, expression, gamma, angles, translation, screen):
-            empty = jnp.zeros((expression.shape[0], 0), jnp.float32)
-            coeffs = FaceCoeffs(empty, expression, empty, angles, translation, gamma)
-            out = render(model, coeffs, camera, screen_transform=screen)
+        def draw(model, *coefficients):
+            out = crop_renders(model, camera, *coefficients, mouth_cavity=colour)
             image = jnp.clip(jnp.round(out.image * 255.0), 0, 255).astype(jnp.uint8)
-            return image, out.mouth_mask
+            return image, out.mouth, mouth_opening(out.landmarks)
 
         self._draw = jax.jit(draw)
         self._model = model
 
     def __call__(self, expressions: np.ndarray, sources: np.ndarray):
         """expressions [B, E], source frames [B] -> (renders uint8 [B, R, R, 3], dilated mouth
-        masks uint8 [B, R, R])."""
+        masks uint8 [B, R, R], the 3DMM's mouth opening [B] (eval.mouth_opening))."""
         c = self.coefficients
         arrays = [expressions, c["gamma"][sources], c["angles"][sources],
                   c["translation"][sources], self.screens[sources]]
-        images, mouths = jax.device_get(self._draw(
+        images, mouths, openings = jax.device_get(self._draw(
             self._model, *(jnp.asarray(a, jnp.float32) for a in arrays)))
         masks = np.stack([dilated_mouth_mask(m, self.dilations) for m in mouths])
-        return images, masks
+        return images, masks, openings
+
+
+PREVIEW_LABELS = ("3DMM render (drive)", "output", "background frame")
+PREVIEW_MIN_SIDE = 256
 
 
 def _preview_panel(render_u8, output_frame, original_frame, matrix, resolution, side):
+    """[side + label, 3 side, 3] uint8: the drive's render | the output | the background frame,
+    face crops at `side` px, each under its label."""
     crops = [render_u8, crop_frame(output_frame, matrix, resolution),
              crop_frame(original_frame, matrix, resolution)]
     if side != resolution:
-        crops = [cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA) for c in crops]
-    return np.concatenate(crops, axis=1)
+        interpolation = cv2.INTER_AREA if side < resolution else cv2.INTER_CUBIC
+        crops = [cv2.resize(c, (side, side), interpolation=interpolation) for c in crops]
+    band = max(18, side // 12)
+    band += (side + band) % 2               # H.264 (yuv420p) frames have even heights
+    panels = []
+    for crop, label in zip(crops, PREVIEW_LABELS):
+        head = np.zeros((band, side, 3), np.uint8)
+        cv2.putText(head, label, (4, band - 5), cv2.FONT_HERSHEY_SIMPLEX, band / 36,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+        panels.append(np.concatenate([head, crop], axis=0))
+    return np.concatenate(panels, axis=1)
+
+
+def prepare_inference(subject_dir: str, renderer_path: str, settings: InferenceSettings):
+    """(subject, renderer, source video): loaded and checked against each other."""
+    subject = load_subject(subject_dir)
+    renderer = load_renderer(renderer_path)
+    r = renderer.resolution
+    if settings.resolution is not None and int(settings.resolution) != r:
+        raise ValueError(f"{renderer_path}: the renderer was trained at {r}x{r}, not "
+                         f"--resolution {settings.resolution}")
+    return subject, renderer, source_video(subject, settings.video)
 
 
 def run_inference(subject_dir: str, a2e_path: str, renderer_path: str, audio_path: str,
                   out_path: str, settings: InferenceSettings | None = None) -> dict:
     """Writes the lip-synced video to out_path (module docstring); returns a summary dict
-    (frames, seconds of output, compute seconds, paths). Bad input raises ValueError/OSError
-    with a one-line message before anything is written; the outputs appear only when complete.
+    (frames, seconds of output, compute seconds, paths, the pixel lip-sync of the written video).
+    Bad input raises ValueError/OSError with a one-line message before anything is written; the
+    outputs appear only when complete.
     """
     settings = settings or InferenceSettings()
     t0 = time.perf_counter()
-    subject = load_subject(subject_dir)
+    subject, renderer, video = prepare_inference(subject_dir, renderer_path, settings)
     fps = float(subject.meta["fps"])
     audio = load_driving_audio(audio_path, settings)
     a2e = load_a2e(a2e_path)
@@ -171,93 +204,52 @@ def run_inference(subject_dir: str, a2e_path: str, renderer_path: str, audio_pat
     if a2e.expression_dim != e:
         raise ValueError(f"{a2e_path}: the A2E predicts {a2e.expression_dim} expression "
                          f"coefficients, the subject {subject_dir} has {e}")
-    renderer = load_renderer(renderer_path)
+    num_frames = frames_for_audio(len(audio), FEATURE_SAMPLE_RATE, fps)
+    expressions = expressions_from_audio(
+        a2e, audio, num_frames, fps=fps, audio_samples=int(subject.meta["audio_samples"]),
+        sample_rate=FEATURE_SAMPLE_RATE, show_progress=settings.show_progress)
+    summary = render_video(subject, renderer, video, expressions, out_path, settings,
+                           audio=load_audio(audio_path, MUX_SAMPLE_RATE), started=t0)
+    summary["a2e_step"] = a2e.checkpoint.step
+    return summary
+
+
+def render_video(subject: Subject, renderer, video: str, expressions: np.ndarray,
+                 out_path: str, settings: InferenceSettings, *, audio: np.ndarray | None = None,
+                 started: float | None = None) -> dict:
+    """Draws output frame k with expression k on background frame pingpong(k), streaming, and
+    writes out_path (+ its drive sidecar, + the preview if asked); then measures the written
+    video's pixel lip sync unless settings.lip_sync_frames is 0.
+
+    expressions: [N, E] float, one per output frame; audio: 48 kHz mono samples to mux (None:
+    a silent video). Returns the summary dict.
+    """
+    t0 = time.perf_counter() if started is None else started
+    fps = float(subject.meta["fps"])
     r = renderer.resolution
-    if settings.resolution is not None and int(settings.resolution) != r:
-        raise ValueError(f"{renderer_path}: the renderer was trained at {r}x{r}, not "
-                         f"--resolution {settings.resolution}")
-    video = source_video(subject, settings.video)
     height, width = (int(v) for v in subject.meta["frame_size"])
     large = height * width > LARGE_FRAME_PIXELS
     batch = DEFAULT_BATCH.get(r, 8 if r < 256 else 2)
     batch = int(settings.batch_size or (min(batch, LARGE_BATCH) if large else batch))
-    num_frames = frames_for_audio(len(audio), FEATURE_SAMPLE_RATE, fps)
-    mux_audio = load_audio(audio_path, MUX_SAMPLE_RATE)
-
-    expressions = expressions_from_audio(
-        a2e, audio, num_frames, fps=fps, audio_samples=int(subject.meta["audio_samples"]),
-        sample_rate=FEATURE_SAMPLE_RATE, show_progress=settings.show_progress)
-    faces = FaceRenders(subject, r, settings.model_path)
+    num_frames = int(len(expressions))
+    faces = FaceRenders(subject, r, settings.model_path, renderer.conditioning)
     background = BackgroundFrames(video, fps, subject.num_frames, block=max(8, batch),
                                   decoder_threads=1 if large else None)
-    half = renderer.window // 2
-    preview_side = min(r, 384)
+    stream = _FrameStream(renderer, faces, np.asarray(expressions, np.float32), batch,
+                          max(min(r, 384), PREVIEW_MIN_SIDE) if settings.preview else None)
     progress = Progress(f"infer {r}px", num_frames, enabled=settings.show_progress)
     t_setup = time.perf_counter() - t0
-
+    writers = dict(audio=audio, sample_rate=MUX_SAMPLE_RATE)
     preview_file = preview_path_for(out_path) if settings.preview else None
-    preview = (Mp4Writer(preview_file, fps, audio=mux_audio, sample_rate=MUX_SAMPLE_RATE,
-                         crf=23, preset="veryfast") if preview_file else None)
+    preview = (Mp4Writer(preview_file, fps, crf=23, preset="veryfast", **writers)
+               if preview_file else None)
     try:
-        with Mp4Writer(out_path, fps, audio=mux_audio, sample_rate=MUX_SAMPLE_RATE,
-                       crf=settings.crf, preset=settings.preset) as writer:
-            # entries[k - first]: (source j, frame or None, render, mask) of output frame k.
-            entries: deque = deque()
-            first = 0            # output index of entries[0]
-            next_centre = 0      # the next output frame to generate
-            rendered = 0         # output frames rendered so far
-            frames_iter = background(num_frames)
-
-            def emit(centres: list[int]) -> None:
-                count = len(centres)
-                padded = centres + [centres[-1]] * (batch - count)
-                positions = np.asarray(padded)[:, None] + np.arange(-half, half + 1)[None, :]
-                valid = (positions >= 0) & (positions < num_frames)
-                index = np.clip(positions, first, rendered - 1) - first
-                renders = np.stack([[entries[i][2] for i in row] for row in index])
-                masks = np.stack([[entries[i][3] for i in row] for row in index])
-                masks = np.where(valid[..., None, None], masks, 0).astype(np.uint8)
-                generated = np.asarray(renderer.faces(renders, masks, valid))
-                for b, k in enumerate(centres):
-                    j, frame, render_u8, mask = entries[k - first]
-                    matrix = faces.matrices[j]
-                    out = composite_frame(frame, generated[b], matrix, blend_mask(mask))
-                    writer.write(out)
-                    if preview is not None:
-                        preview.write(_preview_panel(render_u8, out, frame, matrix, r,
-                                                     preview_side))
-                    entries[k - first] = (j, None, render_u8, mask)   # the frame is done
-                progress.update(count)
-
-            done = False
-            while not done:
-                chunk = []
-                for _ in range(batch):
-                    item = next(frames_iter, None)
-                    if item is None:
-                        break
-                    chunk.append(item)
-                done = rendered + len(chunk) >= num_frames
-                if chunk:
-                    sources = np.array([j for j, _ in chunk])
-                    exprs = np.zeros((batch, e), np.float32)
-                    exprs[:len(chunk)] = expressions[rendered:rendered + len(chunk)]
-                    padded = np.concatenate([sources, np.full(batch - len(chunk), sources[-1])])
-                    images, masks = faces(exprs, padded)
-                    for b, (j, frame) in enumerate(chunk):
-                        entries.append((j, frame, images[b], masks[b]))
-                    rendered += len(chunk)
-                elif not done:
-                    raise ValueError(f"{video}: the background ended after {rendered} frames")
-                # Generate every centre whose window is rendered (all of them at the end).
-                ready = num_frames if done else rendered - half
-                while next_centre < ready and (ready - next_centre >= batch or done):
-                    centres = list(range(next_centre, min(next_centre + batch, ready)))
-                    emit(centres)
-                    next_centre = centres[-1] + 1
-                while first < next_centre - half:      # renders no window needs any more
-                    entries.popleft()
-                    first += 1
+        with Mp4Writer(out_path, fps, crf=settings.crf, preset=settings.preset,
+                       **writers) as writer:
+            for out, panel in stream.frames(background(num_frames), progress):
+                writer.write(out)
+                if preview is not None:
+                    preview.write(panel)
     except BaseException:
         if preview is not None:
             preview.abort()        # no preview of a video that was not written
@@ -265,10 +257,95 @@ def run_inference(subject_dir: str, a2e_path: str, renderer_path: str, audio_pat
     if preview is not None:
         preview.close()
     progress.close()
-    total = time.perf_counter() - t0
+    record = DriveRecord(fps=fps, source_video=os.path.abspath(video), source_fps=fps,
+                         source_frame=background.indices(num_frames),
+                         drive_opening=np.asarray(stream.drive_openings))
+    sidecar = record.write(drive_sidecar_path(out_path))
+    t_done = time.perf_counter()
     seconds = num_frames / fps
-    return {"out": out_path, "preview": preview_file, "frames": num_frames, "fps": fps,
-            "seconds": seconds, "resolution": r, "batch_size": batch,
-            "setup_s": round(t_setup, 2), "total_s": round(total, 2),
-            "compute_s_per_output_s": round((total - t_setup) / max(seconds, 1e-9), 3),
-            "a2e_step": a2e.checkpoint.step, "renderer_step": renderer.checkpoint.step}
+    summary = {"out": out_path, "preview": preview_file, "drive_sidecar": sidecar,
+               "frames": num_frames, "fps": fps, "seconds": seconds, "resolution": r,
+               "batch_size": batch, "setup_s": round(t_setup, 2),
+               "total_s": round(t_done - t0, 2),
+               "compute_s_per_output_s": round((t_done - t0 - t_setup) / max(seconds, 1e-9), 3),
+               "renderer_step": renderer.checkpoint.step}
+    if settings.lip_sync_frames:
+        scores = pixel_lip_sync(out_path, record, max_frames=settings.lip_sync_frames,
+                                show_progress=settings.show_progress)
+        summary["lip_sync"] = {"measured_on": "output pixels (dlib 68 landmarks)",
+                               **scores.to_json()}
+        summary["lip_sync_s"] = round(time.perf_counter() - t_done, 2)
+    return summary
+
+
+class _FrameStream:
+    """The streaming core of `render_video`: background frames in, composited frames out.
+
+    Renders are made in batches as background frames arrive; output frame k is generated once
+    the renders of its window k-half..k+half exist, and frames and renders are dropped as soon as
+    no window needs them, so memory does not depend on the video's length.
+    """
+
+    def __init__(self, renderer, faces: FaceRenders, expressions: np.ndarray, batch: int,
+                 preview_side: int | None):
+        self.renderer, self.faces, self.expressions = renderer, faces, expressions
+        self.batch, self.preview_side = batch, preview_side
+        self.half = renderer.window // 2
+        self.count = len(expressions)
+        self.drive_openings: list[float] = []
+        # entries[k - first]: (source j, frame or None, render, mask) of output frame k.
+        self.entries: deque = deque()
+        self.first = 0            # output index of entries[0]
+        self.rendered = 0         # output frames rendered so far
+
+    def _render(self, chunk) -> None:
+        b, e = self.batch, self.expressions.shape[1]
+        sources = np.array([j for j, _ in chunk])
+        exprs = np.zeros((b, e), np.float32)
+        exprs[:len(chunk)] = self.expressions[self.rendered:self.rendered + len(chunk)]
+        padded = np.concatenate([sources, np.full(b - len(chunk), sources[-1])])
+        images, masks, openings = self.faces(exprs, padded)
+        for i, (j, frame) in enumerate(chunk):
+            self.entries.append((j, frame, images[i], masks[i]))
+        self.drive_openings.extend(float(v) for v in openings[:len(chunk)])
+        self.rendered += len(chunk)
+
+    def _generate(self, centres: list[int]):
+        """Yields (output frame, preview panel or None) of output frames `centres`."""
+        half, first, r = self.half, self.first, self.renderer.resolution
+        padded = centres + [centres[-1]] * (self.batch - len(centres))
+        positions = np.asarray(padded)[:, None] + np.arange(-half, half + 1)[None, :]
+        valid = (positions >= 0) & (positions < self.count)
+        index = np.clip(positions, first, self.rendered - 1) - first
+        renders = np.stack([[self.entries[i][2] for i in row] for row in index])
+        masks = np.stack([[self.entries[i][3] for i in row] for row in index])
+        masks = np.where(valid[..., None, None], masks, 0).astype(np.uint8)
+        generated = np.asarray(self.renderer.faces(renders, masks, valid))
+        for b, k in enumerate(centres):
+            j, frame, render_u8, mask = self.entries[k - first]
+            matrix = self.faces.matrices[j]
+            out = composite_frame(frame, generated[b], matrix, blend_mask(mask))
+            yield out, (None if self.preview_side is None else
+                        _preview_panel(render_u8, out, frame, matrix, r, self.preview_side))
+            self.entries[k - first] = (j, None, render_u8, mask)   # the frame is done
+
+    def frames(self, background, progress):
+        """Yields (output frame, preview panel) for every output frame, in order."""
+        next_centre, done = 0, False
+        while not done:
+            chunk = [item for item in itertools.islice(background, self.batch)]
+            done = self.rendered + len(chunk) >= self.count
+            if chunk:
+                self._render(chunk)
+            elif not done:
+                raise ValueError(f"the background ended after {self.rendered} frames")
+            # Generate every centre whose window is rendered (all of them at the end).
+            ready = self.count if done else self.rendered - self.half
+            while next_centre < ready and (ready - next_centre >= self.batch or done):
+                centres = list(range(next_centre, min(next_centre + self.batch, ready)))
+                yield from self._generate(centres)
+                progress.update(len(centres))
+                next_centre = centres[-1] + 1
+            while self.first < next_centre - self.half:   # renders no window needs any more
+                self.entries.popleft()
+                self.first += 1

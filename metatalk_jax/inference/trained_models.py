@@ -162,13 +162,15 @@ def load_a2e(path: str) -> TrainedA2E:
 @dataclasses.dataclass
 class TrainedRenderer:
     """faces(renders, masks, valid) -> generated face crops (jit-compiled, eval mode: BatchNorm
-    running statistics, no dropout)."""
+    running statistics, no dropout). conditioning: how its input renders are drawn
+    (subject.renderer_inputs.CONDITIONINGS; runs from before the field are "audiodvp")."""
 
     checkpoint: LocatedCheckpoint
     generator: object
     variables: dict
     resolution: int
     window: int
+    conditioning: str = "audiodvp"
 
     def __post_init__(self):
         generator = self.generator
@@ -201,4 +203,5 @@ def load_renderer(path: str) -> TrainedRenderer:
     check_tree(path, parts["g_params"], expected["params"], "renderer")
     check_tree(path, parts["g_stats"], expected.get("batch_stats", {}), "renderer")
     variables = {"params": parts["g_params"], "batch_stats": parts["g_stats"]}
-    return TrainedRenderer(found, generator, jax.device_put(variables), resolution, window)
+    return TrainedRenderer(found, generator, jax.device_put(variables), resolution, window,
+                           found.config.data.get("conditioning", "audiodvp"))

@@ -22,9 +22,9 @@ from metatalk_jax.face3d.morphable import MorphableModel
 from metatalk_jax.progress import Progress
 from metatalk_jax.subject.face_model import subject_camera
 from metatalk_jax.subject.layout import Subject
-from metatalk_jax.subject.renderer_inputs import window_renders
+from metatalk_jax.subject.renderer_inputs import cavity_colour, window_renders
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def frame_screen_transforms(subject: Subject, resolution: int) -> np.ndarray:
@@ -33,7 +33,7 @@ def frame_screen_transforms(subject: Subject, resolution: int) -> np.ndarray:
 
 
 def cache_path(subject: Subject, model: MorphableModel, resolution: int,
-               cache_dir: str | None = None) -> str:
+               cache_dir: str | None = None, conditioning: str = "audiodvp") -> str:
     from metatalk_jax.face3d.assets import default_cache_dir, sha256_of
     from metatalk_jax.subject import layout
     # The files' own bytes, not subject.json's fingerprint: a re-fit with other code keeps the
@@ -42,44 +42,47 @@ def cache_path(subject: Subject, model: MorphableModel, resolution: int,
                 for name in (layout.COEFFICIENTS, layout.CROPS)]
     key = hashlib.sha256(repr((CACHE_VERSION, contents,
                                subject.meta.get("model", {}).get("sha256"), model.name,
-                               int(resolution))).encode()).hexdigest()[:24]
+                               int(resolution), conditioning)).encode()).hexdigest()[:24]
     return os.path.join(cache_dir or os.path.join(default_cache_dir(), "render_cache"),
                         f"{key}_{int(resolution)}.npy")
 
 
 def render_frames(model: MorphableModel, subject: Subject, resolution: int, index: np.ndarray,
-                  render_fn=None) -> np.ndarray:
+                  render_fn=None, conditioning: str = "audiodvp") -> np.ndarray:
     """uint8 [len(index), R, R, 3] renders of frames `index` (rounded from [0, 1])."""
     c = subject.coefficients
     st = frame_screen_transforms(subject, resolution)
     args = [c["expression"][index], c["gamma"][index], c["angles"][index],
             c["translation"][index], st[index]]
-    fn = render_fn or make_render_fn(subject, resolution)
+    fn = render_fn or make_render_fn(subject, resolution, conditioning)
     images = np.asarray(fn(model, *(jnp.asarray(a[:, None], jnp.float32) for a in args)))
     return np.round(images[:, 0] * 255.0).astype(np.uint8)
 
 
-def make_render_fn(subject: Subject, resolution: int):
+def make_render_fn(subject: Subject, resolution: int, conditioning: str = "audiodvp"):
     camera = subject_camera(subject, resolution)
-    return jax.jit(lambda model, *coeffs: window_renders(model, camera, *coeffs))
+    colour = cavity_colour(conditioning)
+    return jax.jit(lambda model, *coeffs: window_renders(model, camera, *coeffs,
+                                                         mouth_cavity=colour))
 
 
 def ensure_render_cache(subject: Subject, model: MorphableModel, resolution: int, *,
-                        batch: int = 16, cache_dir: str | None = None,
-                        show_progress: bool = True) -> str:
+                        conditioning: str = "audiodvp", batch: int = 16,
+                        cache_dir: str | None = None, show_progress: bool = True) -> str:
     """Path of the render cache of `subject` at `resolution`, building it when missing.
 
-    model: the subject's face model (subject.face_model.subject_face_model). Written to a
+    model: the subject's face model (subject.face_model.subject_face_model); conditioning:
+    "audiodvp" (plain renders) or "mouth_cavity" (subject.renderer_inputs). Written to a
     temporary name and renamed, so concurrent builders (several local processes) and killed
     builds never leave a partial file under the final name.
     """
-    path = cache_path(subject, model, resolution, cache_dir)
+    path = cache_path(subject, model, resolution, cache_dir, conditioning)
     if os.path.exists(path):
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     t = subject.num_frames
     model = jax.device_put(model.as_jax(), jax.devices()[0])
-    fn = make_render_fn(subject, resolution)
+    fn = make_render_fn(subject, resolution, conditioning)
     progress = Progress(f"render cache {resolution}px", t, enabled=show_progress)
     with atomic_path(path, ".npy") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,

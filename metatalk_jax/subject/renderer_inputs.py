@@ -11,6 +11,8 @@ render cache of training and, at inference, the faces of audio-driven expression
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import jax
 import jax.numpy as jnp
@@ -18,10 +20,23 @@ import numpy as np
 
 from metatalk_jax.face3d.geometry import PinholeCamera
 from metatalk_jax.face3d.morphable import MorphableModel
+from metatalk_jax.face3d.mouth_interior import paint_mouth_cavity
 from metatalk_jax.face3d.render import FaceCoeffs, render
 
 
 MOUTH_DILATE_KERNEL = np.ones((3, 3), np.uint8)
+# The renderer's conditioning: "audiodvp" draws the 3DMM as it is (its mesh is closed at the
+# mouth); "mouth_cavity" also fills the region between the lips with a dark red (the colour of
+# a mouth's inside, far from any skin colour), so an opened mouth shows in the renders.
+CONDITIONINGS = {"audiodvp": None, "mouth_cavity": (0.25, 0.05, 0.05)}
+
+
+def cavity_colour(conditioning: str):
+    """The cavity colour of a conditioning name (None for none); ValueError for unknown names."""
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"unknown renderer conditioning {conditioning!r}; expected one of "
+                         f"{sorted(CONDITIONINGS)}")
+    return CONDITIONINGS[conditioning]
 
 
 def mouth_dilation_steps(mouth_dilation: int, resolution: int) -> int:
@@ -37,27 +52,52 @@ def dilated_mouth_mask(mouth, steps: int) -> np.ndarray:
                       iterations=steps)
 
 
-def window_renders(model: MorphableModel, camera: PinholeCamera, expression, gamma, angles,
-                   translation, screen_transform) -> jax.Array:
-    """Shaded 3DMM renders of every window position, [B, W, R, R, 3] float in [0, 1].
+class CropRenders(NamedTuple):
+    """The subject's 3DMM drawn in frames' crops: image [N, R, R, 3] in [0, 1] (background 0),
+    mouth [N, R, R] mouth-triangle coverage in {0, 1}, landmarks [N, 68, 2] crop pixels."""
+
+    image: jax.Array
+    mouth: jax.Array
+    landmarks: jax.Array
+
+
+def crop_renders(model: MorphableModel, camera: PinholeCamera, expression, gamma, angles,
+                 translation, screen_transform, *, mouth_cavity=None) -> CropRenders:
+    """Renders N faces of the subject, each in its own crop: the one way the render cache
+    (training), inference and the pseudo-video refit draw the subject.
 
     model: the subject's model (identity and albedo folded in, see subject.face_model);
-    camera: the video's camera rasterizing at R; expression [B, W, E], gamma [B, W, 27],
-    angles [B, W, 3] (rad), translation [B, W, 3]; screen_transform [B, W, 2, 3] frame-to-crop
-    maps (continuous pixel coordinates at R). No gradient flows into the coefficients.
+    camera: the video's camera rasterizing at R; expression [N, E], gamma [N, 27], angles
+    [N, 3] (rad), translation [N, 3]; screen_transform [N, 2, 3] frame-to-crop maps
+    (continuous pixel coordinates at R). mouth_cavity: None (AudioDVP's render), or an RGB
+    colour in [0, 1] painted between the opened lips (face3d.mouth_interior). No gradient
+    flows into the coefficients.
     """
+    def f32(x):
+        return jnp.asarray(x, jnp.float32)
+
+    n = expression.shape[0]
+    empty = jnp.zeros((n, 0), jnp.float32)
+    coeffs = FaceCoeffs(empty, f32(expression), empty, f32(angles), f32(translation), f32(gamma))
+    out = render(model, coeffs, camera, screen_transform=f32(screen_transform))
+    image = out.image
+    if mouth_cavity is not None:
+        image = paint_mouth_cavity(image, out.landmarks, mouth_cavity)
+    return jax.lax.stop_gradient(CropRenders(image, out.mouth_mask, out.landmarks))
+
+
+def window_renders(model: MorphableModel, camera: PinholeCamera, expression, gamma, angles,
+                   translation, screen_transform, *, mouth_cavity=None) -> jax.Array:
+    """`crop_renders` images of every window position: coefficients [B, W, ...] ->
+    [B, W, R, R, 3] float in [0, 1]."""
     b, w = expression.shape[:2]
-    n = b * w
 
     def flat(x):
-        return jnp.reshape(x, (n,) + x.shape[2:]).astype(jnp.float32)
+        return jnp.reshape(x, (b * w,) + x.shape[2:])
 
-    empty = jnp.zeros((n, 0), jnp.float32)
-    coeffs = FaceCoeffs(empty, flat(expression), empty, flat(angles), flat(translation),
-                        flat(gamma))
-    out = render(model, coeffs, camera, screen_transform=flat(screen_transform),
-                 with_mouth_mask=False)
-    image = jax.lax.stop_gradient(out.image)
+    image = crop_renders(model, camera, flat(expression), flat(gamma), flat(angles),
+                         flat(translation), flat(screen_transform),
+                         mouth_cavity=mouth_cavity).image
     return image.reshape((b, w) + image.shape[1:])
 
 
@@ -81,3 +121,29 @@ def random_flip(key, example_id, *images):
     not change with the batch's layout over devices or processes."""
     coins = jax.vmap(lambda i: jax.random.bernoulli(jax.random.fold_in(key, i)))(example_id)
     return tuple(jnp.where(coins[:, None, None, None], x[:, :, ::-1], x) for x in images)
+
+
+def _example_keys(key, example_id):
+    """One key per example from (key, example_id): independent of the batch's layout."""
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(example_id)
+
+
+def random_shift(key, example_id, max_shift: int, *images):
+    """Moves each example by a random whole-pixel offset in [-max_shift, max_shift]^2, the same
+    way for all `images` ([B, H, W, C] each), wrapping at the borders (the renderer's masked
+    images are constant there). Takes away the exact place of the face in the crop, which
+    otherwise tells the generator which training frame it is looking at."""
+    offsets = jax.vmap(lambda k: jax.random.randint(k, (2,), -max_shift, max_shift + 1))(
+        _example_keys(key, example_id))
+    move = jax.vmap(lambda x, d: jnp.roll(x, (d[0], d[1]), axis=(0, 1)))
+    return tuple(move(x, offsets) for x in images)
+
+
+def random_gain(key, example_id, max_gain: float, renders):
+    """[B, W, R, R, 3] renders in [0, 1] times a random per-example, per-channel gain in
+    [1 - max_gain, 1 + max_gain], clipped: the lighting of a render then no longer identifies
+    its training frame."""
+    gains = jax.vmap(lambda k: jax.random.uniform(k, (3,), minval=1.0 - max_gain,
+                                                  maxval=1.0 + max_gain))(
+        _example_keys(key, example_id))
+    return jnp.clip(renders * gains[:, None, None, None, :], 0.0, 1.0)

@@ -38,3 +38,14 @@ def use_tiny_engine_settings(config: ml_collections.ConfigDict) -> None:
     config.eval_at_start = False
     config.preview_every_steps = 0
     config.preview_examples = 2
+
+
+def use_cpu_engine_settings(config: ml_collections.ConfigDict) -> None:
+    """The ':cpu' variants' engine settings (a real run on a laptop): checkpoints at the middle
+    and the end, a log line every 50 steps, one evaluation and one preview at the end."""
+    steps = int(config.total_steps)
+    config.checkpoint_every_steps = max(1, steps // 2)
+    config.log_every_steps = 50
+    config.eval_every_steps = steps
+    config.preview_every_steps = steps
+    config.preview_examples = 4

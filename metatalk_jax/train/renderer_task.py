@@ -20,7 +20,8 @@ from metatalk_jax.models.renderer import make_renderer
 from metatalk_jax.subject.face_model import subject_face_model
 from metatalk_jax.subject.layout import load_training_subject
 from metatalk_jax.subject.render_cache import ensure_render_cache
-from metatalk_jax.subject.renderer_inputs import masked_target, random_flip, stack_window
+from metatalk_jax.subject.renderer_inputs import (masked_target, random_flip, random_gain,
+                                                  random_shift, stack_window)
 from metatalk_jax.train import gan_step
 
 
@@ -44,11 +45,16 @@ class RendererTask:
         # Each process renders its own copy (to a local cache dir; the same file when
         # processes share a host), so nothing waits on another host.
         cache = ensure_render_cache(self.subject, face_model, self.resolution,
+                                    conditioning=data.get("conditioning", "audiodvp"),
                                     show_progress=jax.process_index() == 0)
         self.train_source, self.eval_source = (
             RendererWindowSource(self.subject.tfds_dir, split, window=self.window,
                                  resolution=data.resolution, render_cache=cache)
             for split in ("train", "validation"))
+        # Augmentations that take away what identifies a training frame besides its mouth
+        # (configs/renderer.py data.augment_*): whole-pixel shifts and render colour gains.
+        self.shift = int(round(float(data.get("augment_shift", 0.0)) * self.resolution))
+        self.gain = float(data.get("augment_gain", 0.0))
         self.generator, self.discriminator = make_renderer(config.model)
         self.g_tx, self.d_tx = gan_step.make_gan_optimizers(config.optim)
         b = int(config.batch_size)
@@ -78,18 +84,23 @@ class RendererTask:
             shuffle=False, drop_remainder=False, worker_count=0)
 
     # -- steps (pure; jitted by the engine) ------------------------------------------------
-    def _inputs_and_target(self, batch):
+    def _inputs_and_target(self, batch, gain_key=None):
         renders = batch["render"].astype(jnp.float32) / 255.0
+        if gain_key is not None:
+            renders = random_gain(gain_key, batch["example_id"], self.gain, renders)
         masks = batch["mouth_mask"].astype(jnp.float32) / 255.0
         inputs = stack_window(renders, masks, batch["valid"])
         target = masked_target(batch["target"], masks[:, self.window // 2])
         return inputs, target
 
     def train_step(self, state, batch, rng, constants):
-        flip_key, step_key = jax.random.split(rng)
-        inputs, target = self._inputs_and_target(batch)
+        flip_key, shift_key, gain_key, step_key = jax.random.split(rng, 4)
+        inputs, target = self._inputs_and_target(batch, gain_key if self.gain else None)
+        ids = batch["example_id"]
         if self.config.data.flip:
-            inputs, target = random_flip(flip_key, batch["example_id"], inputs, target)
+            inputs, target = random_flip(flip_key, ids, inputs, target)
+        if self.shift:
+            inputs, target = random_shift(shift_key, ids, self.shift, inputs, target)
         return gan_step.gan_train_step(
             state, inputs, target, step_key, generator=self.generator,
             discriminator=self.discriminator, g_tx=self.g_tx, d_tx=self.d_tx,

@@ -16,14 +16,15 @@ Launch:
       --config.data.subject=S --config.data.model=procedural                 # CPU tests
 
 Variants: (default) the metatalk A2E on one host; tiny: a small model and batch for 2-core CPU
-tests in seconds; gpu: bigger batch, bf16, grain workers; tpu_pod: the same over a pod slice.
+tests in seconds; cpu: a small model trained for real on a 2-core CPU (the demo's); gpu: bigger batch, bf16, grain workers; tpu_pod: the same over a pod slice.
 data.pseudo_dirs: pseudo-video corpora (data_pipelines/pseudo_video.py), comma-separated;
 data.pseudo_ratio: the fraction of every global batch drawn from them (needs pseudo_dirs when > 0).
 """
 
 import ml_collections
 
-from metatalk_jax.train.engine_config import add_engine_fields, use_tiny_engine_settings
+from metatalk_jax.train.engine_config import (add_engine_fields, use_cpu_engine_settings,
+                                              use_tiny_engine_settings)
 
 
 def get_config(arg=None):
@@ -70,7 +71,7 @@ def get_config(arg=None):
     add_engine_fields(config, log_every_steps=100, eval_every_steps=2000,
                       preview_every_steps=2000)
 
-    if arg == "tiny":
+    if arg in ("tiny", "cpu"):
         config.total_steps = 6
         config.batch_size = 16
         config.data.pseudo_ratio = 0.0
@@ -85,11 +86,21 @@ def get_config(arg=None):
         config.optim.warmup_steps = 10
         config.optim.weight_decay = 0.0
         use_tiny_engine_settings(config)
+        if arg == "cpu":
+            # Your own clip on a laptop (and the demo): a model a 2-core CPU trains in a minute.
+            config.total_steps = 700
+            config.batch_size = 32
+            config.data.pseudo_ratio = 0.5
+            config.data.window = 9
+            config.data.mel_columns = 16
+            config.model.encoder_channels = (16, 32, 64)
+            config.model.features = 64
+            use_cpu_engine_settings(config)
     elif arg in ("gpu", "tpu_pod"):
         config.model.dtype = "bfloat16"
         config.data.workers = 8
         config.batch_size = 256 if arg == "gpu" else 1024
         config.optim.lr = 2e-3
     elif arg not in (None, ""):
-        raise ValueError(f"configs/a2e.py: unknown variant {arg!r} (known: tiny, gpu, tpu_pod)")
+        raise ValueError(f"configs/a2e.py: unknown variant {arg!r} (known: tiny, cpu, gpu, tpu_pod)")
     return config
