@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="synthetic video length")
     args = parser.parse_args(argv)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from metatalk_jax.xla_cpu_flags import use_xla_convolutions_on_cpu
+    from metatalk_jax.runtime import use_xla_convolutions_on_cpu
     use_xla_convolutions_on_cpu()
     import numpy as np
 

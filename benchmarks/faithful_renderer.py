@@ -30,7 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __package__ in (None, ""):
     sys.path.insert(0, REPO)
 
-from metatalk_jax.xla_cpu_flags import use_xla_convolutions_on_cpu  # noqa: E402
+from metatalk_jax.runtime import use_xla_convolutions_on_cpu  # noqa: E402
 
 use_xla_convolutions_on_cpu()
 
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from benchmarks.infer import bench_subject
     from benchmarks.machine_info import machine_description
-    from metatalk_jax.prepare import enable_compilation_cache
+    from metatalk_jax.runtime import enable_compilation_cache
     enable_compilation_cache()
     subject = bench_subject()
     result = bench_step(subject, args) if args.mode == "step" else bench_ablation(subject, args)

@@ -28,7 +28,7 @@ import numpy as np
 if __package__ in (None, ""):            # run as a script: make `benchmarks` and `tests` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from metatalk_jax.xla_cpu_flags import use_xla_convolutions_on_cpu  # noqa: E402
+from metatalk_jax.runtime import use_xla_convolutions_on_cpu  # noqa: E402
 
 use_xla_convolutions_on_cpu()             # the CLIs' XLA:CPU convolution setting
 

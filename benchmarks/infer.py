@@ -135,7 +135,7 @@ class TreeRssSampler:
 
 def child(args) -> dict:
     """One measured run (in its own process, so its peak RSS is its own)."""
-    from metatalk_jax.xla_cpu_flags import use_xla_convolutions_on_cpu
+    from metatalk_jax.runtime import use_xla_convolutions_on_cpu
     use_xla_convolutions_on_cpu()
     import numpy as np
 

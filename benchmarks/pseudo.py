@@ -28,7 +28,7 @@ import numpy as np
 if __package__ in (None, ""):            # run as a script: make `benchmarks` and `tests` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from metatalk_jax.xla_cpu_flags import use_xla_convolutions_on_cpu  # noqa: E402
+from metatalk_jax.runtime import use_xla_convolutions_on_cpu  # noqa: E402
 
 if "--keep-ynn-convs" not in sys.argv:
     use_xla_convolutions_on_cpu()
@@ -59,7 +59,8 @@ def main(argv=None) -> int:
     from metatalk_jax.pseudo_video.fit_expression import ExpressionFitter
     from metatalk_jax.convert.wav2lip_keys import load_wav2lip
     from metatalk_jax.pseudo_video.generate import PseudoFrameMaker
-    from metatalk_jax.pseudo_video.wav2lip_run import Wav2LipRunner, pingpong_indices
+    from metatalk_jax.media.video_read import pingpong_indices
+    from metatalk_jax.pseudo_video.wav2lip_run import Wav2LipRunner
     from metatalk_jax.subject.layout import load_subject
 
     subject = load_subject(args.subject)

@@ -40,9 +40,9 @@ import numpy as np
 if __package__ in (None, ""):            # run as a script: make `benchmarks` and `tests` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# The train CLI's XLA:CPU convolution setting (metatalk_jax/xla_cpu_flags.py explains it), set
+# The train CLI's XLA:CPU convolution setting (metatalk_jax/runtime.py explains it), set
 # before JAX creates its CPU client, hence here. --keep-ynn-convs measures XLA:CPU's default.
-from metatalk_jax.xla_cpu_flags import CPU_CONV_FLAG, use_xla_convolutions_on_cpu  # noqa: E402
+from metatalk_jax.runtime import CPU_CONV_FLAG, use_xla_convolutions_on_cpu  # noqa: E402
 
 if "--keep-ynn-convs" not in sys.argv:
     use_xla_convolutions_on_cpu()

@@ -30,7 +30,7 @@ if __package__ in (None, ""):            # run as a script: make `benchmarks` an
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The CLIs' XLA:CPU convolution setting, set before JAX creates its CPU client.
-from metatalk_jax.xla_cpu_flags import use_xla_convolutions_on_cpu  # noqa: E402
+from metatalk_jax.runtime import use_xla_convolutions_on_cpu  # noqa: E402
 
 if "--keep-ynn-convs" not in sys.argv:
     use_xla_convolutions_on_cpu()

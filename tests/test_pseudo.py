@@ -15,9 +15,9 @@ import pytest
 from scipy.io import wavfile
 
 from metatalk_jax.pseudo_video.audio_dir import scan_audio_dir
+from metatalk_jax.media.video_read import pingpong_indices
 from metatalk_jax.pseudo_video.wav2lip_run import (local_matrix, paste_feathered,
-                                                   pingpong_indices, regions_of_interest,
-                                                   wav2lip_face_boxes)
+                                                   regions_of_interest, wav2lip_face_boxes)
 from metatalk_jax.tracking.crop import crop_frame, crop_matrices
 
 FPS = 25
@@ -198,7 +198,7 @@ def test_landmark_term_recovers_the_expression_in_few_steps(carphone_subject):
 
 @pytest.mark.slow
 def test_end_to_end_resume_and_shards(carphone_subject, wav2lip_checkpoint, tmp_path):
-    from data_pipelines.pseudo_video import open_pseudo_video
+    from metatalk_jax.data_pipelines.pseudo_video import open_pseudo_video
     from metatalk_jax.pseudo_video.generate import generate_pseudo_videos
     from metatalk_jax.subject.layout import load_subject
 

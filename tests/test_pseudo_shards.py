@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from data_pipelines.pseudo_video import (CORPUS_JSON, PseudoClip, PseudoVideoWriter, clip_split,
+from metatalk_jax.data_pipelines.pseudo_video import (CORPUS_JSON, PseudoClip, PseudoVideoWriter, clip_split,
                                          open_pseudo_video)
 
 E, N = 6, 320

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data_pipelines.target_loader import decode_example, open_target_source
+from metatalk_jax.data_pipelines.target_loader import decode_example, open_target_source
 from metatalk_jax.face3d.render import FaceCoeffs, render
 from metatalk_jax.subject.face_model import subject_camera, subject_face_model
 from metatalk_jax.subject.layout import load_subject

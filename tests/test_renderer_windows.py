@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from data_pipelines.renderer_windows import RendererWindowSource, make_renderer_batches
-from data_pipelines.target_video import write_target_video_shards
+from metatalk_jax.data_pipelines.renderer_windows import RendererWindowSource, make_renderer_batches
+from metatalk_jax.data_pipelines.target_video import write_target_video_shards
 from metatalk_jax.tracking.crop import CropBoxes, crop_matrices
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -388,7 +388,7 @@ import gc
 import sys
 import numpy as np
 from absl import flags
-from data_pipelines.renderer_windows import RendererWindowSource, make_renderer_batches
+from metatalk_jax.data_pipelines.renderer_windows import RendererWindowSource, make_renderer_batches
 
 def plain(batches):  # copies out of grain's shared memory, so nothing outlives the workers
     return [{k: np.array(v) for k, v in b.items()} for b in batches]
@@ -434,7 +434,7 @@ jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processe
                            process_id=int(process_id))
 import grain
 import orbax.checkpoint as ocp
-from data_pipelines.renderer_windows import RendererWindowSource, make_renderer_batches
+from metatalk_jax.data_pipelines.renderer_windows import RendererWindowSource, make_renderer_batches
 
 source = RendererWindowSource(dataset_dir, "train")
 kwargs = dict(global_batch=6, seed=5, process_index=jax.process_index(),

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from array_record.python.array_record_data_source import ArrayRecordDataSource
 
-from data_pipelines.target_loader import (
+from metatalk_jax.data_pipelines.target_loader import (
     decode_example,
     make_target_loader,
     open_target_source,
     target_video_dir,
 )
-from data_pipelines.target_video import split_sizes, write_target_video_shards
+from metatalk_jax.data_pipelines.target_video import split_sizes, write_target_video_shards
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_FRAMES, CROP, EXPR, AUDIO = 20, 64, 8, 640
@@ -209,7 +209,7 @@ def test_subprocess_writes_without_tensorflow_and_byte_identically(subject, smal
     script = (
         "import sys\n"
         "from tests.test_target_pipeline import make_frames, write\n"
-        "from data_pipelines.target_loader import make_target_loader, open_target_source\n"
+        "from metatalk_jax.data_pipelines.target_loader import make_target_loader, open_target_source\n"
         "frames = make_frames()[0]\n"
         "out = write(frames, sys.argv[1])\n"
         "small = write(frames, sys.argv[2], max_shard_bytes=int(sys.argv[3]))\n"

@@ -18,7 +18,6 @@ sees either the old checkpoint or the complete new one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,20 +27,12 @@ from typing import Mapping
 import numpy as np
 
 from metatalk_jax.atomic_files import current_umask, publish
+from metatalk_jax.checksums import file_sha256
 
 FORMAT = "metatalk_jax.converted"
 VERSION = 1
 META_FILE = "meta.json"
 ARRAYS_FILE = "variables.npz"
-
-
-def file_sha256(path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def flatten_variables(variables: Mapping, prefix: str = "") -> dict[str, np.ndarray]:

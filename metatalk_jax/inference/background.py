@@ -13,8 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from metatalk_jax.media.video_read import read_frames
-from metatalk_jax.pseudo_video.wav2lip_run import pingpong_indices
+from metatalk_jax.media.video_read import pingpong_indices, read_frames
 
 
 def monotonic_runs(indices: np.ndarray) -> list[tuple[int, int]]:

@@ -204,3 +204,18 @@ def count_frames(path, fps: float | None = None) -> int:
     if not counts:
         raise MediaError(info.path, "ffmpeg reported no frame count")
     return int(counts[-1])
+
+
+def pingpong_indices(count: int, num_source: int) -> np.ndarray:
+    """[count] int64 source frame of each of `count` output frames when a video of `num_source`
+    frames is played forward, then backward, and so on: 0, 1, ..., N-1, N-2, ..., 1, 0, 1, ...
+    (no jump from the last frame to the first). Pseudo videos and inference both lay new audio
+    over the subject's frames in this order."""
+    if num_source <= 0:
+        raise ValueError(f"pingpong_indices: the source has {num_source} frames")
+    k = np.arange(count, dtype=np.int64)
+    if num_source == 1:
+        return np.zeros(count, np.int64)
+    period = 2 * num_source - 2
+    phase = k % period
+    return np.where(phase < num_source, phase, period - phase)

@@ -46,7 +46,7 @@ Inference speed: `fold_batch_norm` turns eval-mode variables into a BN-free tree
 kernel and bias absorb the running statistics) for `Wav2Lip(folded_batch_norm=True)`; the result
 equals the unfolded eval model up to float rounding. On a shared 2-core CPU (XLA:CPU, batch 128)
 the JAX model took 0.50-0.68x PyTorch's wall time (~0.65x its CPU time) with or without folding
-(benchmarks/wav2lip.py); the project's XLA:CPU conv flag (metatalk_jax/xla_cpu_flags.py) cost less
+(benchmarks/wav2lip.py); the project's XLA:CPU conv flag (metatalk_jax/runtime.py) cost less
 CPU time than the YNNPACK default (13 s vs 16 s per batch).
 """
 

@@ -16,21 +16,21 @@ import time
 
 import numpy as np
 
-from data_pipelines.pseudo_video import PseudoClip, PseudoVideoWriter
+from metatalk_jax.data_pipelines.pseudo_video import PseudoClip, PseudoVideoWriter
 from metatalk_jax.convert.wav2lip_keys import load_wav2lip
 from metatalk_jax.media.audio import frames_for_audio, wav2lip_mel, wav2lip_mel_chunks
 from metatalk_jax.media.ffmpeg_tools import MediaError
+from metatalk_jax.media.frame_audio import audio_window
+from metatalk_jax.media.video_read import pingpong_indices
 from metatalk_jax.media.video_write import write_png
 from metatalk_jax.progress import Progress
 from metatalk_jax.pseudo_video.audio_dir import AudioClip, load_clip_audio, scan_audio_dir
 from metatalk_jax.pseudo_video.fit_expression import ExpressionFitter
 from metatalk_jax.pseudo_video.wav2lip_run import (SourceFrames, Wav2LipRunner, face_input,
                                                    local_matrix, paste_feathered,
-                                                   pingpong_indices, regions_of_interest,
-                                                   wav2lip_face_boxes)
+                                                   regions_of_interest, wav2lip_face_boxes)
 from metatalk_jax.recon.losses import LossWeights
 from metatalk_jax.subject.layout import Subject, load_subject
-from metatalk_jax.subject.target_examples import audio_window
 from metatalk_jax.tracking.crop import crop_frame, crop_matrices
 
 PREVIEWS = "previews"

@@ -26,14 +26,14 @@ import time
 
 import numpy as np
 
-from data_pipelines.pseudo_video import PseudoClip, PseudoVideoWriter
+from metatalk_jax.data_pipelines.pseudo_video import PseudoClip, PseudoVideoWriter
 from metatalk_jax.media.audio import frames_for_audio
+from metatalk_jax.media.frame_audio import audio_window
+from metatalk_jax.media.video_read import pingpong_indices
 from metatalk_jax.progress import Progress
 from metatalk_jax.pseudo_video import visemes
-from metatalk_jax.pseudo_video.wav2lip_run import pingpong_indices
 from metatalk_jax.subject.face_model import subject_face_model
 from metatalk_jax.subject.layout import Subject, load_subject
-from metatalk_jax.subject.target_examples import audio_window
 
 PREVIEWS = "previews"
 PREVIEW_NAME = "visemes.png"

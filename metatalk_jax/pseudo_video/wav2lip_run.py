@@ -35,18 +35,6 @@ WAV2LIP_PADS = (0, 10, 0, 0)        # top, bottom, left, right (Wav2Lip's infere
 WAV2LIP_BOX_SMOOTHING = 5           # frames averaged per box (Wav2Lip's get_smoothened_boxes)
 
 
-def pingpong_indices(count: int, num_source: int) -> np.ndarray:
-    """[count] int64 source frame of each pseudo frame: 0, 1, ..., N-1, N-2, ..., 1, 0, 1, ..."""
-    if num_source <= 0:
-        raise ValueError(f"pingpong_indices: the source has {num_source} frames")
-    k = np.arange(count, dtype=np.int64)
-    if num_source == 1:
-        return np.zeros(count, np.int64)
-    period = 2 * num_source - 2
-    phase = k % period
-    return np.where(phase < num_source, phase, period - phase)
-
-
 def wav2lip_face_boxes(boxes: np.ndarray, frame_size: tuple[int, int],
                        pads: tuple[int, int, int, int] = WAV2LIP_PADS,
                        smoothing: int = WAV2LIP_BOX_SMOOTHING) -> np.ndarray:

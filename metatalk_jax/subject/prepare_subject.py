@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from metatalk_jax.atomic_files import publish, write_json, write_npz
-from metatalk_jax.face3d.assets import sha256_of
+from metatalk_jax.checksums import file_sha256
 from metatalk_jax.media.audio_load import check_speech_audio, load_audio, write_wav
 from metatalk_jax.media.ffmpeg_tools import MediaError
 from metatalk_jax.media.video_read import probe_video, read_frames
@@ -73,24 +73,77 @@ def _remove_stale_partials(out_dir: str) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
+    """The first config key (dotted) whose value differs between two config dicts."""
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = _first_difference(a, b, f"{prefix}{key}.")
+            if found:
+                return found
+        elif a != b:
+            return f"{prefix}{key} ({a!r} there, {b!r} now)"
+    return None
+
+
+def existing_subject(out_dir: str, video_sha: str, model_sha: str, config, print_key: str,
+                     *, overwrite: bool) -> dict | None:
+    """subject.json of `out_dir` when it was prepared from these inputs (nothing to do), None
+    when out_dir is free to be written (absent, empty, or replaceable with `overwrite`).
+
+    Raises ValueError (one line naming out_dir and --overwrite) when out_dir holds a subject of
+    another video, model, config or format version, and -- even with overwrite -- when it holds
+    anything that is not a subject: nothing a user made is replaced without being asked.
+    """
+    if not os.path.exists(out_dir):
+        return None
+    meta_path = os.path.join(out_dir, layout.SUBJECT_JSON)
+    if not os.path.isdir(out_dir) or (not os.path.isfile(meta_path) and os.listdir(out_dir)):
+        raise ValueError(f"{out_dir}: exists and is not a subject directory; choose another "
+                         "--out (prepare only replaces a subject it wrote)")
+    if not os.path.isfile(meta_path):
+        return None
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        meta = {}
+    if meta.get("fingerprint") == print_key:
+        return meta
+    source = meta.get("source", {})
+    if source.get("sha256") != video_sha:
+        why = f"from another video ({os.path.basename(str(source.get('original_path') or source.get('path') or '?'))})"
+    elif meta.get("model", {}).get("sha256") != model_sha:
+        why = f"with another model ({meta.get('model', {}).get('name') or '?'})"
+    else:
+        diff = _first_difference(meta.get("config", {}), config.to_dict())
+        why = (f"with another config: {diff}" if diff else
+               f"by another format version (v{meta.get('format_version')})")
+    if not overwrite:
+        raise ValueError(f"{out_dir}: holds a subject prepared {why}; pass --overwrite to "
+                         "replace it, or choose another --out")
+    _say(f"--overwrite: {out_dir} (prepared {why}) will be replaced once the new subject is "
+         "complete")
+    return None
+
+
 def prepare_subject(video: str, out_dir: str, model, model_sha: str, config, *,
-                    model_name: str = "") -> dict:
+                    model_name: str = "", overwrite: bool = False) -> dict:
     """Prepares `video` into `out_dir`; returns subject.json's contents.
 
     model: a MorphableModel (jax or numpy arrays); model_sha identifies it in the fingerprint.
+    overwrite: replace a subject of other inputs at out_dir (else that is a ValueError).
     Raises MediaError / TrackingError / ValueError with one-line messages naming the file.
     """
     started = time.time()
     info = probe_video(video)
-    video_sha = sha256_of(video)
+    video_sha = file_sha256(video)
     print_key = fingerprint(video_sha, model_sha, config)
-    existing = os.path.join(out_dir, layout.SUBJECT_JSON)
-    if os.path.isfile(existing):
-        with open(existing) as f:
-            meta = json.load(f)
-        if meta.get("fingerprint") == print_key:
-            _say(f"{out_dir} is up to date (same video, model and config); nothing to do")
-            return meta
+    meta = existing_subject(out_dir, video_sha, model_sha, config, print_key,
+                            overwrite=overwrite)
+    if meta is not None:
+        _say(f"{out_dir} is up to date (same video, model and config); nothing to do")
+        return meta
 
     audio = None
     if info.has_audio:
@@ -107,8 +160,12 @@ def prepare_subject(video: str, out_dir: str, model, model_sha: str, config, *,
     work = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
     try:
         meta = _build(video, info, audio, work, model, config)
+        # A subject with excluded frames is made of its own frames video (target_person.py).
+        frames_path = (os.path.join(os.path.abspath(out_dir), layout.FRAMES_VIDEO)
+                       if meta.get("frames_video") else os.path.abspath(video))
         meta.update({"fingerprint": print_key, "source": {
-            "path": os.path.abspath(video), "sha256": video_sha, "width": info.width,
+            "path": frames_path, "original_path": os.path.abspath(video),
+            "sha256": video_sha, "width": info.width,
             "height": info.height, "fps": info.fps, "codec": info.codec,
             "duration_s": info.duration_s},
             "model": {"name": model_name, "sha256": model_sha, "convention": model.convention,
@@ -196,7 +253,7 @@ def _build(video, info, audio, work, model, config) -> dict:
     os.makedirs(os.path.join(work, layout.PREVIEWS), exist_ok=True)
     examples = TargetExamples(video, model, fit, boxes, camera, track.landmarks, audio, config,
                               preview_path=os.path.join(work, layout.PREVIEWS, "overlay.mp4"))
-    from data_pipelines.target_video import write_target_video_shards
+    from metatalk_jax.data_pipelines.target_video import write_target_video_shards
     write_target_video_shards(examples, data_dir=os.path.join(work, layout.TFDS_DIR),
                               num_frames=t, crop_size=r, expression_dim=fit.expression.shape[1],
                               audio_samples=examples.audio_samples,

@@ -34,11 +34,12 @@ def frame_screen_transforms(subject: Subject, resolution: int) -> np.ndarray:
 
 def cache_path(subject: Subject, model: MorphableModel, resolution: int,
                cache_dir: str | None = None, conditioning: str = "audiodvp") -> str:
-    from metatalk_jax.face3d.assets import default_cache_dir, sha256_of
+    from metatalk_jax.checksums import file_sha256
+    from metatalk_jax.runtime import default_cache_dir
     from metatalk_jax.subject import layout
     # The files' own bytes, not subject.json's fingerprint: a re-fit with other code keeps the
     # fingerprint of its inputs but changes the coefficients.
-    contents = [sha256_of(os.path.join(subject.path, name))
+    contents = [file_sha256(os.path.join(subject.path, name))
                 for name in (layout.COEFFICIENTS, layout.CROPS)]
     key = hashlib.sha256(repr((CACHE_VERSION, contents,
                                subject.meta.get("model", {}).get("sha256"), model.name,

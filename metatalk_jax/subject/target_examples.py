@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metatalk_jax.face3d.render import FaceCoeffs, posed_vertices, project_to_screen, render
+from metatalk_jax.media.frame_audio import audio_window
 from metatalk_jax.media.video_read import read_frames
 from metatalk_jax.media.video_write import Mp4Writer
 from metatalk_jax.recon.fit import FitResult, landmark_points
@@ -72,19 +73,6 @@ def final_crop_boxes(model, fit: FitResult, camera, frame_size, config) -> CropB
     return boxes_from_points(points, frame_size, margin=config.face_margin,
                              vertical_shift=config.face_shift, size_sigma=config.size_sigma,
                              center_sigma=config.center_sigma)
-
-
-def audio_window(audio: np.ndarray | None, centre_s: float, samples: int,
-                 sample_rate: int) -> np.ndarray:
-    """[samples] float32 audio centred on `centre_s`, zero-padded past either end."""
-    out = np.zeros(samples, np.float32)
-    if audio is None:
-        return out
-    start = int(round(centre_s * sample_rate)) - samples // 2
-    lo, hi = max(start, 0), min(start + samples, len(audio))
-    if hi > lo:
-        out[lo - start:hi - start] = audio[lo:hi]
-    return out
 
 
 def _encode(image: np.ndarray, fmt: str) -> bytes:

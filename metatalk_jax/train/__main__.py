@@ -19,7 +19,7 @@ import sys
 
 from metatalk_jax.config_loading import config_overrides, load_config
 from metatalk_jax.cli_errors import report_bad_input
-from metatalk_jax.xla_cpu_flags import use_xla_convolutions_on_cpu
+from metatalk_jax.runtime import enable_compilation_cache, use_xla_convolutions_on_cpu
 
 
 def initialize_distributed(args) -> None:
@@ -57,7 +57,6 @@ def main(argv=None) -> int:
     # grain's worker processes (config.data.workers > 0) read absl flags; this CLI has none.
     from absl import flags
     flags.FLAGS.mark_as_parsed()
-    from metatalk_jax.prepare import enable_compilation_cache
     from metatalk_jax.train.loop import NonFiniteError, train_and_evaluate
     enable_compilation_cache()
     try:

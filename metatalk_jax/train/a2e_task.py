@@ -32,9 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from data_pipelines.a2e_windows import make_a2e_batches, pseudo_windows, target_windows
-from data_pipelines.pseudo_video import ConcatenatedSource
+from metatalk_jax.data_pipelines.a2e_windows import make_a2e_batches, pseudo_windows, target_windows
+from metatalk_jax.data_pipelines.pseudo_video import ConcatenatedSource
 from metatalk_jax.models.a2e import make_a2e
+from metatalk_jax.subject.face_model import prepared_morphable
 from metatalk_jax.subject.layout import load_training_subject
 
 MOMENT_KEYS = ("corr_p", "corr_t", "corr_pp", "corr_tt", "corr_pt")
@@ -72,20 +73,6 @@ def mouth_vertex_gram(model, expression_dim: int) -> tuple[np.ndarray, int]:
         raise ValueError(f"{model.name}: no mouth triangles")
     rows = basis[vertices, :, :expression_dim].astype(np.float64).reshape(-1, expression_dim)
     return rows.T @ rows, int(vertices.size)
-
-
-def _face_model(subject, name: str):
-    """The morphable model of the mouth loss: `name` .npz, "" = offline, "procedural"."""
-    if name == "procedural":
-        from metatalk_jax.face3d.procedural import procedural_model
-        return procedural_model()
-    from metatalk_jax.subject.face_model import load_morphable
-    model, sha, file_name = load_morphable(name or None)
-    expected = subject.meta.get("model", {}).get("sha256")
-    if expected and sha != expected:
-        raise ValueError(f"{name or file_name}: not the model {subject.path} was prepared with "
-                         f"(sha256 {expected[:12]}...); pass --config.data.model=PATH")
-    return model
 
 
 class A2ETask:
@@ -130,7 +117,8 @@ class A2ETask:
                              f"{data.eval_on!r}")
         self.eval_source = ConcatenatedSource(eval_sources)
 
-        face_model = _face_model(subject, str(data.model))
+        # The mouth loss needs the expression basis of the model the subject was fitted with.
+        face_model = prepared_morphable(subject, str(data.model) or None)
         gram, count = mouth_vertex_gram(face_model, e)
         train_frames = len(self.train_target)
         expressions = np.asarray(subject.coefficients["expression"][:train_frames], np.float64)

@@ -15,7 +15,7 @@ import dm_pix
 import jax
 import jax.numpy as jnp
 
-from data_pipelines.renderer_windows import RendererWindowSource, make_renderer_batches
+from metatalk_jax.data_pipelines.renderer_windows import RendererWindowSource, make_renderer_batches
 from metatalk_jax.models.renderer import make_renderer
 from metatalk_jax.subject.face_model import subject_face_model
 from metatalk_jax.subject.layout import load_training_subject

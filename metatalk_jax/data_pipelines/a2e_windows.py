@@ -46,10 +46,10 @@ from typing import Any
 import grain
 import numpy as np
 
-from data_pipelines.batch_streams import (ENDLESS_STREAM_LENGTH, check_stream_args,
+from metatalk_jax.data_pipelines.batch_streams import (ENDLESS_STREAM_LENGTH, check_stream_args,
                                           count_global_batches, slot_batches)
-from data_pipelines.pseudo_video import ConcatenatedSource, open_pseudo_video
-from data_pipelines.target_loader import open_target_source
+from metatalk_jax.data_pipelines.pseudo_video import ConcatenatedSource, open_pseudo_video
+from metatalk_jax.data_pipelines.target_loader import open_target_source
 from metatalk_jax.media.audio import WAV2LIP_HOP, WAV2LIP_N_FFT, WAV2LIP_NUM_MELS, wav2lip_mel
 
 TARGET, PSEUDO = 0, 1

@@ -78,9 +78,9 @@ import cv2
 import grain
 import numpy as np
 
-from data_pipelines.batch_streams import (ENDLESS_STREAM_LENGTH, check_stream_args,
+from metatalk_jax.data_pipelines.batch_streams import (ENDLESS_STREAM_LENGTH, check_stream_args,
                                           count_global_batches, slot_batches)
-from data_pipelines.target_loader import open_target_source
+from metatalk_jax.data_pipelines.target_loader import open_target_source
 
 DEFAULT_WINDOW = 7  # AudioDVP: frames i-3..i+3
 COEFFICIENT_KEYS = ("expression", "gamma", "angles", "translation")

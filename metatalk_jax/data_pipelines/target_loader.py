@@ -31,7 +31,7 @@ from absl import flags
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines.target_video import DATASET_NAME, IMAGE_KEYS, MASK_KEYS, VERSION
+from metatalk_jax.data_pipelines.target_video import DATASET_NAME, IMAGE_KEYS, MASK_KEYS, VERSION
 
 RawExample = Mapping[str, Any]
 

@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines.target_video import (AUDIO_SAMPLE_RATE, DEFAULT_MAX_SHARD_BYTES, FPS,
+from metatalk_jax.data_pipelines.target_video import (AUDIO_SAMPLE_RATE, DEFAULT_MAX_SHARD_BYTES, FPS,
                                          TRAIN_SPLIT, VALIDATION_SPLIT, RecordSerializer,
                                          SplitWriter, build_dataset_info, new_incomplete_dir)
 from metatalk_jax.atomic_files import write_json

@@ -1,0 +1,50 @@
+"""Process-wide runtime settings every stage CLI makes before it computes: XLA:CPU flags, the
+metatalk cache directory and JAX's persistent compilation cache.
+
+This module imports nothing from the package and does not import JAX at load time, so a CLI (or
+tests/conftest.py, or a benchmark) can call `use_xla_convolutions_on_cpu()` before the first
+`import jax` of the process; flags set after JAX has created its CPU client have no effect.
+
+Why the convolution flag: jax 0.10.2's XLA:CPU hands convolutions to YNNPACK by default, which
+computes the weight gradients of the renderer's large-image convolutions 5-10x slower than XLA's
+own (Eigen) convolutions (measured by benchmarks/renderer.py; `--keep-ynn-convs` shows the
+default). The flag keeps YNNPACK for everything else; it changes nothing on GPU or TPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+# Compilations shorter than this are not worth a disk read on the next run (seconds).
+MIN_CACHED_COMPILE_S = 0.5
+
+
+def use_xla_convolutions_on_cpu() -> None:
+    """Adds CPU_CONV_FLAG to XLA_FLAGS (once). Call before the first `import jax` of the
+    process; later calls have no effect on an already created CPU client."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_experimental_ynn_fusion_type" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {CPU_CONV_FLAG}".strip()
+
+
+def default_cache_dir() -> str:
+    """Where metatalk_jax caches what it downloads or builds (offline model, demo clip, render
+    caches, compiled programs): $METATALK_CACHE, else $XDG_CACHE_HOME/metatalk_jax, else
+    ~/.cache/metatalk_jax (an absolute path; the folder may not exist yet)."""
+    if os.environ.get("METATALK_CACHE"):
+        return os.path.abspath(os.path.expanduser(os.environ["METATALK_CACHE"]))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(os.path.abspath(base), "metatalk_jax")
+
+
+def enable_compilation_cache() -> str:
+    """Turns on JAX's persistent compilation cache and returns its folder: $METATALK_JAX_CACHE,
+    else <default_cache_dir()>/jax_cache. A second run of a stage with the same shapes (another
+    `prepare` of a clip of the same sizes, a resumed training) skips XLA compilation, 10-20 s
+    for the fit and the renderer's step on a 2-core CPU."""
+    import jax
+    path = os.environ.get("METATALK_JAX_CACHE") or os.path.join(default_cache_dir(), "jax_cache")
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_CACHED_COMPILE_S)
+    return path
