@@ -1,11 +1,23 @@
 """The renderer's building blocks (models/renderer.py composes them): torch-equal BatchNorm,
-convolutions laid out for speed on XLA:CPU, the 4x4 stride-2 down and transposed convolutions
-with a hand-written backward, and AudioDVP's refine block. flax.linen, NHWC; parameters float32
-(pix2pix's N(0, 0.02) initialisation), computed in `dtype`.
+the convolutions, the 4x4 stride-2 down and transposed convolutions, and AudioDVP's refine block.
+flax.linen, NHWC; parameters float32 (pix2pix's N(0, 0.02) initialisation), computed in `dtype`.
+
+Each convolution has two forms that compute the same sums:
+  "cpu"  laid out for XLA:CPU: im2col + one matmul for small images, space-to-depth for the
+         stride-2 conv, a hand-written backward for the transposed conv (measured 1.2-70x faster
+         on CPU, benchmarks/BENCHMARKS.md);
+  "lax"  plain `lax.conv_general_dilated` / `lax.conv_transpose` with autodiff gradients, which
+         the TPU and GPU compilers tile themselves (the CPU tricks were never measured there and
+         a reshape-heavy layout costs HBM traffic on them).
+The form is chosen when a step is traced: `compiling_for(platform)` (the training engine wraps
+every trace in it with its mesh's platform, so a TPU compile on a CPU host gets "lax"), else by
+`jax.default_backend()`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Any
 
 import flax.linen as nn
@@ -38,6 +50,34 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
 # at batch 16); from 8x8 up its own convolution is as fast or faster.
 IM2COL_MAX_PIXELS = 32
 
+CONV_FORMS = ("cpu", "lax")
+_PLATFORM = contextvars.ContextVar("renderer_conv_platform", default=None)
+
+
+@contextlib.contextmanager
+def compiling_for(platform: str | None):
+    """Within this block, convolutions are traced in the form for `platform` ("cpu", "tpu",
+    "gpu", ...; None = the default backend's)."""
+    token = _PLATFORM.set(platform)
+    try:
+        yield
+    finally:
+        _PLATFORM.reset(token)
+
+
+def conv_form() -> str:
+    """"cpu" when the program being traced is for XLA:CPU, else "lax" (module docstring)."""
+    platform = _PLATFORM.get() or jax.default_backend()
+    return "cpu" if platform == "cpu" else "lax"
+
+
+def _lax_conv(x, kernel, stride: int, padding: int):
+    """Plain NHWC x HWIO convolution with `stride` and zero padding `padding` on every side."""
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
 
 def conv2d_stride1(x, kernel, padding: int):
     """Stride-1 convolution, NHWC x HWIO, zero padding `padding` px on every side:
@@ -45,7 +85,7 @@ def conv2d_stride1(x, kernel, padding: int):
     b, h, w, c = x.shape
     kh, kw, _, cout = kernel.shape
     ho, wo = h + 2 * padding - kh + 1, w + 2 * padding - kw + 1
-    if ho * wo > IM2COL_MAX_PIXELS:
+    if ho * wo > IM2COL_MAX_PIXELS or conv_form() == "lax":
         return jax.lax.conv_general_dilated(
             x, kernel, window_strides=(1, 1), padding=((padding, padding), (padding, padding)),
             dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -118,7 +158,10 @@ def _down_conv_4x4(x, kernel):
     """Conv 4x4, stride 2, padding 1: x [B,H,W,Cin] (H, W even), kernel [4,4,Cin,Cout] (HWIO)
     -> [B,H/2,W/2,Cout]. Computed as space-to-depth + a stride-1 2x2 conv over 4*Cin channels: the
     same sums, but the convolution and both of its gradients are stride 1, which XLA:CPU runs
-    faster than strided ones (about 1.2-1.4x for fwd+bwd at the U-Net's sizes)."""
+    faster than strided ones (about 1.2-1.4x for fwd+bwd at the U-Net's sizes). On TPU/GPU
+    (`conv_form() == "lax"`) the plain strided convolution."""
+    if conv_form() == "lax":
+        return _lax_conv(x, kernel, 2, 1)
     b, h, w, c = x.shape
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     # s2d[n, j, k, (qr, qc, c)] = xp[n, 2j+qr, 2k+qc, c]
@@ -129,8 +172,23 @@ def _down_conv_4x4(x, kernel):
     return conv2d_stride1(s2d, k2, 0)
 
 
-@jax.custom_vjp
 def _up_conv_4x4(x, kernel):
+    """Transposed conv 4x4, stride 2, padding 1 (`_up_conv_4x4_cpu`'s layout and semantics): on
+    CPU the hand-differentiated form, on TPU/GPU `lax.conv_transpose` with autodiff gradients."""
+    if conv_form() == "lax":
+        return _up_conv_4x4_lax(x, kernel)
+    return _up_conv_4x4_cpu(x, kernel)
+
+
+def _up_conv_4x4_lax(x, kernel):
+    """The transposed conv as XLA's own op: scatter kernel[a, b] at 2y - 1 + a is a correlation
+    of the 2-dilated input, padded by 2, with the spatially flipped kernel."""
+    return jax.lax.conv_transpose(x, kernel[::-1, ::-1], strides=(2, 2), padding=((2, 2), (2, 2)),
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@jax.custom_vjp
+def _up_conv_4x4_cpu(x, kernel):
     """Transposed conv 4x4, stride 2, padding 1 (torch ConvTranspose2d(k=4, s=2, p=1)):
     x [B,H,W,Cin], kernel [4,4,Cin,Cout] with kernel[a, b, i, o] = torch_weight[i, o, a, b], i.e.
     input pixel (y, x) adds kernel[a, b] to output pixel (2y - 1 + a, 2x - 1 + b) -> [B,2H,2W,Cout].
@@ -143,8 +201,7 @@ def _up_conv_4x4(x, kernel):
     """
     b, h, w, c = x.shape
     if h * w > IM2COL_MAX_PIXELS // 2:
-        return jax.lax.conv_transpose(x, kernel[::-1, ::-1], strides=(2, 2), padding=((2, 2), (2, 2)),
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return _up_conv_4x4_lax(x, kernel)
     # Small inputs (slow in XLA:CPU's transposed conv too): one stride-1 2x2 conv over the
     # 1-padded input gives all 4 output phases; output row 2m + r takes taps a = 3 - r - 2d from
     # padded rows m + r + d, d in {0, 1}.
@@ -158,7 +215,7 @@ def _up_conv_4x4(x, kernel):
 
 
 def _up_conv_4x4_fwd(x, kernel):
-    return _up_conv_4x4(x, kernel), (x, kernel)
+    return _up_conv_4x4_cpu(x, kernel), (x, kernel)
 
 
 def _space_to_depth_padded(dy):
@@ -205,7 +262,7 @@ def _up_conv_4x4_bwd(residuals, dy):
     return dx, dkernel
 
 
-_up_conv_4x4.defvjp(_up_conv_4x4_fwd, _up_conv_4x4_bwd)
+_up_conv_4x4_cpu.defvjp(_up_conv_4x4_fwd, _up_conv_4x4_bwd)
 
 
 class _Conv4x4Stride2(nn.Module):
