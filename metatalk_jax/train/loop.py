@@ -142,9 +142,11 @@ def _first(iterable):
 def train_and_evaluate(config, workdir: str, task=None, *, log=print) -> RunResult:
     """Trains `task` (default: from config.task) for config.total_steps steps in `workdir`,
     resuming from its latest checkpoint. Returns how far it got; raises NonFiniteError."""
+    from metatalk_jax.subject.trained_on import check_run_subject
     from metatalk_jax.train.tasks import make_task
     task = task if task is not None else make_task(config)
     pid, nproc = jax.process_index(), jax.process_count()
+    check_run_subject(config, workdir, write=pid == 0, log=log)   # before the work dir is touched
     trainer = Trainer(task, config)
     writer = MetricWriter(workdir, enabled=pid == 0)
     if pid == 0:

@@ -1,0 +1,101 @@
+"""Which subject a training run belongs to: recorded in its work dir, checked on resume and by infer.
+
+    check_run_subject(config, workdir)        # train: records, or refuses another subject
+    note = check_trained_on(subject, step_dir, "renderer", allow_other=False)       # infer
+
+A subject is identified by its prepare fingerprint (subject.json: the source video's SHA-256,
+the morphable model's SHA-256, the prepare config and the format version), so a subject
+re-prepared at the same path from another video is another subject. The record,
+WORKDIR/trained_on.json, holds that fingerprint and, for people, the subject's path, video name
+and the video's and model's hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from metatalk_jax.atomic_files import write_json
+
+RECORD = "trained_on.json"
+
+
+def subject_identity(subject) -> dict:
+    """{fingerprint, path, video, video_sha256, model_sha256} of a layout.Subject."""
+    meta = subject.meta
+    source = meta.get("source", {})
+    video = source.get("original_path") or source.get("path") or ""
+    return {"fingerprint": meta.get("fingerprint"), "path": os.path.abspath(subject.path),
+            "video": os.path.basename(video), "video_sha256": source.get("sha256"),
+            "model_sha256": meta.get("model", {}).get("sha256")}
+
+
+def _describe(record: dict) -> str:
+    return (f"{record.get('path')} (video {record.get('video') or '?'}, fingerprint "
+            f"{str(record.get('fingerprint'))[:12]})")
+
+
+def read_record(workdir: str) -> dict | None:
+    """The work dir's trained_on.json, or None (no record: a new run or an older one)."""
+    path = os.path.join(workdir, RECORD)
+    if "://" in workdir:
+        from etils import epath
+        target = epath.Path(workdir) / RECORD
+        return json.loads(target.read_text()) if target.exists() else None
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_record(workdir: str, record: dict) -> None:
+    if "://" in workdir:
+        from etils import epath
+        target = epath.Path(workdir)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
+    else:
+        os.makedirs(workdir, exist_ok=True)
+        write_json(os.path.join(workdir, RECORD), record)
+
+
+def check_run_subject(config, workdir: str, *, write: bool = True, log=print) -> None:
+    """Records config.data.subject's identity in `workdir` (when `write`: process 0), or raises
+    ValueError (one line) when the work dir's run was trained on another subject, before
+    anything in the work dir is touched. Configs without data.subject are not checked."""
+    data = config.get("data") if hasattr(config, "get") else None
+    path = str(data.get("subject", "") or "") if data is not None else ""
+    if not path:
+        return
+    from metatalk_jax.subject.layout import load_training_subject
+    mine = subject_identity(load_training_subject(path))
+    recorded = read_record(workdir)
+    if recorded is not None and recorded.get("fingerprint") != mine["fingerprint"]:
+        raise ValueError(f"{workdir}: this run was trained on subject {_describe(recorded)}, "
+                         f"not on {_describe(mine)}; resuming would train it on another "
+                         "subject's data: use a new --workdir")
+    if recorded is None and write:
+        if os.path.isdir(os.path.join(workdir, "checkpoints")):
+            log(f"note: {workdir} has checkpoints but no {RECORD} (a run from before subject "
+                f"records): it is taken to be of {path}")
+        _write_record(workdir, mine)
+
+
+def check_trained_on(subject, step_dir: str, what: str, *, allow_other: bool = False) -> str:
+    """Checks that the run of checkpoint `step_dir` (WORKDIR/checkpoints/<step>) was trained on
+    `subject` (a layout.Subject). Returns a note for the summary ("same subject", or why it
+    could not be checked or was allowed); raises ValueError (one line naming the run, both
+    subjects and --allow-other-subject) for another subject unless allow_other."""
+    workdir = os.path.dirname(os.path.dirname(os.path.abspath(step_dir)))
+    recorded = read_record(workdir)
+    mine = subject_identity(subject)
+    if recorded is None:
+        return (f"{what}: not checked ({workdir} has no {RECORD}; a run from before subject "
+                "records)")
+    if recorded.get("fingerprint") == mine["fingerprint"]:
+        return f"{what}: trained on this subject"
+    message = (f"{workdir}: the {what} was trained on subject {_describe(recorded)}, not on "
+               f"{_describe(mine)}")
+    if not allow_other:
+        raise ValueError(f"{message}; pass --allow-other-subject to use it anyway")
+    return f"{what}: trained on another subject, used with --allow-other-subject ({message})"
