@@ -25,7 +25,7 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.tensorflow_stub import errors as tb_errors
 from tensorboard.compat.tensorflow_stub import pywrap_tensorflow as tb_records
 
-from metatalk_jax.train.metric_writers import MetricWriter, local_log_dir, preview_file_name
+from metatalk_jax.train.metric_writers import MetricWriter, preview_file_name
 from metatalk_jax.train.tb_events import EventFileWriter, crc32c, masked_crc32c
 
 
@@ -263,9 +263,7 @@ def test_reserved_names_are_refused(tmp_path):
         writer.write_scalars(1, {"step": 2.0})
 
 
-def test_preview_names_and_remote_workdirs(monkeypatch, tmp_path):
+def test_preview_names():
+    # Bucket work dirs (metrics, events and previews in gs://...): tests/test_gcs_workdir.py.
     assert preview_file_name("train/render", 5) == "train_render_0000005.png"
     assert preview_file_name("a b:c", 1234567) == "a_b_c_1234567.png"
-    assert local_log_dir("/data/run1") == "/data/run1"
-    monkeypatch.setenv("METATALK_LOCAL_LOGS", str(tmp_path))
-    assert local_log_dir("gs://bucket/runs/r1/") == str(tmp_path / "gs" / "bucket" / "runs" / "r1")

@@ -15,8 +15,8 @@
 (c) a run killed with SIGKILL and restarted ends with the parameters (and per-step losses) of
     an uninterrupted run: same data order, same random numbers.
 (d) SIGTERM saves a checkpoint at the next step boundary and exits 0; a rerun resumes from it.
-(e) a NaN injected at step 3 stops the run (exit 1, one clear line) and no checkpoint after the
-    last good one is written.
+(e) a NaN injected after step 3 stops the run (exit 1, one clear line naming steps 3-4 and the
+    last good checkpoint) and no checkpoint after the last good one is written.
 """
 
 from __future__ import annotations
@@ -169,7 +169,8 @@ def test_injected_nan_stops_with_a_clear_message(subject, tmp_path, cache_dir):
                    "debug.nan_at_step=3", "async_checkpoints=False", cache_dir=cache_dir)
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "non-finite values at step 3" in lines[0]
+    # state 3 is NaN; step 4's loss (from it) is the first non-finite one (log every step)
+    assert len(lines) == 1 and "non-finite values in steps 3-4" in lines[0]
     assert "Last good checkpoint: step 2" in lines[0]
     assert checkpoint_steps(workdir) == [2]
     params = checkpoint_params(workdir, 2)

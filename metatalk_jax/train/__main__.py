@@ -8,13 +8,13 @@ Re-running the same command resumes from the work dir's latest checkpoint. Sever
 --process_id I`, or `--distributed auto` where JAX can detect them (Cloud TPU, SLURM). Local CPU
 processes (launch/local.py) use gloo collectives (JAX_CPU_COLLECTIVES_IMPLEMENTATION).
 Exit status: 0 finished or preempted (a checkpoint was saved), 1 stopped on NaN/Inf, 2 bad input
-(one `error:` line).
+(one `error:` line). `--compile-only --topology v5e:4x4` compiles the steps for a TPU topology on
+this machine instead of training and exits 1 when they do not fit (train/compile_check.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from metatalk_jax.config_loading import config_overrides, load_config
@@ -39,7 +39,19 @@ def main(argv=None) -> int:
     use_xla_convolutions_on_cpu()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="config file[:variant]")
-    parser.add_argument("--workdir", required=True, help="checkpoints, metrics, previews")
+    parser.add_argument("--workdir", default=None,
+                        help="checkpoints, metrics, previews: a local path or a bucket URL "
+                             "(gs://bucket/run); required unless --compile-only")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="compile the train and eval steps for --topology through libtpu "
+                             "(no TPU needed), print per-chip memory, FLOPs and a roofline, exit "
+                             "1 if they do not fit (train/compile_check.py)")
+    parser.add_argument("--topology", default="",
+                        help="TPU topology for --compile-only, e.g. v5e:4x4 (default: the "
+                             "config's tpu_topology)")
+    parser.add_argument("--min-headroom", type=float, default=0.0,
+                        help="--compile-only: fraction of HBM that must stay free (e.g. 0.1)")
+    parser.add_argument("--report-json", default=None, help="--compile-only: also write JSON")
     parser.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
     parser.add_argument("--num_processes", type=int, default=None)
     parser.add_argument("--process_id", type=int, default=None)
@@ -49,14 +61,24 @@ def main(argv=None) -> int:
     overrides = config_overrides(parser, rest)
     if args.coordinator and (args.num_processes is None or args.process_id is None):
         parser.error("--coordinator needs --num_processes and --process_id")
+    if not args.compile_only and not args.workdir:
+        parser.error("--workdir is required (or --compile-only)")
     try:
         config = load_config(args.config, overrides)
     except (ValueError, OSError) as err:
         return report_bad_input(err)
+    if args.compile_only:
+        from metatalk_jax.train.compile_check import main_compile_only
+        try:
+            return main_compile_only(config, args.config, args.topology,
+                                     min_headroom=args.min_headroom, json_path=args.report_json)
+        except ValueError as err:
+            return report_bad_input(err)
     initialize_distributed(args)
     # grain's worker processes (config.data.workers > 0) read absl flags; this CLI has none.
     from absl import flags
     flags.FLAGS.mark_as_parsed()
+    from metatalk_jax.train import workdir as workdir_lib
     from metatalk_jax.train.loop import NonFiniteError, train_and_evaluate
     enable_compilation_cache()
     try:
@@ -66,7 +88,7 @@ def main(argv=None) -> int:
         return 1
     except (ValueError, OSError) as err:
         return report_bad_input(err)
-    print(f"{result.status} at step {result.step}: {os.path.abspath(args.workdir)}")
+    print(f"{result.status} at step {result.step}: {workdir_lib.resolve(args.workdir)}")
     return 0
 
 

@@ -5,24 +5,28 @@
     WORKDIR/checkpoints/<step>/data/    process_<i>-of-<n>.json: each process's grain iterator
                                         state, so a restarted run reads the same batches next
 
-Orbax writes each step into a temporary directory and renames it when every process has
-finished, so a run killed mid-save (SIGKILL, preemption) leaves the previous step as the latest
+WORKDIR may be a local path or a URL (gs://bucket/run): orbax writes through epath and
+tensorstore, so every host of a pod writes its shards into the same bucket. Locally, orbax writes
+each step into a temporary directory and renames it when every process has finished (on GCS,
+which has no rename, it writes a commit marker last), so a run killed mid-save (SIGKILL, preemption) leaves the previous step as the latest
 complete checkpoint. Only the newest `keep` checkpoints are kept.
 """
 
 from __future__ import annotations
 
-import os
-
 import grain
 import jax
 import orbax.checkpoint as ocp
+
+from metatalk_jax.train import workdir as workdir_lib
 
 CHECKPOINT_DIR = "checkpoints"
 
 
 def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(workdir, CHECKPOINT_DIR)
+    """`workdir`/checkpoints: absolute for a local work dir, the same URL scheme for a bucket
+    (gs://b/r/checkpoints; never os.path.abspath'd into a local `gs:` folder)."""
+    return workdir_lib.join(workdir_lib.resolve(workdir), CHECKPOINT_DIR)
 
 
 class Checkpoints:
@@ -36,9 +40,9 @@ class Checkpoints:
         self.every_steps = int(every_steps)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=int(keep), create=True, enable_async_checkpointing=async_save)
+        workdir_lib.check_client(workdir)
         self.manager = ocp.CheckpointManager(
-            os.path.abspath(checkpoint_dir(workdir)), options=options,
-            item_names=("state", "data"))
+            checkpoint_dir(workdir), options=options, item_names=("state", "data"))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -81,11 +85,12 @@ class Checkpoints:
 
 
 def read_state(path: str):
-    """The state pytree of one checkpoint step directory (`.../checkpoints/<step>`) as nested
-    dicts of numpy arrays on this host, whatever devices or processes wrote it (for tests and
-    tools such as export)."""
+    """The state pytree of one checkpoint step directory (`.../checkpoints/<step>`, a local path
+    or a URL such as gs://bucket/run/checkpoints/70000) as nested dicts of numpy arrays on this
+    host, whatever devices or processes wrote it (for tests and tools such as export)."""
     import numpy as np
-    directory = os.path.join(os.path.abspath(path), "state")
+    workdir_lib.check_client(path)
+    directory = workdir_lib.join(workdir_lib.resolve(path), "state")
     checkpointer = ocp.PyTreeCheckpointer()
     tree = checkpointer.metadata(directory).item_metadata
     tree = getattr(tree, "tree", tree)

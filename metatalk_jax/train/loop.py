@@ -11,10 +11,14 @@ module adds everything that is the same for all models:
                       draws the same numbers as an uninterrupted one)
   checkpoints         orbax: train state + grain iterator state, every N steps, keep-last-K,
                       a save on SIGTERM (preemption), automatic resume from the work dir
-  safety              a non-finite loss or parameter stops the run with NonFiniteError; the
-                      state that produced it is never saved, so the last checkpoint is good
+  safety              a non-finite loss or parameter stops the run with NonFiniteError naming
+                      the steps where it happened; every state is checked before it is saved,
+                      so the last checkpoint is good
   logging             metrics.jsonl + TensorBoard events (process 0 only), image previews,
-                      a progress line with ETA
+                      a progress line with ETA; the work dir may be a bucket URL (gs://...)
+  throughput          no host sync per step: metrics stay on the devices until a log or save
+                      step (train/step_metrics.py), and the next batch is read and transferred
+                      while the dispatched step runs
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import sys
 import time
 
@@ -30,16 +33,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metatalk_jax.atomic_files import write_json
+from metatalk_jax.models.renderer_layers import compiling_for
 from metatalk_jax.progress import Progress
 from metatalk_jax.train.checkpointing import Checkpoints
 from metatalk_jax.train.mesh import global_batch, make_mesh, replicated, state_shardings
 from metatalk_jax.train.metric_writers import MetricWriter
 from metatalk_jax.train.preemption import PreemptionWatch
-
-
-class NonFiniteError(RuntimeError):
-    """Training produced NaN/Inf; the message names the step and the offending metrics."""
+from metatalk_jax.train.step_metrics import NonFiniteError, PendingMetrics
+from metatalk_jax.train import workdir as workdir_lib
 
 
 @dataclasses.dataclass
@@ -57,31 +58,58 @@ class Trainer:
     `train_and_evaluate` drives it with checkpoints and logging.
     """
 
-    def __init__(self, task, config, mesh=None):
+    def __init__(self, task, config, mesh=None, *, compile_only: bool = False):
+        """compile_only: the mesh's devices are compile-only ones (a TPU topology described on
+        a CPU host, train/compile_check.py): constants stay abstract and nothing is placed."""
         self.task, self.config = task, config
         self.mesh = mesh if mesh is not None else make_mesh(config.mesh)
+        # The platform the steps are compiled for: the renderer's convolutions take their
+        # CPU-tuned forms only for XLA:CPU (models/renderer_layers.py).
+        self.platform = self.mesh.devices.flat[0].platform
         root = jax.random.key(int(config.seed))
         self.init_key, self.train_key = jax.random.split(root)
         self.abstract_state = jax.eval_shape(task.init_state, self.init_key)
         self.shardings = state_shardings(self.abstract_state, self.mesh,
                                          int(config.mesh.min_fsdp_size))
         repl = replicated(self.mesh)
-        self.constants = jax.device_put(task.constants(), repl)
-        self._init = jax.jit(task.init_state, out_shardings=self.shardings)
-        self._step = jax.jit(functools.partial(_checked_step, task.train_step),
-                             out_shardings=(self.shardings, repl), donate_argnums=0)
-        self._eval = jax.jit(task.eval_step, out_shardings=repl)
-        self._preview = jax.jit(task.preview_step, out_shardings=repl)
+        constants = task.constants()
+        self.constants = (jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+            np.shape(x), jnp.asarray(x).dtype, sharding=repl), constants) if compile_only
+            else jax.device_put(constants, repl))
+        traced = functools.partial(_traced_for, self.platform)
+        self._init = jax.jit(traced(task.init_state), out_shardings=self.shardings)
+        self._step = jax.jit(traced(task.train_step), out_shardings=(self.shardings, repl),
+                             donate_argnums=0)
+        self._eval = jax.jit(traced(task.eval_step), out_shardings=repl)
+        self._preview = jax.jit(traced(task.preview_step), out_shardings=repl)
+        self._all_finite = jax.jit(_all_finite, out_shardings=repl)
+        self._poison = jax.jit(_poisoned, out_shardings=self.shardings, donate_argnums=0)
 
     def init(self):
         return self._init(self.init_key)
 
-    def step(self, state, local_batch: dict, step: int, *, poison: bool = False):
-        """One training step on the global batch made of every process's `local_batch`;
-        `step` is the number of steps done before it (selects the step's random key)."""
-        batch = global_batch(local_batch, self.mesh)
+    def device_batch(self, local_batch: dict) -> dict:
+        """Every process's numpy `local_batch` [L, ...] as one global batch on the mesh (the
+        transfer starts now; the caller may go on while it runs)."""
+        return global_batch(local_batch, self.mesh)
+
+    def step(self, state, batch: dict, step: int):
+        """One training step on `batch`: a global batch from `device_batch`, or this process's
+        numpy rows of it. `step` is the number of steps done before it (selects the step's random
+        key). Returns (state, metrics) as device arrays; nothing waits for the device."""
+        if not all(isinstance(x, jax.Array) for x in jax.tree.leaves(batch)):
+            batch = self.device_batch(batch)
         key = jax.random.fold_in(self.train_key, step)
-        return self._step(state, batch, key, self.constants, jnp.bool_(poison))
+        return self._step(state, batch, key, self.constants)
+
+    def state_is_finite(self, state) -> bool:
+        """Whether every floating leaf of `state` is finite (waits for the state)."""
+        return bool(jax.device_get(self._all_finite(state)))
+
+    def poisoned(self, state):
+        """`state` with every floating leaf NaN: config.debug.nan_at_step's test hook, applied
+        between steps so the production step holds no trace of it."""
+        return self._poison(state)
 
     def evaluate(self, state, batches) -> dict:
         """Means over every real example of `batches` (an iterable of local batches), then the
@@ -107,30 +135,35 @@ class Trainer:
         return np.clip(np.round(grid * 255.0), 0, 255).astype(np.uint8)
 
 
-def _checked_step(train_step, state, batch, key, constants, poison):
-    """The task's step, plus `state_finite` (1.0 when every float leaf of the new state is
-    finite), computed on the device so the check costs no extra transfer. poison: a bool
-    scalar; True replaces the new parameters with NaN (config.debug.nan_at_step, for tests)."""
-    state, metrics = train_step(state, batch, key, constants)
-    state = jax.tree.map(
-        lambda x: jnp.where(poison, jnp.nan, x) if jnp.issubdtype(x.dtype, jnp.floating) else x,
-        state)
-    leaves = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-    return state, {**metrics, "state_finite": finite.astype(jnp.float32)}
+def _traced_for(platform: str, fn):
+    """`fn` traced with the model layers' forms for `platform` (renderer_layers.compiling_for)."""
+    @functools.wraps(fn)
+    def traced(*args):
+        with compiling_for(platform):
+            return fn(*args)
+    return traced
+
+
+def _float_leaves(tree) -> list:
+    return [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+
+
+def _all_finite(state) -> jax.Array:
+    """bool scalar: every floating leaf of `state` is finite (one reduction on the devices)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in _float_leaves(state)]))
+
+
+def _poisoned(state):
+    return jax.tree.map(lambda x: jnp.full_like(x, jnp.nan)
+                        if jnp.issubdtype(x.dtype, jnp.floating) else x, state)
 
 
 def _write_config(workdir: str, config) -> None:
-    """workdir/config.json: the resolved config of the run (a local dir or a gs:// bucket)."""
+    """workdir/config.json: the resolved config of the run (a local dir or a bucket URL; written
+    whole under a temporary name, or as one object upload)."""
     text = json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=True)
-    if "://" in workdir:
-        from etils import epath
-        path = epath.Path(workdir)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(text)
-    else:
-        os.makedirs(workdir, exist_ok=True)
-        write_json(os.path.join(workdir, "config.json"), json.loads(text))
+    workdir_lib.makedirs(workdir)
+    workdir_lib.write_bytes(workdir_lib.join(workdir, "config.json"), (text + "\n").encode())
 
 
 def _first(iterable):
@@ -144,6 +177,8 @@ def train_and_evaluate(config, workdir: str, task=None, *, log=print) -> RunResu
     resuming from its latest checkpoint. Returns how far it got; raises NonFiniteError."""
     from metatalk_jax.subject.trained_on import check_run_subject
     from metatalk_jax.train.tasks import make_task
+    workdir = workdir_lib.resolve(workdir)     # gs://... stays a URL; a local path absolute
+    workdir_lib.check_client(workdir)
     task = task if task is not None else make_task(config)
     pid, nproc = jax.process_index(), jax.process_count()
     check_run_subject(config, workdir, write=pid == 0, log=log)   # before the work dir is touched
@@ -164,7 +199,7 @@ def train_and_evaluate(config, workdir: str, task=None, *, log=print) -> RunResu
             raise ValueError(
                 f"{checkpoints.manager.directory}/{start}: this checkpoint does not match the "
                 f"config's model or data ({detail[:200]}); resume with the run's own config "
-                f"({os.path.join(workdir, 'config.json')}) or use a new --workdir") from None
+                f"({workdir_lib.join(workdir, 'config.json')}) or use a new --workdir") from None
         log(f"resumed from {checkpoints.manager.directory} step {start}")
     else:
         start = 0
@@ -185,53 +220,99 @@ def train_and_evaluate(config, workdir: str, task=None, *, log=print) -> RunResu
     watch = PreemptionWatch()
     progress = Progress("train", total - start, enabled=pid == 0)
     nan_at = int(config.debug.nan_at_step)
-    sums: dict[str, float] = {}
-    tick, images_per_step = time.perf_counter(), int(config.batch_size)
-    metrics: dict = {}
+    log_every = int(config.log_every_steps)
+    pending = PendingMetrics(good_through=start)
+    interval = _LogInterval(int(config.batch_size))
     step = start
     try:
+        # The loop never waits for the device except where it must: metrics are fetched at log
+        # and save steps (PendingMetrics), and the next batch is read and sent to the devices
+        # while the step just dispatched runs.
+        batch = trainer.device_batch(next(data)) if step < total else None
         while step < total:
-            batch = next(data)
-            state, metrics = trainer.step(state, batch, step, poison=step + 1 == nan_at)
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            state_finite = metrics.pop("state_finite") == 1.0
+            state, metrics = trainer.step(state, batch, step)
             step += 1
-            if not (state_finite and all(np.isfinite(v) for v in metrics.values())):
-                bad = ", ".join(f"{k}={v}" for k, v in metrics.items() if not np.isfinite(v))
-                last = checkpoints.latest_step()
-                raise NonFiniteError(
-                    f"non-finite values at step {step} ({bad or 'parameters'}); stopped without "
-                    f"saving. Last good checkpoint: step {last} in {checkpoints.manager.directory}")
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v
+            if step == nan_at:
+                state = trainer.poisoned(state)
+            pending.add(step, metrics)
             progress.update(1)
-            if step % int(config.log_every_steps) == 0 or step == total:
-                n = step % int(config.log_every_steps) or int(config.log_every_steps)
-                elapsed = time.perf_counter() - tick
-                scalars = {k: v / n for k, v in sums.items()}
-                scalars["steps_per_s"] = n / max(elapsed, 1e-9)
-                scalars["images_per_s"] = scalars["steps_per_s"] * images_per_step
-                writer.write_scalars(step, scalars)
-                sums, tick = {}, time.perf_counter()
-            if watch.reached(step):
-                checkpoints.save(step, state, data, force=True)
+            preempted = watch.reached(step)
+            save = preempted or step == total or checkpoints.due(step)
+            if step % log_every == 0 or step == total or save:
+                interval.add(_fetch(pending, checkpoints))
+            if step % log_every == 0 or step == total:
+                writer.write_scalars(step, interval.scalars())
+            if save:
+                _save_checked(trainer, checkpoints, pending, step, state, data)
+            if preempted:
                 checkpoints.wait()
                 log(f"preempted: saved step {step} in {checkpoints.manager.directory}; "
                     "run the same command to resume")
-                return RunResult(step, "preempted", metrics, eval_metrics)
-            checkpoints.save(step, state, data, force=step == total)
+                return RunResult(step, "preempted", interval.last, eval_metrics)
             if config.eval_every_steps and (step % int(config.eval_every_steps) == 0
                                             or step == total):
                 run_eval(step)
             if preview_batch is not None and (step % int(config.preview_every_steps) == 0
                                               or step == total):
                 writer.write_images(step, {"preview": trainer.preview(state, preview_batch)})
+            if step < total:
+                batch = trainer.device_batch(next(data))
         if start == total and config.eval_every_steps:
             run_eval(step)
-        return RunResult(step, "finished", metrics, eval_metrics)
+        return RunResult(step, "finished", interval.last, eval_metrics)
     finally:
         progress.close()
         watch.close()
         checkpoints.close()
         writer.close()
         sys.stdout.flush()
+
+
+class _LogInterval:
+    """Per-step metrics between two log lines -> their means, steps/s and images/s."""
+
+    def __init__(self, images_per_step: int):
+        self.images_per_step = images_per_step
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.last: dict = {}
+        self.tick = time.perf_counter()
+
+    def add(self, rows) -> None:
+        for _, row in rows:
+            for k, v in row.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v
+            self.count += 1
+            self.last = row
+
+    def scalars(self) -> dict:
+        n = max(self.count, 1)
+        elapsed = time.perf_counter() - self.tick
+        out = {k: v / n for k, v in self.sums.items()}
+        out["steps_per_s"] = n / max(elapsed, 1e-9)
+        out["images_per_s"] = out["steps_per_s"] * self.images_per_step
+        self.sums, self.count, self.tick = {}, 0, time.perf_counter()
+        return out
+
+
+def _stopped(err: NonFiniteError, checkpoints: Checkpoints) -> NonFiniteError:
+    return NonFiniteError(
+        f"{err}; stopped without saving. Last good checkpoint: step "
+        f"{checkpoints.latest_step()} in {checkpoints.manager.directory}")
+
+
+def _fetch(pending: PendingMetrics, checkpoints: Checkpoints) -> list:
+    """The pending steps' metrics on the host; NonFiniteError naming the last checkpoint."""
+    try:
+        return pending.fetch()
+    except NonFiniteError as err:
+        raise _stopped(err, checkpoints) from None
+
+
+def _save_checked(trainer, checkpoints, pending, step, state, data) -> None:
+    """Saves `state` as `step` after checking it is finite (a bad state is never saved)."""
+    try:
+        pending.state_checked(step, trainer.state_is_finite(state))
+    except NonFiniteError as err:
+        raise _stopped(err, checkpoints) from None
+    checkpoints.save(step, state, data, force=True)

@@ -11,6 +11,8 @@ Layout under `workdir`:
     tensorboard/events.out.tfevents.*     scalars and images (see tb_events)
     previews/<tag>_<step:07d>.png         each image, written atomically
 
+`workdir` may be a URL (gs://bucket/run): everything then goes to the bucket; the JSON lines
+and event file are staged locally and uploaded whole on each flush (train/workdir.StagedFile).
 The JSON lines are flushed on every call, so a killed run keeps everything it logged, and the
 file is appended to, so a resumed run continues it (steps between the last checkpoint and the
 kill then appear twice; readers should keep the last line of a step). Values that are not finite
@@ -27,12 +29,11 @@ import json
 import math
 import os
 import re
-import sys
 import time
 
 import numpy as np
 
-from metatalk_jax.atomic_files import atomic_path
+from metatalk_jax.train import workdir as workdir_lib
 from metatalk_jax.train.tb_events import EventFileWriter, encode_png
 
 RESERVED_KEYS = ("step", "time")
@@ -64,21 +65,6 @@ def preview_file_name(tag: str, step: int) -> str:
     return f"{safe}_{int(step):07d}.png"
 
 
-def local_log_dir(workdir) -> str:
-    """Where the metric files of `workdir` go: the work dir itself when it is a local path.
-
-    A URL work dir (gs://bucket/run, used for checkpoints on TPU pods) cannot be appended to
-    with plain file I/O, so its metrics go to $METATALK_LOCAL_LOGS (default ~/metatalk_logs)
-    followed by the URL's scheme and path.
-    """
-    workdir = os.fspath(workdir)
-    scheme, sep, rest = workdir.partition("://")
-    if not sep:
-        return workdir
-    root = os.path.expanduser(os.environ.get("METATALK_LOCAL_LOGS", "~/metatalk_logs"))
-    return os.path.join(root, scheme, rest.strip("/"))
-
-
 def ends_without_newline(path: str) -> bool:
     """True when `path` exists, is not empty and its last byte is not a newline."""
     try:
@@ -97,25 +83,26 @@ class MetricWriter:
 
     def __init__(self, workdir, *, enabled: bool = True):
         self.enabled = enabled
-        self.workdir = os.fspath(workdir)
-        self.logdir = local_log_dir(self.workdir)
+        self.workdir = self.logdir = workdir_lib.resolve(workdir)
         self._jsonl = None
         self._events = None
         if not enabled:
             return
-        if self.logdir != self.workdir:
-            print(f"MetricWriter: {self.workdir} is not a local path; metrics go to {self.logdir}",
-                  file=sys.stderr)
-        os.makedirs(self.logdir, exist_ok=True)
-        self.jsonl_path = os.path.join(self.logdir, "metrics.jsonl")
-        self.tensorboard_dir = os.path.join(self.logdir, "tensorboard")
-        self.previews_dir = os.path.join(self.logdir, "previews")
-        starts_mid_line = ends_without_newline(self.jsonl_path)
-        self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+        workdir_lib.makedirs(self.logdir)
+        self.jsonl_path = workdir_lib.join(self.logdir, "metrics.jsonl")
+        self.tensorboard_dir = workdir_lib.join(self.logdir, "tensorboard")
+        self.previews_dir = workdir_lib.join(self.logdir, "previews")
+        if workdir_lib.is_url(self.logdir):
+            # A bucket object cannot be appended to: staged locally, uploaded whole on flush.
+            self._jsonl = workdir_lib.StagedFile(self.jsonl_path, resume=True)
+            starts_mid_line = self._jsonl.tell() > 0 and ends_without_newline(self._jsonl.local)
+        else:
+            starts_mid_line = ends_without_newline(self.jsonl_path)
+            self._jsonl = open(self.jsonl_path, "ab")
         if starts_mid_line:
             # A run killed in the middle of a write can leave an unterminated last line; the
             # resumed run's records start on a fresh line so each line stays one JSON object.
-            self._jsonl.write("\n")
+            self._jsonl.write(b"\n")
             self._jsonl.flush()
         self._events = EventFileWriter(self.tensorboard_dir)
 
@@ -133,7 +120,7 @@ class MetricWriter:
         self._check_open()
         values = {tag: json_number(value) for tag, value in scalars.items()}
         record = {"step": int(step), "time": time.time(), **values}
-        self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
+        self._jsonl.write((json.dumps(record, allow_nan=False) + "\n").encode())
         self._jsonl.flush()
         self._events.scalars({tag: float(value) for tag, value in values.items()}, int(step))
         self._events.flush()
@@ -146,10 +133,8 @@ class MetricWriter:
         for tag, image in images.items():
             png, height, width, channels = encode_png(image)
             self._events.encoded_image(tag, png, height, width, channels, int(step))
-            path = os.path.join(self.previews_dir, preview_file_name(tag, step))
-            with atomic_path(path, ".png") as tmp:
-                with open(tmp, "wb") as f:
-                    f.write(png)
+            workdir_lib.write_bytes(
+                workdir_lib.join(self.previews_dir, preview_file_name(tag, step)), png)
         self._events.flush()
 
     def flush(self) -> None:

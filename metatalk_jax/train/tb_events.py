@@ -192,23 +192,27 @@ class EventFileWriter:
         writer.image("preview", rgb_uint8, step=100)   # [H,W,3] or [H,W]
         writer.close()
 
-    Records are buffered by the file object; `flush()` hands them to the OS. Each writer makes
+    Records are buffered by the file object; `flush()` hands them to the OS (or, for a URL
+    logdir such as gs://bucket/run/tensorboard, uploads the file whole). Each writer makes
     its own file (TensorBoard merges all files of a folder), so a resumed run never rewrites an
     earlier run's file; if the name is taken (two writers in the same second) a pid/counter
     suffix keeps them apart.
     """
 
     def __init__(self, logdir):
+        from metatalk_jax.train import workdir
         self.logdir = os.fspath(logdir)
-        os.makedirs(self.logdir, exist_ok=True)
+        workdir.makedirs(self.logdir)
         now = time.time()
-        path = os.path.join(self.logdir, event_file_name(now))
+        path = workdir.join(self.logdir, event_file_name(now))
         counter = 0
-        while os.path.exists(path):
+        while workdir.exists(path):
             counter += 1
-            path = os.path.join(self.logdir, f"{event_file_name(now)}.{os.getpid()}.{counter}")
+            path = workdir.join(self.logdir, f"{event_file_name(now)}.{os.getpid()}.{counter}")
         self.path = path
-        self._file = open(path, "xb")
+        # A URL logdir (gs://...): the file is staged locally and uploaded whole on flush.
+        self._file = (workdir.StagedFile(path, resume=False) if workdir.is_url(path)
+                      else open(path, "xb"))
         self._write_event(encode_event(now, 0, file_version=FILE_VERSION))
         self.flush()
 

@@ -1,0 +1,246 @@
+"""Does a training config fit a TPU topology? Compile its steps for the TPU on a CPU machine.
+
+    python -m metatalk_jax.train --config renderer:tpu_pod --compile-only [--topology v5e:4x4]
+
+libtpu (the `dev` extra installs it) compiles ahead of time for a described TPU topology with no
+TPU attached: `jax.experimental.topologies.get_topology_desc` gives compile-only devices, the
+engine's real train and eval steps (train/loop.Trainer, same shardings, donation and
+convolution forms as a TPU run) are lowered on a mesh over them and compiled. XLA's own
+accounting then gives, per chip:
+
+  memory     arguments + outputs - aliased (the donated state) + temporaries, against the chip's
+             HBM; a step that does not fit fails to compile (CompileTimeHbmOom), which is reported
+             the same way;
+  FLOPs      and bytes accessed per step (cost_analysis, per chip: the program is per device);
+  roofline   step time >= max(FLOPs / peak FLOP/s, bytes / HBM bandwidth), with the chip's
+             published bf16 peak and bandwidth; compute-bound when FLOPs per byte exceed the
+             ridge point peak / bandwidth.
+
+No subject or data is read: the tasks are built from the config alone (`shape_only_task`), with
+the batch shapes the data pipeline yields. The exit status is 0 when every step fits (with
+`--min-headroom` of the HBM left free), 1 otherwise. A full-size renderer at 1024 takes tens of
+minutes and ~11 GB of host memory to compile on 2 cores; the tiny configs take about a minute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+GIB = 2.0 ** 30
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    """Published per-chip figures (cloud.google.com/tpu/docs/<version>): bf16 peak FLOP/s, HBM
+    bandwidth in bytes/s and HBM in GiB (v5e: the 15.75 GiB libtpu reports as usable)."""
+    peak_flops: float
+    hbm_bandwidth: float
+    hbm_gib: float
+
+
+CHIPS = {
+    "v4": Chip(275e12, 1228e9, 32.0),
+    "v5e": Chip(197e12, 819e9, 15.75),
+    "v5p": Chip(459e12, 2765e9, 95.0),
+    "v6e": Chip(918e12, 1640e9, 32.0),
+}
+
+
+def chip_of(topology: str) -> Chip:
+    version = topology.split(":")[0].lower().replace("litepod", "e")
+    if version not in CHIPS:
+        raise ValueError(f"--topology {topology}: unknown TPU version {version!r} "
+                         f"(known: {', '.join(CHIPS)}; e.g. v5e:4x4, v5p:2x2x2, v6e:4x4)")
+    return CHIPS[version]
+
+
+def topology_devices(topology: str) -> list:
+    """Compile-only devices of `topology` (e.g. "v5e:4x4"), described by libtpu."""
+    chip_of(topology)
+    try:
+        from jax.experimental import topologies
+        return list(topologies.get_topology_desc(topology, "tpu").devices)
+    except Exception as err:  # libtpu missing or the name unknown: many error types
+        first = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+        raise ValueError(f"--topology {topology}: libtpu cannot describe it ({first[:200]}); "
+                         "install the dev extra (pip install -e '.[dev]') for libtpu") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Tasks built from the config alone
+# ----------------------------------------------------------------------------------------------
+
+def _renderer_task(config):
+    from metatalk_jax.models.renderer import make_renderer
+    from metatalk_jax.train import gan_step
+    from metatalk_jax.train.renderer_task import RendererTask
+    task = object.__new__(RendererTask)   # RendererTask.__init__ minus the subject and data
+    data = config.data
+    task.config, task.window, task.resolution = config, int(data.window), int(data.resolution)
+    task.shift = int(round(float(data.get("augment_shift", 0.0)) * task.resolution))
+    task.gain = float(data.get("augment_gain", 0.0))
+    task.generator, task.discriminator = make_renderer(config.model)
+    task.g_tx, task.d_tx = gan_step.make_gan_optimizers(config.optim)
+    b, r, w = int(config.batch_size), task.resolution, task.window
+    task.input_shape, task.target_shape = (b, r, r, 3 * w), (b, r, r, 3)
+    spec = {"render": ((w, r, r, 3), np.uint8), "mouth_mask": ((w, r, r), np.uint8),
+            "valid": ((w,), bool), "target": ((r, r, 3), np.uint8)}
+    return task, spec
+
+
+def _a2e_task(config, expression_dim: int):
+    from metatalk_jax.models.a2e import make_a2e
+    from metatalk_jax.train import a2e_task
+    task = object.__new__(a2e_task.A2ETask)  # A2ETask.__init__ minus the subject and data
+    e, w, m = int(expression_dim), int(config.data.window), int(config.data.mel_columns)
+    task.config, task.window, task.mel_columns, task.expression_dim = config, w, m, e
+    task.pseudo_ratio, task.mm_per_unit = float(config.data.pseudo_ratio), 1.0
+    task._constants = {"mouth_gram": np.zeros((e, e), np.float32),
+                       "mouth_loss_gram": np.zeros((e, e), np.float32),
+                       "expr_mean": np.zeros((e,), np.float32),
+                       "expr_std": np.ones((e,), np.float32)}
+    task.model = make_a2e(config.model, e)
+    task.tx = a2e_task._optimizer(config)
+    task._mel_shape = (int(config.batch_size), w, 80, m)
+    spec = {"mel": ((w, 80, m), np.float32), "expression": ((w, e), np.float32),
+            "valid": ((w,), bool)}
+    return task, spec
+
+
+def shape_only_task(config, *, expression_dim: int = 64):
+    """(task, example spec {key: (shape, dtype)} of one example) for config.task, built without a
+    subject. expression_dim: the A2E's output size (64: the BFM's expression basis)."""
+    if config.task == "renderer":
+        task, spec = _renderer_task(config)
+    elif config.task == "a2e":
+        task, spec = _a2e_task(config, expression_dim)
+    else:
+        raise ValueError(f"unknown training task {config.task!r} (known: renderer, a2e)")
+    spec.update(example_id=((), np.int64), example_valid=((), bool))
+    return task, spec
+
+
+def global_batch_spec(example_spec: dict, batch_size: int, sharding) -> dict:
+    """{key: ShapeDtypeStruct [B, ...]} with the dtypes jax gives the numpy batch."""
+    return {k: jax.ShapeDtypeStruct((batch_size, *shape), jax.dtypes.canonicalize_dtype(dtype),
+                                    sharding=sharding)
+            for k, (shape, dtype) in example_spec.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Compile and report
+# ----------------------------------------------------------------------------------------------
+
+def step_report(compiled, chip: Chip, chips: int, batch_size: int) -> dict:
+    """Per-chip memory (bytes), FLOPs, bytes accessed and the roofline of one compiled step."""
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    used = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+            + mem.temp_size_in_bytes)
+    flops, accessed = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+    compute_s, memory_s = flops / chip.peak_flops, accessed / chip.hbm_bandwidth
+    step_s = max(compute_s, memory_s)
+    return {"arguments_gib": mem.argument_size_in_bytes / GIB,
+            "outputs_gib": mem.output_size_in_bytes / GIB,
+            "aliased_gib": mem.alias_size_in_bytes / GIB,
+            "temporaries_gib": mem.temp_size_in_bytes / GIB,
+            "used_gib": used / GIB, "hbm_gib": chip.hbm_gib,
+            "free_fraction": 1.0 - used / GIB / chip.hbm_gib,
+            "tflop_per_chip": flops / 1e12, "tflop_per_step": flops * chips / 1e12,
+            "gb_accessed_per_chip": accessed / 1e9,
+            "flop_per_byte": flops / max(accessed, 1.0),
+            "ridge_flop_per_byte": chip.peak_flops / chip.hbm_bandwidth,
+            "compute_s": compute_s, "memory_s": memory_s, "roofline_s": step_s,
+            "bound": "compute" if compute_s >= memory_s else "memory",
+            "images_per_s": batch_size / step_s if step_s else float("inf")}
+
+
+def _compile(jitted, *args):
+    """(compiled, None) or (None, the compiler's one-line reason) for an out-of-memory step."""
+    try:
+        return jitted.lower(*args).compile(), None
+    except Exception as err:  # XlaRuntimeError RESOURCE_EXHAUSTED / CompileTimeHbmOom
+        text = str(err)
+        if "RESOURCE_EXHAUSTED" in text or "HbmOom" in text or "hbm" in text.lower():
+            lines = [ln for ln in text.splitlines() if "hbm" in ln.lower() or "Used" in ln]
+            return None, (lines or text.splitlines())[0].strip()[:300]
+        raise
+
+
+def compile_for_topology(config, topology: str, *, expression_dim: int = 64) -> dict:
+    """Compiles config's train and eval steps for `topology`; {"train": report, "eval": ...}
+    (a report is {"oom": reason} when the step does not fit)."""
+    from metatalk_jax.train.loop import Trainer
+    from metatalk_jax.train.mesh import batch_sharding, make_mesh, replicated
+    chip, devices = chip_of(topology), topology_devices(topology)
+    task, spec = shape_only_task(config, expression_dim=expression_dim)
+    mesh = make_mesh(config.mesh, devices=devices)
+    trainer = Trainer(task, config, mesh=mesh, compile_only=True)
+    state = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
+                         trainer.abstract_state, trainer.shardings)
+    b = int(config.batch_size)
+    batch = global_batch_spec(spec, b, batch_sharding(mesh))
+    key = jax.eval_shape(lambda: jax.random.fold_in(jax.random.key(0), 0))
+    key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=replicated(mesh))
+    out = {"config_task": config.task, "topology": topology, "chips": len(devices),
+           "device_kind": devices[0].device_kind, "mesh": dict(mesh.shape),
+           "batch_size": b, "platform": trainer.platform}
+    for name, jitted, args in (("train", trainer._step, (state, batch, key, trainer.constants)),
+                               ("eval", trainer._eval, (state, batch, trainer.constants))):
+        compiled, oom = _compile(jitted, *args)
+        out[name] = {"oom": oom} if oom else step_report(compiled, chip, len(devices), b)
+    return out
+
+
+def fits(result: dict, min_headroom: float = 0.0) -> bool:
+    return all("oom" not in result[s] and result[s]["free_fraction"] >= min_headroom
+               for s in ("train", "eval"))
+
+
+def format_report(result: dict, name: str) -> str:
+    lines = [f"{name} on {result['topology']}: {result['chips']} x {result['device_kind']}, "
+             f"mesh {result['mesh']}, global batch {result['batch_size']}, "
+             f"convolutions for {result['platform']}"]
+    for step in ("train", "eval"):
+        r = result[step]
+        if "oom" in r:
+            lines.append(f"  {step} step: DOES NOT FIT: {r['oom']}")
+            continue
+        lines += [
+            f"  {step} step, per chip: arguments {r['arguments_gib']:.2f} GiB + temporaries "
+            f"{r['temporaries_gib']:.2f} GiB + outputs {r['outputs_gib']:.2f} GiB - aliased "
+            f"{r['aliased_gib']:.2f} GiB = {r['used_gib']:.2f} GiB of {r['hbm_gib']:.2f} GiB HBM "
+            f"({100 * r['free_fraction']:.1f}% free)",
+            f"    {r['tflop_per_chip']:.4g} TFLOP/chip ({r['tflop_per_step']:.4g} TFLOP/step), "
+            f"{r['gb_accessed_per_chip']:.2f} GB accessed/chip, {r['flop_per_byte']:.0f} FLOP/B "
+            f"(ridge {r['ridge_flop_per_byte']:.0f}): {r['bound']}-bound",
+            f"    roofline {1e3 * r['roofline_s']:.2f} ms/step (compute {1e3 * r['compute_s']:.2f}"
+            f" ms, memory {1e3 * r['memory_s']:.2f} ms) -> {r['images_per_s']:.0f} examples/s"]
+    return "\n".join(lines)
+
+
+def main_compile_only(config, name: str, topology: str, *, min_headroom: float,
+                      json_path: str | None, log=print) -> int:
+    """The CLI's --compile-only: prints the report, writes it as JSON when asked; 0 = fits."""
+    # Compiling never runs anything on a TPU, so it need not take libtpu's one-process-per-host
+    # lock (held by any jax process here that probed for a TPU).
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    topology = topology or str(config.get("tpu_topology", "") or "")
+    if not topology:
+        raise ValueError(f"{name}: no --topology given and the config names none "
+                         "(config.tpu_topology)")
+    result = compile_for_topology(config, topology)
+    ok = fits(result, min_headroom)
+    log(format_report(result, name))
+    log(f"fits {topology}" + (f" with >= {100 * min_headroom:.0f}% HBM free" if min_headroom
+                              else "") + (": yes" if ok else ": NO"))
+    if json_path:
+        from metatalk_jax.atomic_files import write_json
+        write_json(json_path, {"config": name, **result, "fits": ok})
+    return 0 if ok else 1
+
