@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 
 import jax
@@ -75,6 +76,12 @@ def read_parts(step_dir: str, names: tuple[str, ...]) -> dict:
     import orbax.checkpoint as ocp
     directory = os.path.join(step_dir, "state")
     checkpointer = ocp.PyTreeCheckpointer()
+    # orbax logs "WARNING:absl:Metadata file does not exist" when it opens an item of a
+    # composite checkpoint on its own (the metadata file sits one level up): harmless, so the
+    # absl logger is held at ERROR while the item is read.
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
     try:
         tree = checkpointer.metadata(directory).item_metadata
         tree = getattr(tree, "tree", tree)
@@ -92,6 +99,8 @@ def read_parts(step_dir: str, names: tuple[str, ...]) -> dict:
         raise CheckpointError(f"{step_dir}: unreadable checkpoint "
                               f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
                               ) from None
+    finally:
+        absl_logger.setLevel(level)
 
 
 def check_tree(path: str, got, expected, what: str) -> None:
