@@ -100,7 +100,10 @@ def test_gaps_list_exactly_the_missing_runs():
     track = run_script(single_face_script(40, missing), max_gap=3)
     assert track.gaps == [(0, 1), (5, 7), (12, 12), (18, 19)]
     assert track.summary() == {"frames": 40, "detected": 32, "interpolated": 8,
-                               "gaps": [(0, 1), (5, 7), (12, 12), (18, 19)]}
+                               "gaps": [(0, 1), (5, 7), (12, 12), (18, 19)], "kept": 40,
+                               "excluded": {"no_face": {"frames": 0, "ranges": []},
+                                            "other_person": {"frames": 0, "ranges": []}},
+                               "cuts": []}
 
 
 def assert_one_line_error(err: pytest.ExceptionInfo, *parts: str):
