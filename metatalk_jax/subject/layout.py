@@ -9,13 +9,19 @@
                           [T,2,3] frame-to-crop maps at the renderer resolution, frame_size [2],
                           camera [5] = focal_x, focal_y, cx, cy, distance of the video's 3D
                           camera (frame pixels) that the coefficients were fitted with
-      landmarks.npz       tracked landmarks [T,68,2], boxes [T,4], detected [T], gaps
+      landmarks.npz       tracked landmarks [T,68,2], boxes [T,4], detected [T], gaps, status
+                          [T], source_frames [T] (the video frame of each subject frame), cuts
       audio.wav           16 kHz mono 16-bit (absent when the video has none)
-      report.json         tracking and fit summaries and per-frame errors
+      frames.mp4          only when frames were excluded (another person, or the target absent):
+                          the kept frames at subject.json's fps; subject.json's source.path
+                          then names it (source.original_path the video)
+      report.json         tracking (target, kept/excluded frames with ranges, shot cuts) and fit
+                          summaries, per-frame errors, every video frame's status
       previews/overlay.mp4, previews/errors.png
       tfds/               the TFDS target-video dataset (ArrayRecord shards)
 
-Frame t of every array is frame t of the video resampled to subject.json's fps.
+Frame t of every array is frame t of source.path resampled to subject.json's fps: the video
+itself, or frames.mp4 when frames were excluded (landmarks.npz's source_frames maps back).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ COEFFICIENTS = "coefficients.npz"
 CROPS = "crops.npz"
 LANDMARKS = "landmarks.npz"
 AUDIO = "audio.wav"
+FRAMES_VIDEO = "frames.mp4"
 REPORT = "report.json"
 PREVIEWS = "previews"
 TFDS_DIR = "tfds"
@@ -71,8 +78,9 @@ class Subject:
                          tuple(int(v) for v in crops["frame_size"]))
 
 
-def load_subject(path: str) -> Subject:
-    """Reads a subject directory; a missing or foreign/newer one is a ValueError naming it."""
+def read_subject_meta(path: str) -> dict:
+    """subject.json of a subject directory; a missing or foreign/newer one is a ValueError
+    naming it."""
     meta_path = os.path.join(path, SUBJECT_JSON)
     if not os.path.isfile(meta_path):
         raise ValueError(f"{path}: not a subject directory (no {SUBJECT_JSON})")
@@ -83,6 +91,12 @@ def load_subject(path: str) -> Subject:
     if int(meta.get("format_version", -1)) > FORMAT_VERSION:
         raise ValueError(f"{meta_path}: subject format v{meta['format_version']} is newer than "
                          f"this metatalk_jax reads (v{FORMAT_VERSION})")
+    return meta
+
+
+def load_subject(path: str) -> Subject:
+    """Reads a subject directory; a missing or foreign/newer one is a ValueError naming it."""
+    meta = read_subject_meta(path)
 
     def arrays(name):
         with np.load(os.path.join(path, name)) as data:

@@ -15,17 +15,14 @@ from __future__ import annotations
 import json
 import os
 
-from metatalk_jax.atomic_files import write_json
-
 RECORD = "trained_on.json"
 
 
-def subject_identity(subject) -> dict:
-    """{fingerprint, path, video, video_sha256, model_sha256} of a layout.Subject."""
-    meta = subject.meta
+def subject_identity(meta: dict, path: str) -> dict:
+    """{fingerprint, path, video, video_sha256, model_sha256} of a subject's subject.json."""
     source = meta.get("source", {})
     video = source.get("original_path") or source.get("path") or ""
-    return {"fingerprint": meta.get("fingerprint"), "path": os.path.abspath(subject.path),
+    return {"fingerprint": meta.get("fingerprint"), "path": os.path.abspath(path),
             "video": os.path.basename(video), "video_sha256": source.get("sha256"),
             "model_sha256": meta.get("model", {}).get("sha256")}
 
@@ -36,27 +33,20 @@ def _describe(record: dict) -> str:
 
 
 def read_record(workdir: str) -> dict | None:
-    """The work dir's trained_on.json, or None (no record: a new run or an older one)."""
-    path = os.path.join(workdir, RECORD)
-    if "://" in workdir:
-        from etils import epath
-        target = epath.Path(workdir) / RECORD
-        return json.loads(target.read_text()) if target.exists() else None
-    if not os.path.isfile(path):
+    """The work dir's trained_on.json (a local dir or a gs:// URL), or None (no record: a new
+    run or one from before the records)."""
+    from metatalk_jax.train import workdir as workdir_lib
+    path = workdir_lib.join(workdir, RECORD)
+    if not workdir_lib.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(workdir_lib.read_bytes(path).decode())
 
 
 def _write_record(workdir: str, record: dict) -> None:
-    if "://" in workdir:
-        from etils import epath
-        target = epath.Path(workdir)
-        target.mkdir(parents=True, exist_ok=True)
-        (target / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
-    else:
-        os.makedirs(workdir, exist_ok=True)
-        write_json(os.path.join(workdir, RECORD), record)
+    from metatalk_jax.train import workdir as workdir_lib
+    workdir_lib.makedirs(workdir)
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    workdir_lib.write_bytes(workdir_lib.join(workdir, RECORD), text.encode())
 
 
 def check_run_subject(config, workdir: str, *, write: bool = True, log=print) -> None:
@@ -67,15 +57,16 @@ def check_run_subject(config, workdir: str, *, write: bool = True, log=print) ->
     path = str(data.get("subject", "") or "") if data is not None else ""
     if not path:
         return
-    from metatalk_jax.subject.layout import load_training_subject
-    mine = subject_identity(load_training_subject(path))
+    from metatalk_jax.subject.layout import read_subject_meta
+    mine = subject_identity(read_subject_meta(path), path)
     recorded = read_record(workdir)
     if recorded is not None and recorded.get("fingerprint") != mine["fingerprint"]:
         raise ValueError(f"{workdir}: this run was trained on subject {_describe(recorded)}, "
                          f"not on {_describe(mine)}; resuming would train it on another "
                          "subject's data: use a new --workdir")
     if recorded is None and write:
-        if os.path.isdir(os.path.join(workdir, "checkpoints")):
+        from metatalk_jax.train import workdir as workdir_lib
+        if workdir_lib.exists(workdir_lib.join(workdir, "checkpoints")):
             log(f"note: {workdir} has checkpoints but no {RECORD} (a run from before subject "
                 f"records): it is taken to be of {path}")
         _write_record(workdir, mine)
@@ -88,7 +79,7 @@ def check_trained_on(subject, step_dir: str, what: str, *, allow_other: bool = F
     subjects and --allow-other-subject) for another subject unless allow_other."""
     workdir = os.path.dirname(os.path.dirname(os.path.abspath(step_dir)))
     recorded = read_record(workdir)
-    mine = subject_identity(subject)
+    mine = subject_identity(subject.meta, subject.path)
     if recorded is None:
         return (f"{what}: not checked ({workdir} has no {RECORD}; a run from before subject "
                 "records)")
