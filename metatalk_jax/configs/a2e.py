@@ -101,6 +101,9 @@ def get_config(arg=None):
         config.data.workers = 8
         config.batch_size = 256 if arg == "gpu" else 1024
         config.optim.lr = 2e-3
+        if arg == "tpu_pod":
+            # Sized for (compile-checked by `--compile-only`, benchmarks/BENCHMARKS.md "TPU fit")
+            config.tpu_topology = "v5e:2x2"
     elif arg not in (None, ""):
         raise ValueError(f"configs/a2e.py: unknown variant {arg!r} (known: tiny, cpu, gpu, tpu_pod)")
     return config

@@ -3,18 +3,21 @@
 The renderer's input for frame i is the renders of frames i-3..i+3, so each render is used by 7
 examples in every epoch; making them once (as AudioDVP does, in its `render/` folder) instead of
 inside every step saves 7 x epochs renders per frame. The cache is a plain `.npy` of uint8
-[T, R, R, 3] (frame t in its own crop at R x R, background 0) under the metatalk cache dir, keyed
-by the bytes of the subject's coefficients and crops, the model and R; it is read memory-mapped, so only the touched
-frames are in memory (a 3-minute video is 0.9 GB at 256 and 14 GB at 1024 on disk).
+[T, R, R, 3] (frame t in its own crop at R x R, background 0) under this host's cache dir
+(<metatalk cache>/render_cache/<hostname>/: each host of a multi-host run renders its own copy on
+its own devices, so no host waits for, or reads the disk of, another), keyed by the bytes of the
+subject's coefficients and crops, the model, R, the conditioning and the source of the rendering
+code (`code_version`); it is read memory-mapped, so only the touched frames are in memory (a
+3-minute video is 0.9 GB at 256 and 14 GB at 1024 on disk).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from metatalk_jax.atomic_files import atomic_path
@@ -41,11 +44,33 @@ def cache_path(subject: Subject, model: MorphableModel, resolution: int,
     # fingerprint of its inputs but changes the coefficients.
     contents = [file_sha256(os.path.join(subject.path, name))
                 for name in (layout.COEFFICIENTS, layout.CROPS)]
-    key = hashlib.sha256(repr((CACHE_VERSION, contents,
+    key = hashlib.sha256(repr((CACHE_VERSION, code_version(), contents,
                                subject.meta.get("model", {}).get("sha256"), model.name,
                                int(resolution), conditioning)).encode()).hexdigest()[:24]
-    return os.path.join(cache_dir or os.path.join(default_cache_dir(), "render_cache"),
-                        f"{key}_{int(resolution)}.npy")
+    # Per host: each host renders with its own devices into its own disk; the host name keeps
+    # hosts apart when METATALK_CACHE is on a file system several hosts share.
+    root = cache_dir or os.path.join(default_cache_dir(), "render_cache", socket.gethostname())
+    return os.path.join(root, f"{key}_{int(resolution)}.npy")
+
+
+# The modules whose code decides a render's pixels (relative to the package root).
+RENDER_CODE = ("face3d/antialias.py", "face3d/geometry.py", "face3d/mouth_interior.py",
+               "face3d/raster.py", "face3d/render.py", "face3d/shading.py",
+               "subject/face_model.py", "subject/render_cache.py", "subject/renderer_inputs.py")
+
+
+def code_version(files=RENDER_CODE) -> str:
+    """sha256 (16 hex) of the source of the modules that make the renders: a cache built by
+    other rendering code is never reused (CACHE_VERSION alone relies on someone bumping it)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    digest = hashlib.sha256()
+    for name in files:
+        path = os.path.join(package, name)
+        digest.update(name.encode() + b"\0")
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()[:16]
 
 
 def render_frames(model: MorphableModel, subject: Subject, resolution: int, index: np.ndarray,
@@ -56,7 +81,9 @@ def render_frames(model: MorphableModel, subject: Subject, resolution: int, inde
     args = [c["expression"][index], c["gamma"][index], c["angles"][index],
             c["translation"][index], st[index]]
     fn = render_fn or make_render_fn(subject, resolution, conditioning)
-    images = np.asarray(fn(model, *(jnp.asarray(a[:, None], jnp.float32) for a in args)))
+    device = jax.local_devices()[0]
+    images = np.asarray(fn(model, *(jax.device_put(np.asarray(a[:, None], np.float32), device)
+                                    for a in args)))
     return np.round(images[:, 0] * 255.0).astype(np.uint8)
 
 
@@ -82,7 +109,8 @@ def ensure_render_cache(subject: Subject, model: MorphableModel, resolution: int
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     t = subject.num_frames
-    model = jax.device_put(model.as_jax(), jax.devices()[0])
+    # This process's own device: jax.devices()[0] is process 0's, which other hosts cannot use.
+    model = jax.device_put(model.as_jax(), jax.local_devices()[0])
     fn = make_render_fn(subject, resolution, conditioning)
     progress = Progress(f"render cache {resolution}px", t, enabled=show_progress)
     with atomic_path(path, ".npy") as tmp:

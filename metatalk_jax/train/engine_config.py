@@ -25,8 +25,12 @@ def add_engine_fields(config: ml_collections.ConfigDict, *, log_every_steps: int
     config.preview_every_steps = preview_every_steps
     config.preview_examples = 4
 
+    # The TPU topology a ':tpu_pod' config is sized for ("" = none): the default of
+    # `python -m metatalk_jax.train --compile-only` (train/compile_check.py).
+    config.tpu_topology = ""
+
     config.debug = ml_collections.ConfigDict()
-    config.debug.nan_at_step = -1          # tests: this step turns the parameters into NaN
+    config.debug.nan_at_step = -1          # tests: the state after this step becomes NaN
 
 
 def use_tiny_engine_settings(config: ml_collections.ConfigDict) -> None:

@@ -166,6 +166,18 @@ def _write_config(workdir: str, config) -> None:
     workdir_lib.write_bytes(workdir_lib.join(workdir, "config.json"), (text + "\n").encode())
 
 
+def _with_staged_subject(config):
+    """config with a bucket subject (data.subject=gs://...) replaced by this host's local copy
+    (train/staging.py); other configs unchanged."""
+    subject = str(config.get("data", {}).get("subject", "") or "")
+    if not workdir_lib.is_url(subject):
+        return config
+    from metatalk_jax.train.staging import staged_copy
+    local = config.copy_and_resolve_references()
+    local.data.subject = staged_copy(subject)
+    return local
+
+
 def _first(iterable):
     for item in iterable:
         return item
@@ -179,13 +191,14 @@ def train_and_evaluate(config, workdir: str, task=None, *, log=print) -> RunResu
     from metatalk_jax.train.tasks import make_task
     workdir = workdir_lib.resolve(workdir)     # gs://... stays a URL; a local path absolute
     workdir_lib.check_client(workdir)
+    run_config, config = config, _with_staged_subject(config)
     task = task if task is not None else make_task(config)
     pid, nproc = jax.process_index(), jax.process_count()
     check_run_subject(config, workdir, write=pid == 0, log=log)   # before the work dir is touched
     trainer = Trainer(task, config)
     writer = MetricWriter(workdir, enabled=pid == 0)
     if pid == 0:
-        _write_config(workdir, config)
+        _write_config(workdir, run_config)
     checkpoints = Checkpoints(workdir, every_steps=config.checkpoint_every_steps,
                               keep=config.keep_checkpoints, async_save=config.async_checkpoints)
     data = iter(task.train_batches(seed=int(config.seed), process_index=pid, process_count=nproc))

@@ -1,0 +1,102 @@
+"""TPU fit check without a TPU (train/compile_check.py, `python -m metatalk_jax.train
+--compile-only`): libtpu compiles for a described topology on this CPU machine.
+
+- the report's accounting against analytic figures: a sharded matmul's FLOPs per chip
+  (2 M N K / chips) and argument bytes per chip (its shards), and the roofline arithmetic;
+- the shape-only tasks (no subject read) have the real tasks' state and batch shapes;
+- the tiny renderer and A2E configs compile for v5e:2x2 through the CLI with the plain `lax`
+  convolutions, fit, and `--min-headroom 1` (impossible) exits 1; bad topologies exit 2.
+~2-3 min on 2 cores (two TPU compiles of tiny train and eval steps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+pytest.importorskip("libtpu", reason="libtpu (the dev extra) compiles for TPU topologies")
+
+from metatalk_jax.train import compile_check  # noqa: E402
+from tests.train_runs import REPO, cli_env, tiny_config  # noqa: E402
+
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
+
+def test_report_accounting_matches_a_sharded_matmul():
+    devices = compile_check.topology_devices("v5e:2x2")
+    assert len(devices) == 4 and devices[0].platform == "tpu"
+    mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+    m, k, n = 4096, 2048, 1024
+    rows, full = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+    x = jax.ShapeDtypeStruct((m, k), jnp.bfloat16, sharding=rows)
+    w = jax.ShapeDtypeStruct((k, n), jnp.bfloat16, sharding=full)
+    compiled = jax.jit(lambda x, w: x @ w, out_shardings=rows).lower(x, w).compile()
+    chip = compile_check.CHIPS["v5e"]
+    r = compile_check.step_report(compiled, chip, chips=4, batch_size=m)
+    assert r["tflop_per_chip"] * 1e12 == pytest.approx(2 * (m // 4) * n * k, rel=0.01)
+    assert r["tflop_per_step"] == pytest.approx(4 * r["tflop_per_chip"])
+    assert r["arguments_gib"] * 2 ** 30 == (m // 4) * k * 2 + k * n * 2      # bf16 shards
+    assert r["outputs_gib"] * 2 ** 30 == (m // 4) * n * 2
+    assert r["roofline_s"] == max(r["tflop_per_chip"] * 1e12 / 197e12,
+                                  r["gb_accessed_per_chip"] * 1e9 / 819e9)
+    assert r["ridge_flop_per_byte"] == pytest.approx(197e12 / 819e9)
+
+
+def _leaves(tree):
+    return [(jax.tree_util.keystr(p), l.shape, l.dtype)
+            for p, l in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def test_shape_only_renderer_task_matches_the_real_one(carphone_subject):
+    from metatalk_jax.train.renderer_task import RendererTask
+    config = tiny_config(str(carphone_subject[0]))
+    real = RendererTask(config)
+    shaped, spec = compile_check.shape_only_task(config)
+    key = jax.random.key(0)
+    assert _leaves(jax.eval_shape(shaped.init_state, key)) == _leaves(
+        jax.eval_shape(real.init_state, key))
+    batch = next(iter(real.train_batches(seed=0, process_index=0, process_count=1)))
+    for name, (shape, dtype) in spec.items():
+        assert batch[name].shape == (config.batch_size, *shape), name
+        assert np.dtype(batch[name].dtype) == np.dtype(dtype), name
+
+
+def run_compile_only(spec, *args):
+    return subprocess.run([sys.executable, "-m", "metatalk_jax.train", "--config", spec,
+                           "--compile-only", *args], capture_output=True, text=True, cwd=REPO,
+                          env={**cli_env(os.environ["METATALK_JAX_CACHE"]),
+                               "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}, timeout=900)
+
+
+@pytest.mark.parametrize("spec", ["renderer:tiny", "a2e:tiny"])
+def test_tiny_configs_compile_and_fit_a_small_topology(spec, tmp_path):
+    report = tmp_path / "fit.json"
+    done = run_compile_only(spec, "--topology", "v5e:2x2", "--report-json", str(report))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fits v5e:2x2: yes" in done.stdout
+    result = json.loads(report.read_text())
+    assert result["fits"] and result["chips"] == 4 and result["platform"] == "tpu"
+    for step in ("train", "eval"):
+        r = result[step]
+        assert 0 < r["used_gib"] < r["hbm_gib"] and r["tflop_per_chip"] > 0
+        assert r["used_gib"] == pytest.approx(r["arguments_gib"] + r["outputs_gib"]
+                                              - r["aliased_gib"] + r["temporaries_gib"])
+    # the train step donates its state: most of the arguments are aliased to the outputs
+    assert result["train"]["aliased_gib"] > 0.5 * result["train"]["outputs_gib"]
+
+
+def test_headroom_and_bad_topologies():
+    impossible = run_compile_only("a2e:tiny", "--topology", "v5e:2x2", "--min-headroom", "1.0")
+    assert impossible.returncode == 1 and "fits v5e:2x2 with >= 100% HBM free: NO" in impossible.stdout
+    unknown = run_compile_only("a2e:tiny", "--topology", "v9z:2x2")
+    assert unknown.returncode == 2 and "unknown TPU version" in unknown.stderr
+    none = run_compile_only("a2e:tiny")
+    assert none.returncode == 2 and "names none" in none.stderr
