@@ -8,13 +8,16 @@ name, its clip the file name. LSE-D/LSE-C/AV offset are syncnet_python's, on the
 resized to 224 (Wav2Lip's protocol for generated videos; --real: face-track crops, as
 syncnet_python's pipeline for real videos). FID and SSIM need --reference: a folder with the
 ground-truth video of each clip under the same name (self-reenactment: the generated frames
-against the held-out frames, aligned frame by frame); FID is pytorch-fid's between the clip's
-generated and ground-truth frames. Checkpoints may be the original files or converted folders
+against the held-out frames, aligned by time: both videos are resampled to one rate, --fps or
+the generated video's own, and frame i of each is the picture at i / fps, so a 25 fps output
+and its 23.976 fps reference are compared at the same moments); FID is pytorch-fid's between
+the clip's generated and ground-truth frames. Checkpoints may be the original files or converted folders
 (`python -m metatalk_jax.convert syncnet|inception IN OUT`); a metric whose checkpoint is not
 given is left out. Videos written by `python -m metatalk_jax.infer` have a drive sidecar
 (X.drive.json): their lip sync is also measured on the pixels, with no weights (r_drive,
-r_background: eval/pixel_lip_sync.py); infer's previews (X.preview.mp4) are never taken for
-clips. Writes OUT/report.json and OUT/report.md (eval/report.py). Exit status 0, or
+r_background: eval/pixel_lip_sync.py); infer's previews (X.preview.mp4) and sidecars are never
+taken for clips. Long steps (SyncNet windows, SSIM, Inception features) print progress lines
+with an ETA within each clip. Writes OUT/report.json and OUT/report.md (eval/report.py). Exit status 0, or
 2 with one `error:` line for bad input (missing file, unreadable video, a clip too short for
 SyncNet's +-15-frame offsets, a missing reference, a checkpoint of the wrong model).
 """
@@ -35,9 +38,28 @@ REFERENCE_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 PREVIEW_SUFFIX = ".preview"     # infer --preview writes X.preview.mp4 beside X.mp4
 
 
+SIDECAR_SUFFIX = ".drive.json"  # ... and X.drive.json, its per-frame drive record
+CHUNK_FRAMES = 64               # frames per SSIM / Inception call between progress lines
+
+
 def is_clip(path: str) -> bool:
-    """False for the side files `infer` writes beside a video (its preview)."""
-    return not os.path.splitext(os.path.basename(path))[0].endswith(PREVIEW_SUFFIX)
+    """False for the side files `infer` writes beside a video: its preview (X.preview.mp4) and
+    its drive sidecar (X.drive.json), so `--videos 'out/*/*'` takes only the videos."""
+    name = os.path.basename(path)
+    if name.endswith(SIDECAR_SUFFIX):
+        return False
+    return not os.path.splitext(name)[0].endswith(PREVIEW_SUFFIX)
+
+
+def comparison_fps(video: str, fps: float | None) -> float:
+    """The rate (Hz) a clip's generated and reference frames are compared at: `fps` when given,
+    else the generated video's own rate (25 when the file does not say)."""
+    if fps is not None:
+        if not fps > 0:
+            raise ValueError(f"--fps must be positive, got {fps}")
+        return float(fps)
+    from metatalk_jax.media.video_read import probe_video
+    return float(probe_video(video).fps or 25.0)
 
 
 def find_reference(reference_dir: str, clip: str) -> str:
@@ -58,27 +80,102 @@ def fid_method_for(method: str, num_a: int, num_b: int) -> str:
     return "svd" if max(num_a, num_b) < 2048 else "sqrtm"
 
 
-def _read_frames(path: str):
+def _read_frames(path: str, fps: float):
+    """[T,H,W,3] uint8 frames of `path` at `fps` (frame i = the picture shown at time i / fps),
+    so two videos read at one rate are compared at the same timestamps whatever their own
+    rates (23.976 vs 25 fps: by index they drift apart by one frame every second)."""
     import numpy as np
 
     from metatalk_jax.media.video_read import read_frames
-    frames = list(read_frames(path))
+    frames = list(read_frames(path, fps=fps))
     if not frames:
         raise ValueError(f"{path}: no video frames")
     return np.stack(frames)
 
 
+def _chunks(n: int, size: int):
+    """(start, stop) ranges covering n frames, `size` long except the last, which is merged
+    into its predecessor when shorter, so a fixed-batch jit (SSIM, Inception) whose batch is at
+    most `size` sees no chunk smaller than its batch and compiles once."""
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] < size:
+        starts.pop()
+    bounds = starts + [n]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def compare_with_reference(clip, fps: float, inception_vars, *, batch_size: int, fid_method: str,
+                           notes: list) -> None:
+    """Sets clip.ssim (and clip.fid with Inception variables): generated and reference frames
+    both read at `fps` and compared at the same timestamps, chunk by chunk with a progress line.
+    """
+    import numpy as np
+
+    from metatalk_jax.eval.ssim import ssim_frames
+    from metatalk_jax.media.video_read import probe_video
+    from metatalk_jax.progress import Progress
+    generated, truth = _read_frames(clip.video, fps), _read_frames(clip.reference, fps)
+    if generated.shape[1:] != truth.shape[1:]:
+        raise ValueError(f"{clip.video}: frames are {generated.shape[2]}x{generated.shape[1]}, "
+                         f"its reference {clip.reference} {truth.shape[2]}x{truth.shape[1]}: "
+                         "SSIM compares aligned frames of one size")
+    rates = {name: probe_video(path).fps for name, path in
+             (("generated", clip.video), ("reference", clip.reference))}
+    if any(rate and abs(rate - fps) > 1e-3 for rate in rates.values()):
+        notes.append(f"{clip.method}/{clip.clip}: generated {rates['generated'] or '?'} fps, "
+                     f"reference {rates['reference'] or '?'} fps; both resampled to {fps:g} fps "
+                     "and compared at the same timestamps.")
+    n = min(len(generated), len(truth))
+    if n != len(generated) or n != len(truth):
+        notes.append(f"{clip.method}/{clip.clip}: {len(generated)} generated vs {len(truth)} "
+                     f"reference frames at {fps:g} fps; the first {n} compared.")
+    label = f"{clip.method}/{clip.clip}"
+    bar = Progress(f"{label} SSIM", n)
+    values = []
+    for a, b in _chunks(n, CHUNK_FRAMES):
+        values.append(ssim_frames(generated[a:b], truth[a:b]))
+        bar.update(b - a)
+    bar.close()
+    clip.ssim = float(np.mean(np.concatenate(values)))
+    clip.frames = clip.frames or n
+    if inception_vars is None:
+        return
+    from metatalk_jax.eval.fid import fid_from_features
+    from metatalk_jax.models.inception import inception_features
+    bar = Progress(f"{label} FID features", 2 * n)
+    features = {}
+    for name, frames in (("generated", generated), ("reference", truth)):
+        parts = []
+        for a, b in _chunks(n, max(CHUNK_FRAMES, batch_size)):
+            parts.append(inception_features(frames[a:b], inception_vars, batch_size=batch_size))
+            bar.update(b - a)
+        features[name] = np.concatenate(parts)
+    bar.close()
+    clip.fid = fid_from_features(features["generated"], features["reference"],
+                                 method=fid_method_for(fid_method, n, n))
+
+
+def _counted_lip_embedder(embedders, bar):
+    """SyncNet's (lip_embed, audio_embed) with the lip branch counting its windows on `bar`."""
+    lip_embed, audio_embed = embedders
+
+    def counted(windows):
+        out = lip_embed(windows)
+        bar.update(len(windows))
+        return out
+    return counted, audio_embed
+
+
 def evaluate_videos(videos: list[str], *, out_dir: str, syncnet: str | None,
                     inception: str | None, reference_dir: str | None, real: bool = False,
                     fid_method: str = "auto", batch_size: int = 16, lip_sync_frames: int = 250,
-                    log=print) -> list:
-    """Scores every video and writes the report; returns the ClipScores."""
-    import numpy as np
-
+                    fps: float | None = None, log=print) -> list:
+    """Scores every video and writes the report; returns the ClipScores. fps: the rate FID and
+    SSIM compare generated and reference frames at (None: each generated video's own rate)."""
     from metatalk_jax.eval import lse, report
     from metatalk_jax.eval.pixel_lip_sync import drive_sidecar_path, pixel_lip_sync
-    from metatalk_jax.eval.ssim import ssim_frames
     from metatalk_jax.media.ffmpeg_tools import check_input_file
+    from metatalk_jax.media.video_read import probe_video
     from metatalk_jax.progress import Progress
 
     videos = [v for v in videos if is_clip(v)]
@@ -123,34 +220,24 @@ def evaluate_videos(videos: list[str], *, out_dir: str, syncnet: str | None,
             clip.lip_detection_rate = pixels.detection_rate
             clip.frames = clip.frames or pixels.frames
         if embedders is not None:
-            result = lse.lse_for_video(clip.video, real=real, embedders=embedders)
+            duration = probe_video(clip.video).duration_s
+            bar = Progress(f"{clip.method}/{clip.clip} LSE (SyncNet windows)",
+                           int(duration * lse.SYNCNET_FPS) - 4 if duration else None)
+            result = lse.lse_for_video(clip.video, real=real,
+                                       embedders=_counted_lip_embedder(embedders, bar))
+            bar.close()
             clip.lse_d, clip.lse_c, clip.offset = result.lse_d, result.lse_c, result.offset
             clip.frames = result.num_windows
         if clip.reference:
-            generated, truth = _read_frames(clip.video), _read_frames(clip.reference)
-            if generated.shape[1:] != truth.shape[1:]:
-                raise ValueError(f"{clip.video}: frames are {generated.shape[2]}x"
-                                 f"{generated.shape[1]}, its reference {clip.reference} "
-                                 f"{truth.shape[2]}x{truth.shape[1]}: SSIM compares aligned "
-                                 "frames of one size")
-            n = min(len(generated), len(truth))
-            if n != len(generated) or n != len(truth):
-                notes.append(f"{clip.method}/{clip.clip}: {len(generated)} generated vs "
-                             f"{len(truth)} reference frames; the first {n} compared.")
-            clip.ssim = float(np.mean(ssim_frames(generated[:n], truth[:n])))
-            clip.frames = clip.frames or n
-            if inception_vars is not None:
-                from metatalk_jax.eval.fid import fid_from_features
-                from metatalk_jax.models.inception import inception_features
-                a = inception_features(generated[:n], inception_vars, batch_size=batch_size)
-                b = inception_features(truth[:n], inception_vars, batch_size=batch_size)
-                clip.fid = fid_from_features(a, b, method=fid_method_for(fid_method, n, n))
+            compare_with_reference(clip, comparison_fps(clip.video, fps), inception_vars,
+                                   batch_size=batch_size, fid_method=fid_method, notes=notes)
         progress.update()
         log(f"{clip.method}/{clip.clip}: " + ", ".join(
             f"{m} {getattr(clip, m):.4f}" for m in report.METRICS if getattr(clip, m) is not None))
     progress.close()
     settings = {"syncnet": syncnet, "inception": inception, "reference": reference_dir,
-                "real_video_crops": real, "fid_method": fid_method}
+                "real_video_crops": real, "fid_method": fid_method,
+                "compare_fps": fps if fps is not None else "each generated video's own rate"}
     json_path, md_path = report.write_report(out_dir, clips, settings, notes)
     log(f"wrote {json_path} and {md_path}")
     return clips
@@ -171,6 +258,10 @@ def main(argv=None) -> int:
     parser.add_argument("--lip-sync-frames", type=int, default=250,
                         help="frames per video (spread evenly) of the pixel lip sync of videos "
                              "with a drive sidecar; 0 = all")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="the rate FID/SSIM compare frames at: both videos are resampled to "
+                             "it and compared at the same timestamps (default: the generated "
+                             "video's own rate)")
     parser.add_argument("--fid-method", choices=FID_METHODS, default="auto",
                         help="auto: exact SVD form for clips under 2048 frames, else sqrtm")
     args = parser.parse_args(argv)
@@ -184,6 +275,7 @@ def main(argv=None) -> int:
         evaluate_videos(videos, out_dir=args.out, syncnet=args.syncnet,
                         inception=args.inception, reference_dir=args.reference, real=args.real,
                         fid_method=args.fid_method, lip_sync_frames=args.lip_sync_frames,
+                        fps=args.fps,
                         log=lambda text: print(text, flush=True))
     except (ValueError, OSError, KeyError) as err:
         return report_bad_input(err)
