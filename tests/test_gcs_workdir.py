@@ -2,8 +2,9 @@
 the client libraries production uses (gcsfs via etils.epath, tensorstore via orbax):
 
 - the training loop writes checkpoints, config.json, metrics.jsonl, TensorBoard events and
-  previews into the bucket, nothing locally, resumes from it, and `read_state` reads a bucket
-  checkpoint; the parameters equal a NumPy SGD of the same batches;
+  previews into the bucket, nothing locally, resumes from it; `read_state` and inference's
+  checkpoint reader (infer --a2e/--renderer gs://...) read the bucket checkpoint, whose
+  parameters equal a NumPy SGD of the same batches;
 - metrics.jsonl continues across a resumed writer; TensorBoard's own reader
   (EventAccumulator) reads the scalars and images from the bucket;
 - a subject tree uploaded to the bucket is staged into a host's cache and is byte-identical.
@@ -18,6 +19,7 @@ import os
 import numpy as np
 import pytest
 
+from metatalk_jax.inference.trained_models import CheckpointError, locate_checkpoint, read_parts
 from metatalk_jax.train import loop, staging, workdir
 from metatalk_jax.train.checkpointing import Checkpoints, read_state
 from metatalk_jax.train.metric_writers import MetricWriter
@@ -41,10 +43,12 @@ def read_lines(url) -> list[dict]:
 def test_training_loop_writes_and_resumes_in_the_bucket(bucket, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)              # a wrong os.path.abspath would land in here
     run = f"{bucket}/least_squares"
-    config = config_for(6, checkpoint_every_steps=3, keep_checkpoints=2, log_every_steps=2)
+    config = config_for(6, checkpoint_every_steps=3, keep_checkpoints=2, log_every_steps=2,
+                        task="least_squares")
     first = loop.train_and_evaluate(config, run, task=LeastSquares(), log=lambda *_: None)
     assert first.status == "finished"
-    second = loop.train_and_evaluate(config_for(10, checkpoint_every_steps=3, log_every_steps=2),
+    second = loop.train_and_evaluate(config_for(10, checkpoint_every_steps=3, log_every_steps=2,
+                                                task="least_squares"),
                                      run, task=LeastSquares(), log=print)
     assert second.step == 10
     assert os.listdir(tmp_path) == []        # nothing written locally (no `gs:` folder)
@@ -55,6 +59,14 @@ def test_training_loop_writes_and_resumes_in_the_bucket(bucket, tmp_path, monkey
     assert json.loads(workdir.read_bytes(f"{run}/config.json"))["total_steps"] == 10
     logged = [r["step"] for r in read_lines(f"{run}/metrics.jsonl")]
     assert logged == [2, 4, 6, 8, 10]        # the resumed run continued the same file
+    # what infer does with --a2e/--renderer gs://...: the newest step, the run's config, one part
+    located = locate_checkpoint(run, "least_squares")
+    assert (located.step, located.step_dir) == (10, f"{run}/checkpoints/10")
+    w = read_parts(located.step_dir, ("w",))["w"]
+    np.testing.assert_allclose(w, numpy_sgd(10), rtol=1e-5, atol=1e-6)
+    assert locate_checkpoint(f"{run}/checkpoints/6/", "least_squares").step == 6
+    with pytest.raises(CheckpointError, match="not 'renderer'"):
+        locate_checkpoint(run, "renderer")
 
 
 def test_metrics_events_and_previews_in_the_bucket(bucket):

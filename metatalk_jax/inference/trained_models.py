@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from metatalk_jax.subject.renderer_inputs import stack_window
+from metatalk_jax.train import workdir as workdir_lib
 from metatalk_jax.train.checkpointing import CHECKPOINT_DIR
 
 CONFIG_JSON = "config.json"
@@ -38,35 +39,35 @@ class LocatedCheckpoint:
 
 
 def locate_checkpoint(path: str, task: str) -> LocatedCheckpoint:
-    """The step directory and training config of `path` (a work dir or a step dir), which must
-    be a run of `task` ("a2e" or "renderer")."""
-    path = os.path.abspath(os.fspath(path))
-    if not os.path.exists(path):
+    """The step directory and training config of `path` (a work dir or a step dir, local or a
+    bucket URL such as gs://bucket/run), which must be a run of `task` ("a2e" or "renderer")."""
+    path = workdir_lib.resolve(path)          # a URL stays a URL (never a local `gs:` folder)
+    workdir_lib.check_client(path)
+    here = workdir_lib.epath_of(path)
+    if not here.exists():
         raise CheckpointError(f"{path}: no such checkpoint (pass a training work dir or its "
                               f"{CHECKPOINT_DIR}/<step> directory)")
-    if os.path.isdir(os.path.join(path, CHECKPOINT_DIR)):
+    if (here / CHECKPOINT_DIR).is_dir():
         workdir = path
-        steps = sorted(int(n) for n in os.listdir(os.path.join(path, CHECKPOINT_DIR))
-                       if n.isdigit())
+        steps = sorted(int(p.name) for p in (here / CHECKPOINT_DIR).iterdir()
+                       if p.name.isdigit())
         if not steps:
             raise CheckpointError(f"{path}: the work dir has no finished checkpoint")
         step = steps[-1]
-        step_dir = os.path.join(path, CHECKPOINT_DIR, str(step))
-    elif os.path.basename(path).isdigit() and \
-            os.path.basename(os.path.dirname(path)) == CHECKPOINT_DIR:
-        step_dir, step = path, int(os.path.basename(path))
-        workdir = os.path.dirname(os.path.dirname(path))
+        step_dir = workdir_lib.join(path, CHECKPOINT_DIR, str(step))
+    elif here.name.isdigit() and here.parent.name == CHECKPOINT_DIR:
+        step_dir, step = path, int(here.name)
+        workdir = os.fspath(here.parent.parent)
     else:
         raise CheckpointError(f"{path}: not a training work dir or checkpoint step directory")
-    config_path = os.path.join(workdir, CONFIG_JSON)
-    if not os.path.isfile(config_path):
+    config_path = workdir_lib.join(workdir, CONFIG_JSON)
+    if not workdir_lib.exists(config_path):
         raise CheckpointError(f"{config_path}: missing; the model cannot be rebuilt without the "
                               "run's config")
-    with open(config_path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(json.loads(workdir_lib.read_bytes(config_path)))
     if config.get("task") != task:
         raise CheckpointError(f"{path}: a {config.get('task')!r} checkpoint, not {task!r}")
-    if not os.path.isdir(os.path.join(step_dir, "state")):
+    if not workdir_lib.epath_of(workdir_lib.join(step_dir, "state")).is_dir():
         raise CheckpointError(f"{step_dir}: not a complete checkpoint (no state/)")
     return LocatedCheckpoint(step_dir, step, config)
 
@@ -74,7 +75,7 @@ def locate_checkpoint(path: str, task: str) -> LocatedCheckpoint:
 def read_parts(step_dir: str, names: tuple[str, ...]) -> dict:
     """{name: nested dict of numpy arrays} of the top-level state entries `names` only."""
     import orbax.checkpoint as ocp
-    directory = os.path.join(step_dir, "state")
+    directory = workdir_lib.join(step_dir, "state")
     checkpointer = ocp.PyTreeCheckpointer()
     # orbax logs "WARNING:absl:Metadata file does not exist" when it opens an item of a
     # composite checkpoint on its own (the metadata file sits one level up): harmless, so the
