@@ -10,7 +10,8 @@
 #   launch/tpu_pod.sh --setup -- --config configs/renderer.py:tpu_pod --workdir gs://bucket/run1
 #
 # Options:
-#   --setup          first install the checkout and jax[tpu] on every worker (pip install -e .);
+#   --setup          first install the checkout, gcsfs and jax[tpu] on every worker
+#                    (pip install -e '.[gcs]' 'jax[tpu]');
 #                    clones $REPO_URL into the checkout directory where it is missing
 #   --repo_dir DIR   the checkout on the workers, relative to the login home (default metatalk_jax)
 #   --dry_run        print the gcloud commands instead of running them
@@ -19,7 +20,14 @@
 # (optional, for --setup), PYTHON (python on the workers, default python3).
 #
 # The work dir should be a gs:// path: the workers share no disk, and every worker writes its
-# part of each checkpoint to the same place.
+# part of each checkpoint to the same place; config.json, metrics.jsonl, TensorBoard events and
+# previews go there too. The subject may be a gs:// path as well
+# (--config.data.subject=gs://bucket/subjects/me, uploaded once with
+# `python -m metatalk_jax.train.staging subjects/me gs://bucket/subjects/me`): every worker then
+# copies it into its own cache before training, also after a preempted pod comes back on new VMs.
+#
+# Before a long run, check that the config fits the slice's HBM on any machine (no TPU needed):
+#   python -m metatalk_jax.train --config renderer:tpu_pod --compile-only --topology v5e:4x4
 set -euo pipefail
 
 usage() {
@@ -81,7 +89,7 @@ fi
 setup_command+="; cd ${quoted_repo_dir}"
 setup_command+="; ${quoted_python} -m pip install --upgrade pip"
 # libtpu comes from PyPI with recent jax; the -f index serves older versions.
-setup_command+="; ${quoted_python} -m pip install -e . 'jax[tpu]'"
+setup_command+="; ${quoted_python} -m pip install -e '.[gcs]' 'jax[tpu]'"
 setup_command+=" -f https://storage.googleapis.com/jax-releases/libtpu_releases.html"
 
 gcloud_ssh=(gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all)

@@ -180,7 +180,7 @@ def test_tpu_pod_runs_the_same_quoted_command_on_all_workers(tmp_path):
         subprocess.run(["bash", "-c", call["argv"][-1]], cwd=home, check=True, timeout=30)
     setup_upgrade, setup_install, train = read_log(python_log)
     assert setup_upgrade["argv"] == ["-m", "pip", "install", "--upgrade", "pip"]
-    assert setup_install["argv"][:5] == ["-m", "pip", "install", "-e", "."]
+    assert setup_install["argv"][:5] == ["-m", "pip", "install", "-e", ".[gcs]"]
     assert "jax[tpu]" in setup_install["argv"]
     assert train["argv"] == ["-m", "metatalk_jax.train", "--distributed", "auto", *TRAIN_ARGS]
     assert train["cwd"] == str(home / "my repo")
