@@ -77,7 +77,9 @@ def check_trained_on(subject, step_dir: str, what: str, *, allow_other: bool = F
     `subject` (a layout.Subject). Returns a note for the summary ("same subject", or why it
     could not be checked or was allowed); raises ValueError (one line naming the run, both
     subjects and --allow-other-subject) for another subject unless allow_other."""
-    workdir = os.path.dirname(os.path.dirname(os.path.abspath(step_dir)))
+    from metatalk_jax.train import workdir as workdir_lib
+    step = workdir_lib.resolve(step_dir)          # a gs:// step dir stays a URL
+    workdir = os.fspath(workdir_lib.epath_of(step).parent.parent)
     recorded = read_record(workdir)
     mine = subject_identity(subject.meta, subject.path)
     if recorded is None:
