@@ -18,15 +18,13 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from metatalk_jax.data_pipelines.a2e_windows import (PSEUDO, TARGET, frame_mel, make_a2e_batches,
-                                        pseudo_rows, pseudo_windows, target_windows)
 from metatalk_jax.data_pipelines.pseudo_video import PseudoClip, PseudoVideoWriter
 from metatalk_jax.data_pipelines.target_video import write_target_video_shards
-from metatalk_jax.media.audio import wav2lip_mel
 from metatalk_jax.models.a2e import AudioDVPA2E, AudioDVPHead, make_a2e
 from metatalk_jax.media.frame_audio import audio_window
 from metatalk_jax.train.a2e_task import A2ETask, pearson_from_moments
 from metatalk_jax.train.loop import train_and_evaluate
+from tests.step_reads import keys_read_by_steps
 from tests.train_runs import metric_rows
 
 from metatalk_jax.config_loading import load_config
@@ -202,58 +200,19 @@ def test_make_a2e_kinds():
 
 # -- features and batches ------------------------------------------------------------------------
 
-def test_frame_mel_equals_the_centre_columns_of_the_whole_windows_mel():
-    rng = np.random.default_rng(3)
-    window = syllable_audio(N / SR, rng)
-    for columns in (8, 16, 32):
-        whole = wav2lip_mel(window)
-        start = int(round((N // 2) / 200 - (columns - 1) / 2))
-        np.testing.assert_array_equal(frame_mel(window, columns), whole[:, start:start + columns])
-    with pytest.raises(ValueError, match="cannot hold 60 mel columns"):
-        frame_mel(window, 60)
-
-
-def test_batches_mix_at_the_ratio_for_any_process_count(corpus):
+def test_batches_carry_exactly_what_the_steps_read(corpus):
+    """Every key of a training and of an evaluation batch is read by the steps, and nothing
+    else is uploaded to the devices each step."""
     subject, pseudo_root = corpus
-    target = target_windows(os.path.join(subject, "tfds"), "train", window=5, mel_columns=8)
-    pseudo = pseudo_windows([pseudo_root], "train", window=5, mel_columns=8)
-    assert pseudo_rows(16, 4).sum() == 4 and pseudo_rows(16, 4)[[3, 7, 11, 15]].all()
-    args = dict(global_batch=16, pseudo_ratio=0.25, seed=7, read_threads=0)
-    single = make_a2e_batches(target, pseudo, **args)
-    halves = [make_a2e_batches(target, pseudo, process_index=p, process_count=2, **args)
-              for p in (0, 1)]
-    seen = set()
-    for _ in range(3):
-        whole = next(single)
-        parts = [next(h) for h in halves]
-        for key in whole:
-            np.testing.assert_array_equal(whole[key], np.concatenate([p[key] for p in parts]))
-        assert (whole["source"] == PSEUDO).sum() == 4
-        assert set(whole["source"]) == {TARGET, PSEUDO}
-        seen.update(whole["example_id"].tolist())
-    assert seen == set(range(48))
-    # Resuming from a saved iterator state gives the batches that followed.
-    state = single.get_state()
-    expected = next(single)
-    resumed = make_a2e_batches(target, pseudo, **args)
-    resumed.set_state(state)
-    np.testing.assert_array_equal(next(resumed)["mel"], expected["mel"])
-
-
-def test_windows_stop_at_clip_ends_and_hold_the_frames(corpus):
-    _, pseudo_root = corpus
-    pseudo = pseudo_windows([pseudo_root], "train", window=5, mel_columns=8)
-    clip_frames = int(3.0 * FPS)                 # 10 train clips of 75 frames, back to back
-    first, last = pseudo[clip_frames], pseudo[clip_frames - 1]
-    np.testing.assert_array_equal(first["valid"], [False, False, True, True, True])
-    np.testing.assert_array_equal(last["valid"], [True, True, True, False, False])
-    assert not first["mel"][:2].any() and not first["expression"][:2].any()
-    middle = pseudo[clip_frames + 10]
-    assert middle["valid"].all() and int(middle["frame_index"]) == 10
-    # Position k of the window centred on frame i is frame i + k - 2, with its own features.
-    after = pseudo[clip_frames + 11]
-    np.testing.assert_array_equal(middle["expression"][3], after["expression"][2])
-    np.testing.assert_array_equal(middle["mel"][3], after["mel"][2])
+    task = A2ETask(tiny_config(subject, f"data.pseudo_dirs={pseudo_root}", "data.pseudo_ratio=0.5",
+                               "data.eval_on=both"))
+    train = next(iter(task.train_batches(seed=0, process_index=0, process_count=1)))
+    evaluation = next(iter(task.eval_batches(process_index=0, process_count=1)))
+    assert set(train) == set(evaluation) == {"mel", "expression", "valid", "example_valid",
+                                             "example_id"}
+    # example_id is the stream's row identity, added to every batch (the renderer's
+    # augmentations read it); the A2E's steps read the rest.
+    assert keys_read_by_steps(task, train) == set(train) - {"example_id"}
 
 
 def test_pseudo_ratio_without_pseudo_data_is_a_clear_error(corpus):

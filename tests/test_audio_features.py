@@ -13,6 +13,7 @@ import pytest
 import python_speech_features
 
 from metatalk_jax.media import audio
+from metatalk_jax.media.frame_audio import audio_window, frame_mel
 from tests.audio_feature_reference import (chirp_with_noise, reference_wav2lip_mel,
                                            slaney_filter_bank, wav2lip_inference_chunk_starts)
 
@@ -249,3 +250,23 @@ def test_bad_audio_is_refused_with_one_line_errors():
         with pytest.raises(ValueError, match=message) as caught:
             call()
         assert "\n" not in str(caught.value)
+
+
+# ------------------------------------------------------------------------- one frame's audio
+
+def test_frame_mel_equals_the_centre_columns_of_the_whole_windows_mel():
+    window = chirp_with_noise(10240, seed=3)
+    for columns in (8, 16, 32):
+        whole = audio.wav2lip_mel(window)
+        start = int(round((10240 // 2) / 200 - (columns - 1) / 2))
+        np.testing.assert_array_equal(frame_mel(window, columns), whole[:, start:start + columns])
+    with pytest.raises(ValueError, match="cannot hold 60 mel columns"):
+        frame_mel(window, 60)
+
+
+def test_audio_window_is_centred_on_the_time_and_zero_past_the_ends():
+    signal = np.arange(1, 101, dtype=np.float32)               # 100 samples at 10 Hz
+    np.testing.assert_array_equal(audio_window(signal, 5.0, 6, 10), signal[47:53])
+    np.testing.assert_array_equal(audio_window(signal, 0.1, 6, 10), [0, 0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(audio_window(signal, 9.9, 6, 10), [97, 98, 99, 100, 0, 0])
+    assert not audio_window(None, 1.0, 4, 10).any()

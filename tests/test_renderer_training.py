@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metatalk_jax.data_pipelines.target_loader import decode_example, open_target_source
+from metatalk_jax.data_pipelines.target_video import decode_example, open_target_source
 from metatalk_jax.face3d.render import FaceCoeffs, render
 from metatalk_jax.subject.face_model import subject_camera, subject_face_model
 from metatalk_jax.subject.layout import load_subject
@@ -25,6 +25,7 @@ from metatalk_jax.subject.renderer_inputs import random_flip, stack_window, wind
 from metatalk_jax.tracking.crop import CropBoxes
 from metatalk_jax.train.loop import train_and_evaluate
 from metatalk_jax.train.renderer_task import RendererTask
+from tests.step_reads import keys_read_by_steps
 from tests.train_runs import checkpoint_steps, metric_rows, tiny_config
 
 
@@ -34,26 +35,34 @@ def subject(carphone_subject):
 
 
 def test_rendered_windows_land_on_the_stored_face_masks(subject):
-    """The renders in a batch (from the render cache, drawn with the stored coefficients and
-    crop boxes) cover the same pixels as the face masks `prepare` drew into the shards at
-    128 px, at every valid window position."""
+    """The renders of the task's windows (from the render cache, drawn with the stored
+    coefficients and crop boxes) cover the same pixels as the face masks `prepare` drew into
+    the shards at 128 px, at every valid window position."""
     task = RendererTask(tiny_config(subject))
-    batch = next(iter(task.train_batches(seed=0, process_index=0, process_count=1)))
     source = open_target_source(os.path.join(subject, "tfds"), "train")
     half = task.window // 2
     checked = 0
-    for j, centre in enumerate(batch["frame_index"]):
-        for k in np.flatnonzero(batch["valid"][j]):
-            stored = decode_example(source[int(centre) + k - half])["face_mask"]
+    for centre in (0, 1, 37, 62, len(source) - 1):      # train frame i = video frame i
+        window = task.train_source[centre]
+        for k in np.flatnonzero(window["valid"]):
+            stored = decode_example(source[centre + k - half])["face_mask"]
             stored = cv2.resize(stored, (task.resolution,) * 2,
                                 interpolation=cv2.INTER_AREA) > 127
-            drawn = batch["render"][j, k].max(-1) > 0
+            drawn = window["render"][k].max(-1) > 0
             iou = np.sum(stored & drawn) / np.sum(stored | drawn)
-            assert iou > 0.85, (int(centre), int(k), iou)
+            assert iou > 0.85, (centre, int(k), iou)
             checked += 1
-        invalid = ~batch["valid"][j]
-        assert not batch["render"][j, invalid].any()
-    assert checked >= 40
+        assert not window["render"][~window["valid"]].any()
+    assert checked >= 25
+
+
+def test_batches_carry_exactly_what_the_steps_read(subject):
+    """Every key of a renderer batch is read by the steps (nothing else is uploaded)."""
+    task = RendererTask(tiny_config(subject))
+    batch = next(iter(task.eval_batches(process_index=0, process_count=1)))
+    assert set(batch) == {"render", "mouth_mask", "target", "valid", "example_id",
+                          "example_valid"}
+    assert keys_read_by_steps(task, batch) == set(batch)
 
 
 def test_render_cache_equals_the_renderer_on_each_frame(subject):

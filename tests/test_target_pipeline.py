@@ -1,4 +1,4 @@
-"""target_video TFDS/ArrayRecord writer and grain loader, on a synthetic 20-frame subject.
+"""target_video TFDS/ArrayRecord writer and reader, on a synthetic 20-frame subject.
 
 Plus the streaming writer on bigger synthetic inputs: bounded memory, several shards per split.
 """
@@ -14,13 +14,9 @@ import numpy as np
 import pytest
 from array_record.python.array_record_data_source import ArrayRecordDataSource
 
-from metatalk_jax.data_pipelines.target_loader import (
-    decode_example,
-    make_target_loader,
-    open_target_source,
-    target_video_dir,
-)
-from metatalk_jax.data_pipelines.target_video import split_sizes, write_target_video_shards
+from metatalk_jax.data_pipelines.target_video import (decode_example, open_target_source,
+                                                      split_sizes, target_video_dir,
+                                                      write_target_video_shards)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_FRAMES, CROP, EXPR, AUDIO = 20, 64, 8, 640
@@ -120,17 +116,6 @@ def small_shards(subject, tmp_path_factory):
     return small_dir, limit
 
 
-def take(loader_or_iterator, count):
-    iterator = iter(loader_or_iterator)
-    return [next(iterator) for _ in range(count)]
-
-
-def loader(dataset_dir, **kwargs):
-    kwargs.setdefault("batch_size", 3)
-    kwargs.setdefault("seed", 7)
-    return make_target_loader(dataset_dir, "train", **kwargs)
-
-
 # -- writing and reading back ----------------------------------------------------------------
 
 def test_split_rule():
@@ -209,19 +194,25 @@ def test_subprocess_writes_without_tensorflow_and_byte_identically(subject, smal
     script = (
         "import sys\n"
         "from tests.test_target_pipeline import make_frames, write\n"
-        "from metatalk_jax.data_pipelines.target_loader import make_target_loader, open_target_source\n"
+        "import numpy as np\n"
+        "from metatalk_jax.data_pipelines.renderer_windows import renderer_windows\n"
+        "from metatalk_jax.data_pipelines.target_video import open_target_source\n"
+        "from metatalk_jax.data_pipelines.windows import make_window_batches\n"
         "frames = make_frames()[0]\n"
         "out = write(frames, sys.argv[1])\n"
         "small = write(frames, sys.argv[2], max_shard_bytes=int(sys.argv[3]))\n"
         "open_target_source(out, 'validation')[0]\n"
         "open_target_source(small, 'train')[5]\n"
-        "next(iter(make_target_loader(out, 'train', batch_size=2, seed=0)))\n"
+        "np.save(sys.argv[4], np.zeros((20, 64, 64, 3), np.uint8))\n"
+        "windows = renderer_windows(out, 'train', render_cache=sys.argv[4])\n"
+        "next(make_window_batches(windows, global_batch=2, seed=0))\n"
         "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
         "print(out)\n"
         "print(small)\n")
     env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "again"),
-                             str(tmp_path / "again_small"), str(limit)], cwd=REPO_ROOT,
+                             str(tmp_path / "again_small"), str(limit),
+                             str(tmp_path / "renders.npy")], cwd=REPO_ROOT,
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     other_dir, other_small_dir = result.stdout.strip().splitlines()[-2:]
@@ -353,76 +344,3 @@ def test_failed_write_leaves_the_previous_dataset(subject, tmp_path):
     assert write(other_frames, tmp_path, overwrite=True) == out
     assert os.listdir(parent) == ["1.0.0"]
     assert open_target_source(out, "validation")[1]["face_crop"] == other_frames[-1]["face_crop"]
-
-
-# -- grain loader ------------------------------------------------------------------------------
-
-def test_batches_have_right_shapes_dtypes_and_values(subject):
-    _, pixels, _, dataset_dir = subject
-    batch = take(loader(dataset_dir, batch_size=4), 1)[0]
-    assert batch["frame_index"].shape == (4,) and batch["frame_index"].dtype == np.int64
-    assert batch["time_s"].shape == (4,) and batch["time_s"].dtype == np.float32
-    assert batch["face_crop"].shape == (4, CROP, CROP, 3)
-    assert batch["face_mask"].shape == batch["mouth_mask"].shape == (4, CROP, CROP)
-    for key, shape in VECTORS.items():
-        assert batch[key].shape == (4, *shape)
-    for key in ("face_crop", "face_mask", "mouth_mask", *VECTORS):
-        assert batch[key].dtype == np.float32
-    for row, index in enumerate(batch["frame_index"]):
-        for key in ("face_crop", "face_mask", "mouth_mask"):
-            np.testing.assert_array_equal(batch[key][row], pixels[index][key] / np.float32(255))
-
-
-def test_each_epoch_covers_train_once(subject):
-    _, _, _, dataset_dir = subject
-    one_epoch = take(loader(dataset_dir, num_epochs=1, drop_remainder=False), NUM_TRAIN // 3)
-    indices = np.concatenate([b["frame_index"] for b in one_epoch])
-    assert sorted(indices.tolist()) == list(range(NUM_TRAIN))
-    assert indices.tolist() != list(range(NUM_TRAIN))  # shuffled
-    with pytest.raises(StopIteration):  # finite: exactly one epoch
-        iterator = iter(loader(dataset_dir, num_epochs=1))
-        take(iterator, NUM_TRAIN // 3 + 1)
-    # Repeating: every epoch is a fresh permutation of the whole split.
-    two_epochs = np.concatenate([b["frame_index"] for b in take(loader(dataset_dir),
-                                                                2 * NUM_TRAIN // 3)])
-    first, second = two_epochs[:NUM_TRAIN].tolist(), two_epochs[NUM_TRAIN:].tolist()
-    assert sorted(first) == sorted(second) == list(range(NUM_TRAIN))
-    assert first != second
-
-
-def test_shards_are_disjoint_and_cover_the_split(subject):
-    _, _, _, dataset_dir = subject
-    shards = []
-    for shard_index in range(2):
-        batches = take(loader(dataset_dir, shard_index=shard_index, shard_count=2, num_epochs=1),
-                       NUM_TRAIN // 2 // 3)
-        shards.append(set(np.concatenate([b["frame_index"] for b in batches]).tolist()))
-    assert len(shards[0]) == len(shards[1]) == NUM_TRAIN // 2
-    assert not shards[0] & shards[1]
-    assert shards[0] | shards[1] == set(range(NUM_TRAIN))
-
-
-def test_order_follows_the_seed(subject):
-    _, _, _, dataset_dir = subject
-
-    def order(seed):
-        return [b["frame_index"].tolist() for b in take(loader(dataset_dir, seed=seed), 8)]
-
-    assert order(7) == order(7)
-    assert order(7) != order(8)
-    unshuffled = take(loader(dataset_dir, shuffle=False, batch_size=6), 3)
-    assert np.concatenate([b["frame_index"] for b in unshuffled]).tolist() == list(range(NUM_TRAIN))
-
-
-def test_restored_state_resumes_with_the_following_batches(subject):
-    _, _, _, dataset_dir = subject
-    iterator = iter(loader(dataset_dir, batch_size=4))
-    take(iterator, 3)
-    state = iterator.get_state()
-    following = take(iterator, 7)  # crosses the epoch boundary (18 frames = 4.5 batches)
-    resumed = iter(loader(dataset_dir, batch_size=4))
-    resumed.set_state(state)
-    for want, got in zip(following, take(resumed, 7)):
-        assert set(got) == set(want)
-        for key in want:
-            np.testing.assert_array_equal(got[key], want[key])

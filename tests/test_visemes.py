@@ -219,7 +219,7 @@ def subject_dir(tmp_path_factory, offline_model):
 
 def test_corpus_reads_back_and_its_mouth_follows_the_audio(subject_dir, offline_model,
                                                            tmp_path):
-    from metatalk_jax.data_pipelines.a2e_windows import pseudo_windows
+    from metatalk_jax.data_pipelines.a2e_windows import a2e_windows, pseudo_frame_sources
     from metatalk_jax.data_pipelines.pseudo_video import open_pseudo_video
     from metatalk_jax.pseudo_video.viseme_teacher import generate_viseme_corpus
 
@@ -227,8 +227,10 @@ def test_corpus_reads_back_and_its_mouth_follows_the_audio(subject_dir, offline_
     summary = generate_viseme_corpus(subject_dir, out, _teacher_config(previews=True))
     assert summary["clips_written"] == 3 and len(summary["parts"]) == 2   # 2 + 1 clips
     e = offline_model.dims["exp"]
-    windows = pseudo_windows([out], "train", window=5, mel_columns=16, expression_dim=e,
-                             audio_samples=10240, subject_fingerprint="synthetic-subject")
+    windows = a2e_windows(pseudo_frame_sources([out], "train", expression_dim=e,
+                                               audio_samples=10240,
+                                               subject_fingerprint="synthetic-subject"),
+                          window=5, mel_columns=16)
     assert len(windows) == summary["frames_written"]
     example = windows[len(windows) // 2]
     assert example["mel"].shape == (5, 80, 16) and example["valid"].all()

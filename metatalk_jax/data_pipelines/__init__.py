@@ -1,6 +1,11 @@
-"""TFDS builders (ArrayRecord, written and read without TensorFlow) and grain loaders.
+"""Training data: TFDS datasets as ArrayRecord files (written and read without TensorFlow) and
+the one windowed grain pipeline that feeds both trained models.
 
-target_video.py: one subject's target video, one example per frame (write_target_video_shards);
-target_loader.py: reading it back (open_target_source, decode_example, make_target_loader).
-The pseudo-video builder follows with the Wav2Lip pseudo-video issue.
+tfds_shards.py     the shard writer, metadata and atomic publication both formats share
+target_video.py    one subject's target video, one example per frame: writing and reading back
+pseudo_video.py    the pseudo-video corpus: immutable parts of whole clips, split by clip
+windows.py         W-frame windows over stored frames and the mixed, process-count independent,
+                   checkpointable batch stream (make_window_batches)
+a2e_windows.py     what an A2E window holds (mel, expression); renderer_windows.py: what a
+                   renderer window holds (cached renders, mouth masks, the target crop)
 """

@@ -30,7 +30,7 @@ batch of whole clips, published atomically:
   <root>/part-00001/...
   <root>/incomplete.*                      a part being written (ignored, removed by next writer)
 
-A part is written inside incomplete.<random>_1.0.0 with data_pipelines.target_video's shard
+A part is written inside incomplete.<random>_1.0.0 with data_pipelines.tfds_shards's shard
 writer and renamed to part-<n> when its last file is closed, so a crash loses at most the part in
 progress and a reader never sees half a part. `PseudoVideoWriter.done_clips()` tells a resumed
 generator what to skip. Merging per-clip staging files at the end was the alternative; it needs
@@ -49,16 +49,18 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from metatalk_jax.data_pipelines.target_video import (AUDIO_SAMPLE_RATE, DEFAULT_MAX_SHARD_BYTES, FPS,
-                                         TRAIN_SPLIT, VALIDATION_SPLIT, RecordSerializer,
-                                         SplitWriter, build_dataset_info, new_incomplete_dir)
 from metatalk_jax.atomic_files import write_json
+from metatalk_jax.data_pipelines.target_video import AUDIO_SAMPLE_RATE, FPS
+from metatalk_jax.data_pipelines.tfds_shards import (DEFAULT_MAX_SHARD_BYTES, TRAIN_SPLIT,
+                                                     VALIDATION_SPLIT, ConcatenatedSource,
+                                                     RecordSerializer, SplitWriter,
+                                                     build_dataset_info, new_incomplete_dir)
 
 DATASET_NAME = "pseudo_video"
 VERSION = tfds.core.Version("1.0.0")
@@ -307,37 +309,6 @@ def _finished_parts(root: str) -> list[tuple[str, dict]]:
                              "written by PseudoVideoWriter?)")
         out.append((name, _read_json(path)))
     return out
-
-
-class ConcatenatedSource:
-    """Random-access source over several sources back to back (len, [i], __getitems__).
-
-    Picklable when its parts are (tfds ArrayRecord data sources are), so grain workers can use it.
-    """
-
-    def __init__(self, sources: Sequence[Any]):
-        self._sources = list(sources)
-        self._starts = np.cumsum([0] + [len(s) for s in self._sources])
-
-    def __len__(self) -> int:
-        return int(self._starts[-1])
-
-    @property
-    def sources(self) -> list:
-        return list(self._sources)
-
-    def _locate(self, index: int) -> tuple[int, int]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} records")
-        part = int(np.searchsorted(self._starts, index, side="right") - 1)
-        return part, index - int(self._starts[part])
-
-    def __getitem__(self, index: int):
-        part, offset = self._locate(int(index))
-        return self._sources[part][offset]
-
-    def __getitems__(self, indices: Sequence[int]) -> list:
-        return [self[i] for i in indices]
 
 
 @dataclasses.dataclass

@@ -15,7 +15,9 @@ One example = one 25 fps video frame of a prepared subject:
   crop_transform float32   [2, 3]   affine, original-frame pixels -> crop pixels
   audio          float32   [N]      16 kHz audio window centred on the frame (N from the arguments)
 
-How it is written (tensorflow-datasets 4.9.10, no TensorFlow, memory independent of video length):
+How it is written (tensorflow-datasets 4.9.10, no TensorFlow, memory independent of video length;
+the shard writer, metadata and atomic publication are data_pipelines/tfds_shards.py, shared with
+the pseudo-video corpus):
   * Not through a tfds `GeneratorBasedBuilder`: tfds's writer collects each split in its
     Shuffler before writing any shard, and past 1000 MiB spills to bucket files through
     `tf.io.gfile`, which fails without TF. A 3-minute 1024 px subject (4500 frames of 1.5-3 MB)
@@ -41,13 +43,14 @@ How it is written (tensorflow-datasets 4.9.10, no TensorFlow, memory independent
     readers the records are in a meaningful (time) order.
   * Everything is written into a sibling `incomplete.*` directory, which is renamed to
     `<data_dir>/target_video/1.0.0` only after the last file is closed: an interrupted write
-    never leaves a directory that looks like a finished dataset (tfds's readers and
-    `target_loader` ignore `incomplete.*`). An error removes the partial directory; a killed
+    never leaves a directory that looks like a finished dataset (tfds's readers ignore
+    `incomplete.*`). An error removes the partial directory; a killed
     process may leave it behind, harmless, to be deleted by hand.
 
 Reading needs none of this code: `tfds.builder_from_directory(dir).as_data_source(split)`
 rebuilds the features from features.json and parses records with numpy (`ExampleParserNp`);
-see data_pipelines.target_loader. Encoded images are scalar
+`open_target_source` does that, `decode_image` / `decode_example` decode the stored images, and
+data_pipelines/windows.py turns a split into training windows. Encoded images are scalar
 `tfds.features.Tensor(shape=(), dtype=np.object_)` features: np.object_ is tfds's string dtype
 (what tf.string maps to), stored in a bytes_list and read back as Python `bytes`.
 `tfds.features.Image` is avoided: its data source decodes on every read, while we want the exact
@@ -66,17 +69,18 @@ import logging
 import math
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import cv2
 import numpy as np
 import tensorflow_datasets as tfds
-from array_record.python import array_record_module
 from etils import epath
-from tensorflow_datasets.core import dataset_info as tfds_dataset_info
-from tensorflow_datasets.core import example_serializer
-from tensorflow_datasets.core import naming
+
+from metatalk_jax.data_pipelines.tfds_shards import (DEFAULT_MAX_SHARD_BYTES, TRAIN_SPLIT,
+                                                     VALIDATION_SPLIT, RecordSerializer,
+                                                     SplitWriter, build_dataset_info,
+                                                     move_into_place, new_incomplete_dir)
 
 FPS = 25.0
 GAMMA_DIM = 27
@@ -84,8 +88,6 @@ POSE_DIM = 3
 AUDIO_SAMPLE_RATE = 16_000
 IMAGE_KEYS = ("face_crop",)
 MASK_KEYS = ("face_mask", "mouth_mask")
-TRAIN_SPLIT = "train"
-VALIDATION_SPLIT = "validation"
 
 DATASET_NAME = "target_video"
 VERSION = tfds.core.Version("1.0.0")
@@ -93,17 +95,11 @@ RELEASE_NOTES = {
     "1.0.0": "Initial release: per-frame face crop and masks (encoded bytes), 3DMM "
     "coefficients, crop affine and audio window; train/validation split by time.",
 }
-# Upper bound on the serialized records of one shard file (tfds's own default maximum).
-DEFAULT_MAX_SHARD_BYTES = 1 << 30
 
 Example = Mapping[str, Any]
 ExamplesFn = Callable[[], Iterable[Example]]
 
-_FILE_FORMAT = tfds.core.FileFormat.ARRAY_RECORD
-# As tfds's ArrayRecordFileAdapter: one record per chunk (cheap random access, no buffering).
-_ARRAY_RECORD_OPTIONS = "group_size:1"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_INCOMPLETE_PREFIX = "incomplete."  # tfds's marker for directories still being written
 
 _log = logging.getLogger(__name__)
 
@@ -210,22 +206,6 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-class RecordSerializer:
-    """Checked example dict -> deterministic tf.train.Example bytes (tfds's TF-free path).
-
-    Shared by every dataset written here and in data_pipelines.pseudo_video: the caller checks
-    and normalises the example (exact dtypes and shapes) first.
-    """
-
-    def __init__(self, features: tfds.features.FeaturesDict):
-        self._features = features
-        self._serializer = example_serializer.ExampleSerializer(features.get_serialized_info())
-
-    def __call__(self, example: Example) -> bytes:
-        proto = self._serializer.get_tf_example(self._features.encode_example(example))
-        # Sorted map keys: tfds's plain SerializeToString differs between processes.
-        return proto.SerializeToString(deterministic=True)
-
 
 class _FrameSerializer:
     """Frame dict -> checked, deterministic tf.train.Example bytes, in frame_index order."""
@@ -248,101 +228,6 @@ class _FrameSerializer:
         return self._serialize(example)
 
 
-class SplitWriter:
-    """Appends one split's records, in order, to ArrayRecord shards of bounded size.
-
-    Shards are closed once the next record would take them past `max_shard_bytes` of
-    serialized records (a single larger record still gets a shard of its own). `finish` renames
-    them to tfds's names, which include the shard count, and returns the split's SplitInfo.
-    `dataset_name` prefixes the file names (tfds's <name>-<split>.array_record-... template).
-    """
-
-    def __init__(self, directory: str, split: str, max_shard_bytes: int,
-                 dataset_name: str = DATASET_NAME):
-        self._directory = directory
-        self._dataset_name = dataset_name
-        self._split = split
-        self._max_shard_bytes = max_shard_bytes
-        self._paths: list[str] = []  # provisional names of the shards written so far
-        self._shard_lengths: list[int] = []
-        self._shard_bytes = 0
-        self._num_bytes = 0
-        self._writer = None
-
-    def write(self, record: bytes) -> None:
-        if self._writer is not None and self._shard_bytes + len(record) > self._max_shard_bytes:
-            self._close_shard()
-        if self._writer is None:
-            path = os.path.join(
-                self._directory,
-                f"{self._dataset_name}-{self._split}.partial-{len(self._paths):05d}",
-            )
-            self._writer = array_record_module.ArrayRecordWriter(path, _ARRAY_RECORD_OPTIONS)
-            self._paths.append(path)
-            self._shard_lengths.append(0)
-            self._shard_bytes = 0
-        self._writer.write(record)
-        self._shard_lengths[-1] += 1
-        self._shard_bytes += len(record)
-        self._num_bytes += len(record)
-
-    def _close_shard(self) -> None:
-        writer, self._writer = self._writer, None
-        writer.close()  # raises RuntimeError if anything failed (write(), too)
-
-    def close(self) -> None:
-        """Closes the open shard, if any (also on errors: no file handle is left behind)."""
-        if self._writer is not None:
-            self._close_shard()
-
-    def finish(self) -> tfds.core.SplitInfo:
-        self.close()
-        template = naming.ShardedFileTemplate(
-            data_dir=epath.Path(self._directory),
-            dataset_name=self._dataset_name,
-            split=self._split,
-            filetype_suffix=_FILE_FORMAT.file_suffix,
-        )
-        num_shards = len(self._paths)
-        for shard_index, path in enumerate(self._paths):
-            final = template.sharded_filepath(shard_index=shard_index, num_shards=num_shards)
-            os.rename(path, os.fspath(final))
-        return tfds.core.SplitInfo(
-            name=self._split,
-            shard_lengths=list(self._shard_lengths),
-            num_bytes=self._num_bytes,
-            filename_template=template,
-        )
-
-
-def build_dataset_info(
-    directory: str,
-    features: tfds.features.FeaturesDict,
-    split_infos: list[tfds.core.SplitInfo],
-    *,
-    name: str,
-    version: tfds.core.Version,
-    release_notes: Mapping[str, str],
-    module_name: str,
-    description: str,
-) -> tfds.core.DatasetInfo:
-    """The DatasetInfo tfds would have written (name, version, splits...), records in order."""
-    identity = tfds_dataset_info.DatasetIdentity(
-        name=name,
-        version=version,
-        data_dir=directory,
-        module_name=module_name,
-        release_notes=dict(release_notes),
-    )
-    info = tfds.core.DatasetInfo(
-        builder=identity,
-        description=description,
-        features=features,
-        disable_shuffling=True,  # records are in a meaningful (time) order
-    )
-    info.set_file_format(_FILE_FORMAT)
-    info.set_splits(tfds.core.SplitDict(split_infos))
-    return info
 
 
 def _dataset_info(
@@ -367,29 +252,28 @@ def _dataset_info(
         ))
 
 
-def new_incomplete_dir(parent: str, version: tfds.core.Version = VERSION) -> str:
-    """Creates <parent>/incomplete.<random>_<version> (mode from the umask, as tfds does)."""
-    while True:
-        path = os.path.join(parent, f"{_INCOMPLETE_PREFIX}{uuid.uuid4().hex[:8]}_{version}")
+
+def _write_splits(frames, serialize, directory: str, counts, max_shard_bytes: int):
+    """Writes the frames of `frames` (an iterator), in order, to each (split, count) of `counts`
+    in turn; returns the splits' SplitInfos. A ValueError when there are fewer or more frames
+    than the counts add up to."""
+    split_infos, written, total = [], 0, sum(count for _, count in counts)
+    for split, count in counts:
+        writer = SplitWriter(directory, split, max_shard_bytes, DATASET_NAME)
         try:
-            os.mkdir(path)
-            return path
-        except FileExistsError:
-            continue
-
-
-def move_into_place(staging: str, dataset_dir: str) -> None:
-    """Renames the finished `staging` directory to `dataset_dir`, replacing what was there."""
-    if not os.path.lexists(dataset_dir):
-        os.rename(staging, dataset_dir)
-        return
-    # rename() cannot replace a non-empty directory: park the old one under an incomplete.*
-    # name first (never a complete-looking dataset in between), then delete it.
-    old = new_incomplete_dir(os.path.dirname(dataset_dir))
-    os.rmdir(old)
-    os.rename(dataset_dir, old)
-    os.rename(staging, dataset_dir)
-    shutil.rmtree(old, ignore_errors=True)
+            for _ in range(count):
+                example = next(frames, None)
+                if example is None:
+                    raise ValueError(f"examples_fn gave {written} frames, num_frames is {total}")
+                writer.write(serialize(example))
+                del example  # let the frame go before the next one is produced
+                written += 1
+        finally:
+            writer.close()
+        split_infos.append(writer.finish())
+    if next(frames, None) is not None:
+        raise ValueError(f"examples_fn gave more than num_frames={total} frames")
+    return split_infos
 
 
 def write_target_video_shards(
@@ -448,36 +332,13 @@ def write_target_video_shards(
     serialize = _FrameSerializer(features, crop_size, vector_shapes(expression_dim, audio_samples))
     parent = os.path.dirname(dataset_dir)
     os.makedirs(parent, exist_ok=True)
-    staging = new_incomplete_dir(parent)
+    staging = new_incomplete_dir(parent, VERSION)
     try:
-        frames = iter(examples_fn())
-        split_infos = []
-        written = 0
-        for split, count in ((TRAIN_SPLIT, num_train), (VALIDATION_SPLIT, num_val)):
-            writer = SplitWriter(staging, split, max_shard_bytes)
-            try:
-                for _ in range(count):
-                    example = next(frames, None)
-                    if example is None:
-                        raise ValueError(
-                            f"examples_fn gave {written} frames, num_frames is {num_frames}"
-                        )
-                    writer.write(serialize(example))
-                    del example  # let the frame go before the next one is produced
-                    written += 1
-            finally:
-                writer.close()
-            split_infos.append(writer.finish())
-        if next(frames, None) is not None:
-            raise ValueError(f"examples_fn gave more than num_frames={num_frames} frames")
-        info = _dataset_info(
-            staging,
-            features,
-            split_infos,
-            crop_size=crop_size,
-            expression_dim=expression_dim,
-            audio_samples=audio_samples,
-        )
+        split_infos = _write_splits(iter(examples_fn()), serialize, staging,
+                                    ((TRAIN_SPLIT, num_train), (VALIDATION_SPLIT, num_val)),
+                                    max_shard_bytes)
+        info = _dataset_info(staging, features, split_infos, crop_size=crop_size,
+                             expression_dim=expression_dim, audio_samples=audio_samples)
         info.write_to_directory(staging)
         move_into_place(staging, dataset_dir)
     except BaseException:
@@ -489,3 +350,71 @@ def write_target_video_shards(
         ", ".join(f"{s.name} {s.num_examples} frames in {s.num_shards} shards" for s in split_infos),
     )
     return dataset_dir
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+def target_video_dir(data_dir_or_builder_dir: str | os.PathLike) -> str:
+    """The prepared dataset directory (the one holding dataset_info.json).
+
+    Accepts either that directory itself (what `write_target_video_shards` returns) or the
+    per-subject `data_dir` given to the writer, in which case <data_dir>/target_video/1.0.0 (the
+    dataset's current version) is used.
+    """
+    path = os.fspath(data_dir_or_builder_dir)
+    if os.path.exists(os.path.join(path, "dataset_info.json")):
+        return path
+    versioned = os.path.join(path, DATASET_NAME, str(VERSION))
+    if os.path.exists(os.path.join(versioned, "dataset_info.json")):
+        return versioned
+    raise FileNotFoundError(
+        f"no prepared target_video dataset in {path} (nor in {versioned}): expected "
+        "dataset_info.json; run data_pipelines.target_video.write_target_video_shards first")
+
+
+def open_target_source(data_dir_or_builder_dir: str | os.PathLike, split: str):
+    """Random-access source of raw frames of `split` ("train" or "validation"), in time order.
+
+    A tfds ArrayRecordDataSource (no TensorFlow: records are parsed with numpy): `len()` frames,
+    `source[i]` is the split's i-th frame as stored (encoded image bytes and numpy arrays, module
+    docstring), usable directly as a grain data source.
+    """
+    builder = tfds.builder_from_directory(target_video_dir(data_dir_or_builder_dir))
+    return builder.as_data_source(split=split)
+
+
+def decode_image(data: bytes, key: str, *, grayscale: bool = False) -> np.ndarray:
+    """Encoded bytes of a stored image -> uint8 [R, R, 3] RGB, or [R, R] for grayscale masks.
+
+    Crops are stored as ordinary RGB files; OpenCV decodes to BGR, so colour is swapped back.
+    IMREAD_COLOR always gives 3 channels (grey replicated, alpha dropped). A ValueError names
+    `key` when the bytes are not an image.
+    """
+    mode = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
+    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), mode)
+    if pixels is None:
+        raise ValueError(f"could not decode {key} ({len(data)} bytes) as an image")
+    return pixels if grayscale else cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+
+
+def decode_example(raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """One stored frame with its images decoded: face_crop uint8 [R, R, 3] RGB, face_mask /
+    mouth_mask uint8 [R, R] (0/255), frame_index int64 [], time_s float32 [], and the float32
+    arrays unchanged in shape. A ValueError names an image that is not square or not the crop's
+    size."""
+    out: dict[str, np.ndarray] = {
+        "frame_index": np.asarray(raw["frame_index"], dtype=np.int64),
+        "time_s": np.asarray(raw["time_s"], dtype=np.float32),
+    }
+    for key in IMAGE_KEYS:
+        out[key] = decode_image(raw[key], key)
+    for key in MASK_KEYS:
+        out[key] = decode_image(raw[key], key, grayscale=True)
+    for key, value in raw.items():
+        if key not in out:
+            out[key] = np.asarray(value, dtype=np.float32)
+    size = out[IMAGE_KEYS[0]].shape[:2]
+    for key in (*IMAGE_KEYS, *MASK_KEYS):
+        if out[key].shape[:2] != size or size[0] != size[1]:
+            raise ValueError(f"{key} is {out[key].shape[:2]}, expected square {size}")
+    return out

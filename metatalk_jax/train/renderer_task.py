@@ -15,7 +15,9 @@ import dm_pix
 import jax
 import jax.numpy as jnp
 
-from metatalk_jax.data_pipelines.renderer_windows import RendererWindowSource, make_renderer_batches
+from metatalk_jax.data_pipelines.renderer_windows import crop_resolutions, renderer_windows
+from metatalk_jax.data_pipelines.target_video import open_target_source
+from metatalk_jax.data_pipelines.windows import make_window_batches
 from metatalk_jax.models.renderer import make_renderer
 from metatalk_jax.subject.face_model import subject_face_model
 from metatalk_jax.subject.layout import load_training_subject
@@ -38,9 +40,8 @@ class RendererTask:
         data = config.data
         self.subject = load_training_subject(data.subject)
         self.window = int(data.window)
-        probe = RendererWindowSource(self.subject.tfds_dir, "train", window=self.window,
-                                     resolution=data.resolution)
-        self.resolution = probe.resolution
+        _, self.resolution = crop_resolutions(
+            open_target_source(self.subject.tfds_dir, "train"), data.resolution)
         face_model = subject_face_model(self.subject, data.get("model") or None)
         # Each process renders its own copy (to a local cache dir; the same file when
         # processes share a host), so nothing waits on another host.
@@ -48,8 +49,8 @@ class RendererTask:
                                     conditioning=data.get("conditioning", "audiodvp"),
                                     show_progress=jax.process_index() == 0)
         self.train_source, self.eval_source = (
-            RendererWindowSource(self.subject.tfds_dir, split, window=self.window,
-                                 resolution=data.resolution, render_cache=cache)
+            renderer_windows(self.subject.tfds_dir, split, render_cache=cache,
+                             window=self.window, resolution=self.resolution)
             for split in ("train", "validation"))
         # Augmentations that take away what identifies a training frame besides its mouth
         # (configs/renderer.py data.augment_*): whole-pixel shifts and render colour gains.
@@ -72,13 +73,13 @@ class RendererTask:
 
     # -- data ------------------------------------------------------------------------------
     def train_batches(self, *, seed: int, process_index: int, process_count: int):
-        return make_renderer_batches(
+        return make_window_batches(
             self.train_source, global_batch=int(self.config.batch_size), seed=seed,
             process_index=process_index, process_count=process_count, num_epochs=None,
             shuffle=True, drop_remainder=True, worker_count=int(self.config.data.workers))
 
     def eval_batches(self, *, process_index: int, process_count: int):
-        return make_renderer_batches(
+        return make_window_batches(
             self.eval_source, global_batch=int(self.config.batch_size), seed=0,
             process_index=process_index, process_count=process_count, num_epochs=1,
             shuffle=False, drop_remainder=False, worker_count=0)
