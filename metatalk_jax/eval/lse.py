@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import signal
 
+from metatalk_jax.fixed_batches import index_batches, pad_to_batch
 from metatalk_jax.media import audio as audio_features
 from metatalk_jax.models import syncnet as sn
 
@@ -173,13 +174,9 @@ def syncnet_embedders(variables, batch_size: int = DEFAULT_BATCH) -> tuple[Embed
 
 def _batched(fn, params, inputs: np.ndarray, batch_size: int) -> np.ndarray:
     outputs = []
-    for start in range(0, len(inputs), batch_size):
-        chunk = inputs[start:start + batch_size]
-        n = len(chunk)
-        if n < batch_size:
-            pad = np.zeros((batch_size - n,) + chunk.shape[1:], chunk.dtype)
-            chunk = np.concatenate([chunk, pad])
-        outputs.append(np.asarray(fn(params, chunk))[:n])
+    for real, _ in index_batches(len(inputs), batch_size):
+        chunk = pad_to_batch(inputs[real[0]:real[-1] + 1], batch_size)
+        outputs.append(np.asarray(fn(params, chunk))[:len(real)])
     return np.concatenate(outputs).astype(np.float32)
 
 

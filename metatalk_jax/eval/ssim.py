@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metatalk_jax.fixed_batches import index_batches, pad_to_batch
+
 FILTER_SIZE = 11
 FILTER_SIGMA = 1.5
 K1, K2 = 0.01, 0.03
@@ -75,13 +77,9 @@ def ssim_frames(generated, reference, *, batch_size: int = 32) -> np.ndarray:
     batch_size = max(1, min(batch_size, len(generated)))   # a short clip is not padded to 32
     ssim = _batched_ssim()
     out = np.empty(len(generated), np.float32)
-    for start in range(0, len(generated), batch_size):
-        a, b = generated[start:start + batch_size], reference[start:start + batch_size]
-        n = len(a)
-        if n < batch_size:        # pad with identical frames (SSIM 1), dropped below
-            pad = np.zeros((batch_size - n,) + a.shape[1:], a.dtype)
-            a, b = np.concatenate([a, pad]), np.concatenate([b, pad.astype(b.dtype)])
-        out[start:start + n] = np.asarray(ssim(a, b))[:n]
+    for real, _ in index_batches(len(generated), batch_size):
+        a, b = (pad_to_batch(x[real[0]:real[-1] + 1], batch_size) for x in (generated, reference))
+        out[real] = np.asarray(ssim(a, b))[:len(real)]
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from metatalk_jax.fixed_batches import index_batches
 from metatalk_jax.inference.trained_models import TrainedA2E
 from metatalk_jax.media.audio import WAV2LIP_NUM_MELS
 from metatalk_jax.media.frame_audio import audio_window, frame_mel
@@ -35,13 +36,10 @@ def expressions_from_audio(a2e: TrainedA2E, audio: np.ndarray, num_frames: int, 
     out = np.zeros((num_frames, a2e.expression_dim), np.float32)
     progress = Progress("audio -> expressions", num_frames, enabled=show_progress)
     offsets = np.arange(-half, half + 1)
-    for start in range(0, num_frames, batch):
-        centres = np.arange(start, min(start + batch, num_frames))
-        lo, hi = max(0, start - half), min(num_frames, centres[-1] + half + 1)
+    for centres, position in index_batches(num_frames, batch):
+        lo, hi = max(0, centres[0] - half), min(num_frames, centres[-1] + half + 1)
         mels = frame_mels(audio, range(lo, hi), fps=fps, audio_samples=audio_samples,
                           sample_rate=sample_rate, mel_columns=m)
-        position = np.full(batch, centres[-1])
-        position[:len(centres)] = centres
         neighbours = position[:, None] + offsets[None, :]                  # [B, W]
         valid = (neighbours >= 0) & (neighbours < num_frames)
         index = np.clip(neighbours, lo, hi - 1) - lo

@@ -22,11 +22,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from metatalk_jax.fixed_batches import index_batches
 from metatalk_jax.recon import losses
 from metatalk_jax.recon.losses import LANDMARK_UNIT_RESOLUTION
 from metatalk_jax.recon.fit import AdamLoop, fit_visibility, render_fit
 from metatalk_jax.subject.face_model import subject_camera, subject_face_model
 from metatalk_jax.subject.layout import Subject
+from metatalk_jax.subject.renderer_inputs import crop_renders
 
 FIXED_KEYS = ("angles", "translation", "gamma")
 
@@ -109,9 +111,7 @@ class ExpressionFitter:
         landmarks = np.where(has_marks[:, None, None], landmarks, 0.0)
         out = np.zeros((n, init.shape[1]), np.float32)
         b = self.batch
-        for lo in range(0, n, b):
-            real = np.arange(lo, min(lo + b, n))
-            index = np.concatenate([real, np.full(b - len(real), real[-1])])
+        for real, index in index_batches(n, b):
             frames = source_frames[index]
             fixed = {k: jnp.asarray(self.source[k][frames]) for k in FIXED_KEYS}
             mask = jnp.asarray(np.arange(b) < len(real), jnp.float32)
@@ -124,12 +124,9 @@ class ExpressionFitter:
 
     def render(self, expression: np.ndarray, source_frames: np.ndarray) -> np.ndarray:
         """uint8 [n,S,S,3] renders (black background) of `expression` [n,E] with the source
-        frames' pose and lighting (previews)."""
-        shared = {"identity": jnp.zeros(0), "texture": jnp.zeros(0),
-                  "albedo_offset": jnp.zeros((self.model.num_vertices, 3))}
-        frames = {"expression": jnp.asarray(expression, jnp.float32),
-                  **{k: jnp.asarray(self.source[k][source_frames]) for k in FIXED_KEYS}}
-        image, region, _ = render_fit(self.model, shared, frames, self.camera,
-                                      jnp.asarray(self.screens[source_frames]))
-        image = np.asarray(image) * (np.asarray(region)[..., None] > 0)
-        return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+        frames' pose and lighting (previews): the subject drawn in its crop as training and
+        inference draw it (`crop_renders`; the fit above differentiates `render_fit` instead)."""
+        fixed = [self.source[k][source_frames] for k in ("gamma", "angles", "translation")]
+        image = crop_renders(self.model, self.camera, np.asarray(expression, np.float32), *fixed,
+                             self.screens[source_frames]).image
+        return np.clip(np.rint(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)

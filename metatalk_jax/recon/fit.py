@@ -29,6 +29,7 @@ import optax
 from metatalk_jax.face3d import geometry, raster, shading
 from metatalk_jax.face3d.morphable import MorphableModel
 from metatalk_jax.face3d.render import FaceCoeffs, landmark_ids_for, project_to_screen
+from metatalk_jax.fixed_batches import index_batches
 from metatalk_jax.recon import losses
 from metatalk_jax.tracking.crop import CropBoxes
 
@@ -366,16 +367,14 @@ def fit_frames(model, target: VideoTarget, shared: dict, frames: dict, key_frame
     result = {k: np.zeros(frames[k].shape, np.float32) for k in FRAME_KEYS}
     correction = {k: jnp.zeros(frames[k].shape[1:]) for k in ("expression", "angles", "translation")}
     gamma = jnp.mean(key_frames["gamma"], 0)
-    for start in range(0, t, size):
-        real = np.arange(start, min(start + size, t))
-        index = np.concatenate([real, np.full(size - len(real), real[-1])])  # pad the last chunk
+    for real, index in index_batches(t, size):
         frame_mask = jnp.asarray(np.arange(size) < len(real), jnp.float32)
         p = {k: frames[k][index] + correction[k] for k in correction}
         p["gamma"] = jnp.broadcast_to(gamma, (size, 27))
         crops, goal, screen, units = _chunk_data(target, index, fit_size)
         # Later chunks start next to a converged neighbour: smaller steps keep a fresh Adam
         # (full-size first steps) from knocking them off it.
-        scale = 1.0 if start == 0 else float(config.get("warm_lr_scale", 1.0))
+        scale = 1.0 if real[0] == 0 else float(config.get("warm_lr_scale", 1.0))
         p, _ = loop(p, (shared, crops, goal, screen, units, frame_mask), lr_scale=scale)
         n = len(real)
         for k in FRAME_KEYS:

@@ -22,6 +22,7 @@ import numpy as np
 
 from metatalk_jax.atomic_files import atomic_path
 from metatalk_jax.face3d.morphable import MorphableModel
+from metatalk_jax.fixed_batches import index_batches
 from metatalk_jax.progress import Progress
 from metatalk_jax.subject.face_model import subject_camera
 from metatalk_jax.subject.layout import Subject
@@ -116,9 +117,7 @@ def ensure_render_cache(subject: Subject, model: MorphableModel, resolution: int
     with atomic_path(path, ".npy") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                         shape=(t, resolution, resolution, 3))
-        for start in range(0, t, batch):
-            index = np.arange(start, min(start + batch, t))
-            padded = np.concatenate([index, np.full(batch - len(index), index[-1])])
+        for index, padded in index_batches(t, batch):
             out[index] = render_frames(model, subject, resolution, padded, fn)[:len(index)]
             progress.update(len(index))
         out.flush()

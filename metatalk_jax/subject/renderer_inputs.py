@@ -54,17 +54,20 @@ def dilated_mouth_mask(mouth, steps: int) -> np.ndarray:
 
 class CropRenders(NamedTuple):
     """The subject's 3DMM drawn in frames' crops: image [N, R, R, 3] in [0, 1] (background 0),
-    mouth [N, R, R] mouth-triangle coverage in {0, 1}, landmarks [N, 68, 2] crop pixels."""
+    mouth [N, R, R] mouth-triangle coverage in {0, 1}, landmarks [N, 68, 2] crop pixels,
+    alpha [N, R, R] face coverage in {0, 1} (the shards' face masks)."""
 
     image: jax.Array
     mouth: jax.Array
     landmarks: jax.Array
+    alpha: jax.Array
 
 
 def crop_renders(model: MorphableModel, camera: PinholeCamera, expression, gamma, angles,
                  translation, screen_transform, *, mouth_cavity=None) -> CropRenders:
-    """Renders N faces of the subject, each in its own crop: the one way the render cache
-    (training), inference and the pseudo-video refit draw the subject.
+    """Renders N faces of the subject, each in its own crop: the one way the training shards'
+    masks, the render cache (training), inference and the pseudo-video previews draw the subject
+    (the fits differentiate their own renders: recon.fit.render_fit).
 
     model: the subject's model (identity and albedo folded in, see subject.face_model);
     camera: the video's camera rasterizing at R; expression [N, E], gamma [N, 27], angles
@@ -83,7 +86,7 @@ def crop_renders(model: MorphableModel, camera: PinholeCamera, expression, gamma
     image = out.image
     if mouth_cavity is not None:
         image = paint_mouth_cavity(image, out.landmarks, mouth_cavity)
-    return jax.lax.stop_gradient(CropRenders(image, out.mouth_mask, out.landmarks))
+    return jax.lax.stop_gradient(CropRenders(image, out.mouth_mask, out.landmarks, out.alpha))
 
 
 def window_renders(model: MorphableModel, camera: PinholeCamera, expression, gamma, angles,

@@ -5,7 +5,8 @@ is the projection of the model's face region (forehead included, which landmarks
 renderer's crop follows the synthetic face exactly. `TargetExamples` streams the video once more
 and yields, frame by frame, what the TFDS target-video dataset stores (data_pipelines/
 target_video.py): the face crop at the renderer resolution, the fitted face and mouth masks
-rendered through the crop-adapted camera, the coefficients, the crop transform and the audio
+of the subject drawn in the frame's crop (`crop_renders`, as the render cache and inference draw
+it), the coefficients, the crop transform and the audio
 window. It also writes the overlay preview as it goes.
 """
 
@@ -19,13 +20,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metatalk_jax.face3d.render import FaceCoeffs, posed_vertices, project_to_screen, render
+from metatalk_jax.face3d.render import FaceCoeffs, posed_vertices, project_to_screen
+from metatalk_jax.fixed_batches import index_batches, pad_to_batch
 from metatalk_jax.media.frame_audio import audio_window
 from metatalk_jax.media.video_read import read_frames
 from metatalk_jax.media.video_write import Mp4Writer
 from metatalk_jax.recon.fit import FitResult, landmark_points
 from metatalk_jax.subject.previews import overlay_frame
-from metatalk_jax.subject.renderer_inputs import dilated_mouth_mask, mouth_dilation_steps
+from metatalk_jax.subject.face_model import folded_face_model
+from metatalk_jax.subject.renderer_inputs import (crop_renders, dilated_mouth_mask,
+                                                  mouth_dilation_steps)
 from metatalk_jax.tracking.crop import CropBoxes, boxes_from_points, crop_frame
 
 # Every this-many face vertices are projected to find the face area (plenty for a box).
@@ -41,12 +45,6 @@ def fitted_coeffs(fit: FitResult, index: np.ndarray) -> FaceCoeffs:
                       jnp.asarray(fit.gamma[index]))
 
 
-def _albedo_model(model, fit: FitResult):
-    """The model with the fit's albedo (already includes the texture basis when there is one)."""
-    return model.replace(mean_albedo=jnp.asarray(fit.albedo),
-                         tex_basis=model.tex_basis[..., :0])
-
-
 def projected_face_points(model, fit: FitResult, camera, *, batch: int = 64) -> np.ndarray:
     """[T, K, 2] frame-pixel projections of the model's face-region vertices (every
     FACE_AREA_STRIDE-th), for every frame."""
@@ -59,9 +57,8 @@ def projected_face_points(model, fit: FitResult, camera, *, batch: int = 64) -> 
 
     t = len(fit.expression)
     out = []
-    for start in range(0, t, batch):
-        index = np.arange(start, min(start + batch, t))
-        out.append(np.asarray(project(fitted_coeffs(fit, index))))
+    for real, index in index_batches(t, batch):     # one batch shape: compiled once
+        out.append(np.asarray(project(fitted_coeffs(fit, index)))[:len(real)])
     return np.concatenate(out, 0)
 
 
@@ -99,7 +96,8 @@ class TargetExamples:
         self.video, self.fit, self.boxes = video, fit, boxes
         self.tracked = tracked_landmarks
         self.audio, self.config = audio, config
-        self.model = _albedo_model(model.as_jax(), fit)
+        # The subject as training and inference draw it: identity and albedo folded in.
+        self.model = folded_face_model(model, fit.identity, fit.albedo).as_jax()
         self.resolution = int(config.renderer_resolution)
         self.audio_samples = int(round(config.audio_window_s * config.sample_rate))
         self.preview_path = preview_path
@@ -109,15 +107,15 @@ class TargetExamples:
         r = self.resolution
         dilations = mouth_dilation_steps(config.mouth_dilation, r)
 
-        identity = {"identity": jnp.asarray(fit.identity)}
+        folded = {"identity": jnp.zeros(0)}      # the identity is in the model's mean shape
 
         @jax.jit
-        def render_masks(coeffs, screen):
-            out = render(self.model, coeffs, self.camera, screen_transform=screen)
-            pose = {"expression": coeffs.expression, "angles": coeffs.angles,
-                    "translation": coeffs.translation}
-            frame_landmarks = landmark_points(self.model, identity, pose, self.camera)
-            return out.image, out.alpha, out.mouth_mask, frame_landmarks
+        def render_masks(expression, gamma, angles, translation, screen):
+            out = crop_renders(self.model, self.camera, expression, gamma, angles, translation,
+                               screen)
+            pose = {"expression": expression, "angles": angles, "translation": translation}
+            frame_landmarks = landmark_points(self.model, folded, pose, self.camera)
+            return out.image, out.alpha, out.mouth, frame_landmarks
 
         self._render = render_masks
         self._dilations = dilations
@@ -148,9 +146,11 @@ class TargetExamples:
     def _emit(self, pending, matrices, screens) -> Iterator[dict]:
         r, batch = self.resolution, int(self.config.batch)
         index = np.array([i for i, _ in pending])
-        padded = np.concatenate([index, np.full(batch - len(index), index[-1])])
-        image, alpha, mouth, lm = jax.device_get(
-            self._render(fitted_coeffs(self.fit, padded), jnp.asarray(screens[padded])))
+        padded = pad_to_batch(index, batch)
+        fit = self.fit
+        image, alpha, mouth, lm = jax.device_get(self._render(
+            fit.expression[padded], fit.gamma[padded], fit.angles[padded],
+            fit.translation[padded], screens[padded]))
         fmt = self.config.image_format
         for j, (i, frame) in enumerate(pending):
             face_crop = crop_frame(frame, matrices[i], r)
