@@ -73,7 +73,7 @@ class DlibDescriber:
         return np.asarray(self._model.compute_face_descriptor(frame, shape), np.float32)
 
 
-def _area(boxes: np.ndarray) -> np.ndarray:
+def box_area(boxes: np.ndarray) -> np.ndarray:
     """[..., 4+] (x0, y0, x1, y1) -> [...] area in square pixels (0 for an inverted box)."""
     return (np.clip(boxes[..., 2] - boxes[..., 0], 0, None)
             * np.clip(boxes[..., 3] - boxes[..., 1], 0, None))
@@ -85,7 +85,7 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
     iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
     inter = ix * iy
-    union = _area(box) + _area(boxes) - inter
+    union = box_area(box) + box_area(boxes) - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
@@ -98,7 +98,7 @@ def most_prominent(boxes: np.ndarray, frame_size: tuple[int, int]) -> int:
     """
     boxes = np.asarray(boxes, np.float64)[:, :4]
     h, w = frame_size
-    area = _area(boxes)
+    area = box_area(boxes)
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
     d = np.linalg.norm(centre - [w / 2, h / 2], axis=1) / max(np.hypot(w, h) / 2, 1e-9)
     return int(np.argmax(area * (1 - 0.5 * np.minimum(d, 1.0))))

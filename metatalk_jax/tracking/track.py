@@ -32,7 +32,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from metatalk_jax.tracking.backends import FaceBackend
 from metatalk_jax.tracking.identity import (FILLED, NO_FACE, OTHER_PERSON, STATUS_NAMES, TRACKED,
-                                            IdentityFollower, ShotCuts)
+                                            IdentityFollower, ShotCuts, box_area, box_iou)
 
 NUM_LANDMARKS = 68
 
@@ -171,21 +171,6 @@ def smooth_track(points: np.ndarray, sigma_frames: float) -> np.ndarray:
     return smoothed.astype(np.float32)
 
 
-def _area(boxes: np.ndarray) -> np.ndarray:
-    """[..., 4] (x0, y0, x1, y1) -> [...] area in square pixels (0 for an inverted box)."""
-    return (np.clip(boxes[..., 2] - boxes[..., 0], 0, None)
-            * np.clip(boxes[..., 3] - boxes[..., 1], 0, None))
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Intersection over union of one (x0, y0, x1, y1) box with [N,4] boxes -> [N]."""
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    union = _area(box) + _area(boxes) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def choose_face(boxes: np.ndarray, previous: np.ndarray | None) -> int:
     """Index into [N,4+] boxes of the face to follow.
 
@@ -194,10 +179,10 @@ def choose_face(boxes: np.ndarray, previous: np.ndarray | None) -> int:
     """
     boxes = np.asarray(boxes, np.float64)[:, :4]
     if previous is not None:
-        overlap = _iou(np.asarray(previous, np.float64)[:4], boxes)
+        overlap = box_iou(np.asarray(previous, np.float64)[:4], boxes)
         if overlap.max() > 0:
             return int(np.argmax(overlap))
-    return int(np.argmax(_area(boxes)))
+    return int(np.argmax(box_area(boxes)))
 
 
 def _missing_runs(detected: np.ndarray) -> list[tuple[int, int]]:
@@ -316,36 +301,11 @@ class NoFaceYet(TrackingError):
     """No face in the first frames: raised while tracking, before the rest is decoded."""
 
 
-def track_video(frames: Iterable[np.ndarray], backend: FaceBackend, *, source: str,
-                max_gap: int = 12, min_tracked_fraction: float = 0.8,
-                smoothing_sigma: float = 1.0, progress=None,
-                follower: IdentityFollower | None = None, cuts: ShotCuts | None = None,
-                exclude_runs: bool = False, min_kept_fraction: float = 0.0,
-                min_kept_frames: int = 1, first_face_frames: int | None = None,
-                no_face_hint=None) -> FaceTrack:
-    """Tracks one face through `frames` (RGB uint8 [H,W,3] each, any iterable) -> FaceTrack.
-
-    Per frame: backend.detect; then the face to follow: follower.step (one identity through
-    cuts and crowds, tracking/identity.py), or without a follower choose_face (most overlap
-    with the last tracked box; the largest first); backend.landmarks in that box. cuts: a shot
-    cut detector (a cut resets box continuity and is never filled across). Then runs without
-    the target are filled or excluded (resolve_runs, exclude_runs), landmarks and boxes are
-    smoothed with smooth_track(smoothing_sigma frames; 0 = off) within each stretch of kept
-    frames. `source` names the video in errors; `progress` (e.g. metatalk_jax.progress.Progress;
-    the caller closes it) gets update(1) per frame.
-
-    first_face_frames: when no face at all is found in this many first frames, NoFaceYet is
-    raised at once (a video without a face costs seconds, not a whole pass); no_face_hint(frame)
-    -> str is appended to that message (e.g. "the video looks rotated").
-
-    Raises TrackingError when no face is found, a run cannot be filled (without exclude_runs),
-    fewer than min_kept_fraction (or min_kept_frames) of the frames show the target, or fewer
-    than min_tracked_fraction of the kept frames have a detected face.
-    """
-    if max_gap < 0 or not 0.0 <= min_tracked_fraction <= 1.0:
-        raise ValueError(f"need max_gap >= 0 and 0 <= min_tracked_fraction <= 1, got "
-                         f"{max_gap} and {min_tracked_fraction}")
-    name = os.path.basename(str(source)) or str(source)
+def _scan(frames, backend: FaceBackend, name: str, *, follower, cuts, progress,
+          first_face_frames, no_face_hint):
+    """The per-frame pass of track_video: detect, choose, landmarks. Returns (landmarks
+    [T,68,2] list, boxes [T,4] list, status per frame before filling (TRACKED / NO_FACE; the
+    follower's statuses replace it), shot-cut frames, (H, W), whether any face was seen)."""
     landmarks, boxes, found_status, cut_frames = [], [], [], []
     frame_size, previous, any_face = None, None, False
     for t, frame in enumerate(frames):
@@ -391,6 +351,42 @@ def track_video(frames: Iterable[np.ndarray], backend: FaceBackend, *, source: s
             hint = no_face_hint(frame) if no_face_hint is not None else ""
             raise NoFaceYet(f"{name}: no face found in the first {t + 1} frames{hint}")
 
+    return landmarks, boxes, found_status, cut_frames, frame_size, any_face
+
+
+def track_video(frames: Iterable[np.ndarray], backend: FaceBackend, *, source: str,
+                max_gap: int = 12, min_tracked_fraction: float = 0.8,
+                smoothing_sigma: float = 1.0, progress=None,
+                follower: IdentityFollower | None = None, cuts: ShotCuts | None = None,
+                exclude_runs: bool = False, min_kept_fraction: float = 0.0,
+                min_kept_frames: int = 1, first_face_frames: int | None = None,
+                no_face_hint=None) -> FaceTrack:
+    """Tracks one face through `frames` (RGB uint8 [H,W,3] each, any iterable) -> FaceTrack.
+
+    Per frame: backend.detect; then the face to follow: follower.step (one identity through
+    cuts and crowds, tracking/identity.py), or without a follower choose_face (most overlap
+    with the last tracked box; the largest first); backend.landmarks in that box. cuts: a shot
+    cut detector (a cut resets box continuity and is never filled across). Then runs without
+    the target are filled or excluded (resolve_runs, exclude_runs), landmarks and boxes are
+    smoothed with smooth_track(smoothing_sigma frames; 0 = off) within each stretch of kept
+    frames. `source` names the video in errors; `progress` (e.g. metatalk_jax.progress.Progress;
+    the caller closes it) gets update(1) per frame.
+
+    first_face_frames: when no face at all is found in this many first frames, NoFaceYet is
+    raised at once (a video without a face costs seconds, not a whole pass); no_face_hint(frame)
+    -> str is appended to that message (e.g. "the video looks rotated").
+
+    Raises TrackingError when no face is found, a run cannot be filled (without exclude_runs),
+    fewer than min_kept_fraction (or min_kept_frames) of the frames show the target, or fewer
+    than min_tracked_fraction of the kept frames have a detected face.
+    """
+    if max_gap < 0 or not 0.0 <= min_tracked_fraction <= 1.0:
+        raise ValueError(f"need max_gap >= 0 and 0 <= min_tracked_fraction <= 1, got "
+                         f"{max_gap} and {min_tracked_fraction}")
+    name = os.path.basename(str(source)) or str(source)
+    landmarks, boxes, found_status, cut_frames, frame_size, any_face = _scan(
+        frames, backend, name, follower=follower, cuts=cuts, progress=progress,
+        first_face_frames=first_face_frames, no_face_hint=no_face_hint)
     if follower is not None:
         follower.settle()
         status = np.asarray(follower.status, np.int8)
