@@ -12,8 +12,11 @@ import ast
 import importlib
 import importlib.util
 import os
+import pkgutil
 
-from metatalk_jax.configs import NAMES
+# The packaged configs build on this module (configs/demo.py composes the others with
+# load_config), so they are found by name at run time, never imported here by statement.
+CONFIGS_PACKAGE = "metatalk_jax.configs"
 
 OVERRIDE_HELP = ("any config key can be set as --config.KEY=VALUE (nested keys with dots, e.g. "
                  "--config.data.resolution=64; values are Python literals or plain strings)")
@@ -28,10 +31,17 @@ def _config_module(path: str):
         return module
     name = os.path.splitext(os.path.basename(path))[0]
     packaged = path in (name, name + ".py") or os.path.normpath(os.path.dirname(path)) == "configs"
-    if packaged and name in NAMES:
-        return importlib.import_module(f"metatalk_jax.configs.{name}")
+    names = packaged_config_names()
+    if packaged and name in names:
+        return importlib.import_module(f"{CONFIGS_PACKAGE}.{name}")
     raise ValueError(f"{path}: config file not found (a packaged config is one of "
-                     f"{', '.join(NAMES)}, e.g. --config renderer:gpu)")
+                     f"{', '.join(names)}, e.g. --config renderer:gpu)")
+
+
+def packaged_config_names() -> tuple[str, ...]:
+    """Names of the configs shipped in metatalk_jax/configs (its modules), sorted."""
+    package = importlib.import_module(CONFIGS_PACKAGE)
+    return tuple(sorted(module.name for module in pkgutil.iter_modules(package.__path__)))
 
 
 def load_config(spec: str, overrides=()):

@@ -5,5 +5,3 @@ Every CLI's `--config` takes a name (`renderer`, `renderer:gpu`; the older spell
 `configs/renderer.py:gpu` works from any directory too) or the path of a config file of your own
 (metatalk_jax/config_loading.py).
 """
-
-NAMES = ("prepare", "pseudo", "a2e", "renderer", "demo")
