@@ -32,8 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metatalk_jax.data_pipelines.a2e_windows import make_a2e_batches, pseudo_windows, target_windows
-from metatalk_jax.data_pipelines.pseudo_video import ConcatenatedSource
+from metatalk_jax.data_pipelines.a2e_windows import a2e_windows, pseudo_frame_sources
+from metatalk_jax.data_pipelines.target_video import open_target_source
+from metatalk_jax.data_pipelines.windows import make_window_batches
 from metatalk_jax.models.a2e import make_a2e
 from metatalk_jax.subject.face_model import prepared_morphable
 from metatalk_jax.subject.layout import load_training_subject
@@ -85,37 +86,8 @@ class A2ETask:
         data = config.data
         subject = load_training_subject(data.subject)
         self.window, self.mel_columns = int(data.window), int(data.mel_columns)
-        kwargs = dict(window=self.window, mel_columns=self.mel_columns,
-                      cache_frames=int(data.cache_frames))
-        self.train_target = target_windows(subject.tfds_dir, "train", **kwargs)
-        e, n = self.train_target.expression_dim, self.train_target.audio_samples
-        self.expression_dim = e
-        roots = [d.strip() for d in str(data.pseudo_dirs).split(",") if d.strip()]
-        self.pseudo_ratio = float(data.pseudo_ratio)
-        if self.pseudo_ratio > 0 and not roots:
-            raise ValueError(f"config.data.pseudo_ratio={self.pseudo_ratio} but no pseudo data: "
-                             "pass --config.data.pseudo_dirs=DIR[,DIR] or "
-                             "--config.data.pseudo_ratio=0")
-        checks = dict(expression_dim=e, audio_samples=n,
-                      subject_fingerprint=subject.meta.get("fingerprint"))
-
-        def pseudo(split):
-            return pseudo_windows(roots, split, **kwargs, **checks) if roots else None
-
-        self.train_pseudo = pseudo("train") if self.pseudo_ratio > 0 else None
-        eval_sources = []
-        if data.eval_on in ("target", "both"):
-            eval_sources.append(target_windows(subject.tfds_dir, "validation", **kwargs))
-        if data.eval_on in ("pseudo", "both"):
-            held_out = pseudo("validation")
-            if held_out is None:
-                raise ValueError(f"config.data.eval_on={data.eval_on!r} but the pseudo corpora "
-                                 f"{roots} have no validation clips")
-            eval_sources.append(held_out)
-        if not eval_sources:
-            raise ValueError(f"config.data.eval_on must be target, pseudo or both, got "
-                             f"{data.eval_on!r}")
-        self.eval_source = ConcatenatedSource(eval_sources)
+        self._data_sources(subject, data)
+        e = self.expression_dim
 
         # The mouth loss needs the expression basis of the model the subject was fitted with.
         face_model = prepared_morphable(subject, str(data.model) or None)
@@ -135,6 +107,45 @@ class A2ETask:
         b = int(config.batch_size)
         self._mel_shape = (b, self.window, 80, self.mel_columns)
 
+    def _data_sources(self, subject, data) -> None:
+        """Windows of the training target and pseudo frames and of the held-out frames
+        (config.data.eval_on: target, pseudo or both, in one source)."""
+        windows = dict(window=self.window, mel_columns=self.mel_columns,
+                       cache_frames=int(data.cache_frames))
+        target = {split: open_target_source(subject.tfds_dir, split)
+                  for split in ("train", "validation")}
+        self.train_target = a2e_windows([target["train"]], **windows)
+        self.expression_dim = int(self.train_target.position_spec["expression"][0][-1])
+        roots = [d.strip() for d in str(data.pseudo_dirs).split(",") if d.strip()]
+        self.pseudo_ratio = float(data.pseudo_ratio)
+        if self.pseudo_ratio > 0 and not roots:
+            raise ValueError(f"config.data.pseudo_ratio={self.pseudo_ratio} but no pseudo data: "
+                             "pass --config.data.pseudo_dirs=DIR[,DIR] or "
+                             "--config.data.pseudo_ratio=0")
+        if roots and self.pseudo_ratio == 0 and data.eval_on == "target":
+            # e.g. the tiny/cpu test variants set the ratio to 0: say so, never drop them silently
+            raise ValueError(f"config.data.pseudo_dirs={','.join(roots)} would be ignored: "
+                             "config.data.pseudo_ratio is 0; pass --config.data.pseudo_ratio="
+                             "0.5 (the fraction of each batch from them)")
+        checks = dict(expression_dim=self.expression_dim,
+                      audio_samples=int(np.shape(target["train"][0]["audio"])[0]),
+                      subject_fingerprint=subject.meta.get("fingerprint"))
+        pseudo = {split: pseudo_frame_sources(roots, split, **checks)
+                  for split in ("train", "validation")}
+        self.train_pseudo = None
+        if self.pseudo_ratio > 0 and sum(map(len, pseudo["train"])):
+            self.train_pseudo = a2e_windows(pseudo["train"], **windows)
+        if data.eval_on not in ("target", "pseudo", "both"):
+            raise ValueError(f"config.data.eval_on must be target, pseudo or both, got "
+                             f"{data.eval_on!r}")
+        held_out = [target["validation"]] if data.eval_on in ("target", "both") else []
+        if data.eval_on in ("pseudo", "both"):
+            if not sum(map(len, pseudo["validation"])):
+                raise ValueError(f"config.data.eval_on={data.eval_on!r} but the pseudo corpora "
+                                 f"{roots} have no validation clips")
+            held_out += pseudo["validation"]
+        self.eval_source = a2e_windows(held_out, **windows)
+
     # -- constants and state ---------------------------------------------------------------
     def constants(self):
         return {k: jnp.asarray(v) for k, v in self._constants.items()}
@@ -146,14 +157,14 @@ class A2ETask:
 
     # -- data ------------------------------------------------------------------------------
     def train_batches(self, *, seed: int, process_index: int, process_count: int):
-        return make_a2e_batches(
+        return make_window_batches(
             self.train_target, self.train_pseudo, global_batch=int(self.config.batch_size),
             pseudo_ratio=self.pseudo_ratio, seed=seed, process_index=process_index,
             process_count=process_count, num_epochs=None, shuffle=True,
             worker_count=int(self.config.data.workers))
 
     def eval_batches(self, *, process_index: int, process_count: int):
-        return make_a2e_batches(
+        return make_window_batches(
             self.eval_source, None, global_batch=int(self.config.batch_size), seed=0,
             process_index=process_index, process_count=process_count, num_epochs=1,
             shuffle=False, drop_remainder=False, worker_count=0)
