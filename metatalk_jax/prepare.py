@@ -2,7 +2,14 @@
 
     python -m metatalk_jax.prepare --video talk.mp4 --out subjects/me
                                    [--model bfm.npz] [--config configs/prepare.py:tiny]
+                                   [--face X,Y [--face-frame N]] [--overwrite]
                                    [--config.key=value ...]
+
+The subject is one person: the largest, most central face of the first frame with a face, or
+the face at --face X,Y (video pixels) in frame --face-frame (at the config's fps, default 25).
+Frames where that person is absent, or only others are there, are left out and reported
+(report.json, the summary line). A subject of another video, model or config at --out is only
+replaced with --overwrite.
 
 Without --model the offline BFM-derived model is used (built once from a registry wheel; see
 `python -m metatalk_jax.face3d.assets`). What the directory holds: metatalk_jax/subject/layout.py.
@@ -28,19 +35,33 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None, help="morphable model .npz (default: offline)")
     parser.add_argument("--config", default=DEFAULT_CONFIG,
                         help="config file[:variant], default configs/prepare.py")
+    parser.add_argument("--face", default=None, metavar="X,Y",
+                        help="the target person: the face at this point (video pixels)")
+    parser.add_argument("--face-frame", type=int, default=None, metavar="N",
+                        help="the frame --face refers to (at the config's fps; default 0)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a subject prepared from another video, model or config")
     args, rest = parser.parse_known_args(argv)
     overrides = config_overrides(parser, rest)
+    if args.face_frame is not None and args.face is None:
+        parser.error("--face-frame needs --face X,Y")
     from metatalk_jax.media.ffmpeg_tools import MediaError
     from metatalk_jax.subject.prepare_subject import prepare_subject
     from metatalk_jax.tracking.track import TrackingError
     enable_compilation_cache()
     try:
         config = load_config(args.config, overrides)
+        if args.face is not None:       # part of the config, so of the subject's fingerprint
+            from metatalk_jax.subject.target_person import parse_point
+            parse_point(args.face)
+            config.target_face = args.face
+            config.target_frame = int(args.face_frame or 0)
         from metatalk_jax.media.ffmpeg_tools import check_input_file
         check_input_file(args.video)
         from metatalk_jax.subject.face_model import load_morphable
         model, sha, name = load_morphable(args.model)
-        prepare_subject(args.video, args.out, model, sha, config, model_name=name)
+        prepare_subject(args.video, args.out, model, sha, config, model_name=name,
+                        overwrite=args.overwrite)
     except (MediaError, TrackingError, ValueError, OSError) as err:
         return report_bad_input(err)
     print(args.out)

@@ -74,7 +74,8 @@ def get_config(arg=None):
     if arg in ("tiny", "cpu"):
         config.total_steps = 6
         config.batch_size = 16
-        config.data.pseudo_ratio = 0.0
+        config.data.pseudo_ratio = 0.0     # target only; with pseudo_dirs pass a ratio (a
+                                           # ratio of 0 with pseudo_dirs is refused, not ignored)
         config.data.window = 7
         config.data.mel_columns = 8
         config.data.cache_frames = 1 << 14
