@@ -3,7 +3,7 @@
     python -m metatalk_jax.infer --subject subjects/me --a2e runs/me_a2e --renderer runs/me_hd \
         --audio speech.wav --out out.mp4 [--resolution 256|512|1024] [--preview]
         [--batch-size N] [--max-seconds 600] [--crf 18] [--preset medium]
-        [--lip-sync-frames 250] [--model bfm.npz] [--video talk.mp4]
+        [--lip-sync-frames 250] [--model bfm.npz] [--video talk.mp4] [--allow-other-subject]
 
 --a2e / --renderer: a training work dir (its newest checkpoint) or one step directory
 (WORKDIR/checkpoints/<step>). --resolution must match the renderer's training resolution (it is
@@ -12,6 +12,8 @@ background frame, labelled face crops). Beside the video, OUT.drive.json records
 background frame and the 3DMM mouth opening that drove it; the summary's `lip_sync` is measured
 on the written pixels against both (metatalk_jax/eval/pixel_lip_sync.py). --model: the morphable model .npz `prepare` used (default: the offline
 model); --video: the subject's source video if it moved since `prepare`.
+Each training run records the subject it was trained on (WORKDIR/trained_on.json); an A2E or
+renderer of another subject is refused unless --allow-other-subject is given.
 
 Prints a JSON summary on stdout. Exit status 0 on success, 2 on bad input (one `error:` line on
 stderr, nothing written).
@@ -56,6 +58,9 @@ def main(argv=None) -> int:
                              "pixels after writing, for the summary; 0 = skip (default 250)")
     parser.add_argument("--model", default=None, help="morphable model .npz prepare used")
     parser.add_argument("--video", default=None, help="the subject's source video, if moved")
+    parser.add_argument("--allow-other-subject", action="store_true",
+                        help="use an A2E / renderer trained on another subject (refused "
+                             "otherwise: each run records its subject)")
     args = parser.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         return report_bad_input(ValueError(f"--batch-size must be positive, got "
@@ -73,7 +78,8 @@ def main(argv=None) -> int:
     settings = InferenceSettings(resolution=args.resolution, batch_size=args.batch_size,
                                  max_seconds=args.max_seconds, model_path=args.model,
                                  video=args.video, preview=args.preview, crf=args.crf,
-                                 preset=args.preset, lip_sync_frames=max(0, args.lip_sync_frames))
+                                 preset=args.preset, lip_sync_frames=max(0, args.lip_sync_frames),
+                                 allow_other_subject=args.allow_other_subject)
     return run_stage(lambda: run_inference(args.subject, args.a2e, args.renderer, args.audio,
                                            args.out, settings))
 

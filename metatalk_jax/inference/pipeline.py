@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import sys
 import time
 from collections import deque
 
@@ -29,6 +30,7 @@ import numpy as np
 
 from metatalk_jax.eval.mouth_opening import mouth_opening
 from metatalk_jax.eval.pixel_lip_sync import DriveRecord, drive_sidecar_path, pixel_lip_sync
+from metatalk_jax.fixed_batches import pad_to_batch
 from metatalk_jax.inference.audio_drive import expressions_from_audio
 from metatalk_jax.inference.background import BackgroundFrames
 from metatalk_jax.inference.face_blend import blend_mask, composite_frame
@@ -41,6 +43,7 @@ from metatalk_jax.media.video_write import Mp4Writer
 from metatalk_jax.progress import Progress
 from metatalk_jax.subject.face_model import subject_camera, subject_face_model
 from metatalk_jax.subject.layout import Subject, load_subject
+from metatalk_jax.train.trained_on import check_trained_on
 from metatalk_jax.subject.renderer_inputs import (cavity_colour, crop_renders, dilated_mouth_mask,
                                                   mouth_dilation_steps)
 from metatalk_jax.tracking.crop import crop_frame
@@ -67,6 +70,7 @@ class InferenceSettings:
     video when it has moved (None: subject.json's path). preview: also write
     `<out>.preview.mp4`. crf/preset: libx264 settings. lip_sync_frames: output frames (spread
     evenly) whose pixel lip sync is measured after writing (eval/pixel_lip_sync.py); 0: none.
+    allow_other_subject: use an A2E / renderer trained on another subject (else refused).
     """
 
     resolution: int | None = None
@@ -81,6 +85,7 @@ class InferenceSettings:
     preset: str = "medium"
     lip_sync_frames: int = 250
     show_progress: bool = True
+    allow_other_subject: bool = False
 
 
 def preview_path_for(out_path: str) -> str:
@@ -180,6 +185,8 @@ def prepare_inference(subject_dir: str, renderer_path: str, settings: InferenceS
     """(subject, renderer, source video): loaded and checked against each other."""
     subject = load_subject(subject_dir)
     renderer = load_renderer(renderer_path)
+    check_trained_on(subject, renderer.checkpoint.step_dir, "renderer",
+                     allow_other=settings.allow_other_subject)
     r = renderer.resolution
     if settings.resolution is not None and int(settings.resolution) != r:
         raise ValueError(f"{renderer_path}: the renderer was trained at {r}x{r}, not "
@@ -200,6 +207,12 @@ def run_inference(subject_dir: str, a2e_path: str, renderer_path: str, audio_pat
     fps = float(subject.meta["fps"])
     audio = load_driving_audio(audio_path, settings)
     a2e = load_a2e(a2e_path)
+    trained_on = [check_trained_on(subject, m.checkpoint.step_dir, what,
+                                   allow_other=settings.allow_other_subject)
+                  for m, what in ((a2e, "A2E"), (renderer, "renderer"))]
+    for note in trained_on:
+        if "another subject" in note:
+            print(f"warning: {note}", file=sys.stderr, flush=True)
     e = int(np.shape(subject.coefficients["expression"])[1])
     if a2e.expression_dim != e:
         raise ValueError(f"{a2e_path}: the A2E predicts {a2e.expression_dim} expression "
@@ -211,6 +224,7 @@ def run_inference(subject_dir: str, a2e_path: str, renderer_path: str, audio_pat
     summary = render_video(subject, renderer, video, expressions, out_path, settings,
                            audio=load_audio(audio_path, MUX_SAMPLE_RATE), started=t0)
     summary["a2e_step"] = a2e.checkpoint.step
+    summary["trained_on"] = trained_on
     return summary
 
 
@@ -299,12 +313,10 @@ class _FrameStream:
         self.rendered = 0         # output frames rendered so far
 
     def _render(self, chunk) -> None:
-        b, e = self.batch, self.expressions.shape[1]
-        sources = np.array([j for j, _ in chunk])
-        exprs = np.zeros((b, e), np.float32)
-        exprs[:len(chunk)] = self.expressions[self.rendered:self.rendered + len(chunk)]
-        padded = np.concatenate([sources, np.full(b - len(chunk), sources[-1])])
-        images, masks, openings = self.faces(exprs, padded)
+        b, n = self.batch, len(chunk)
+        sources = pad_to_batch([j for j, _ in chunk], b)
+        exprs = pad_to_batch(self.expressions[self.rendered:self.rendered + n], b)
+        images, masks, openings = self.faces(exprs, sources)
         for i, (j, frame) in enumerate(chunk):
             self.entries.append((j, frame, images[i], masks[i]))
         self.drive_openings.extend(float(v) for v in openings[:len(chunk)])
@@ -313,8 +325,7 @@ class _FrameStream:
     def _generate(self, centres: list[int]):
         """Yields (output frame, preview panel or None) of output frames `centres`."""
         half, first, r = self.half, self.first, self.renderer.resolution
-        padded = centres + [centres[-1]] * (self.batch - len(centres))
-        positions = np.asarray(padded)[:, None] + np.arange(-half, half + 1)[None, :]
+        positions = pad_to_batch(centres, self.batch)[:, None] + np.arange(-half, half + 1)[None, :]
         valid = (positions >= 0) & (positions < self.count)
         index = np.clip(positions, first, self.rendered - 1) - first
         renders = np.stack([[self.entries[i][2] for i in row] for row in index])

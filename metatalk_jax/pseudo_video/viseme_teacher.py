@@ -88,8 +88,14 @@ def read_sentences(path: str) -> list[str]:
     """Non-empty lines of a UTF-8 text file (lines starting with # are comments)."""
     if not os.path.isfile(path):
         raise ValueError(f"{path}: sentences file not found")
-    with open(path, encoding="utf-8") as f:
-        lines = [line.strip() for line in f]
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f]
+    except UnicodeDecodeError as err:
+        # Python's own message names the codec and byte but not the file.
+        line = open(path, "rb").read()[:err.start].count(b"\n") + 1
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} on line "
+                         f"{line}); save it as UTF-8") from None
     sentences = [line for line in lines if line and not line.startswith("#")]
     if not sentences:
         raise ValueError(f"{path}: no sentences (one per line)")
@@ -189,28 +195,21 @@ def viseme_preview_image(subject: Subject, model, expressions: np.ndarray, label
     import jax
     import jax.numpy as jnp
 
-    from metatalk_jax.face3d.render import FaceCoeffs, render
     from metatalk_jax.subject.face_model import subject_camera
+    from metatalk_jax.subject.renderer_inputs import crop_renders
 
     coeffs = subject.coefficients
     angles = np.asarray(coeffs["angles"], np.float32)
     frame = int(np.argmin(np.abs(angles[:, :2]).sum(1)))    # least pitch + yaw
     count = len(expressions)
-    model = model.as_jax()
-    dims = model.dims
-
-    def per_frame(name):
-        return jnp.broadcast_to(jnp.asarray(coeffs[name][frame], jnp.float32),
-                                (count, np.shape(coeffs[name])[1]))
-
-    faces = FaceCoeffs(jnp.zeros((count, dims["id"])), jnp.asarray(expressions, jnp.float32),
-                       jnp.zeros((count, dims["tex"])), per_frame("angles"),
-                       per_frame("translation"), per_frame("gamma"))
+    fixed = [jnp.broadcast_to(jnp.asarray(coeffs[name][frame], jnp.float32),
+                              (count, np.shape(coeffs[name])[1]))
+             for name in ("gamma", "angles", "translation")]
     screen = subject.crop_boxes().screen_transform(resolution)[[frame] * count]
     camera = subject_camera(subject, resolution)
     # One compiled program: run op by op, the rasterizer takes several times longer.
-    out = jax.jit(lambda m, f, st: render(m, f, camera, antialiased=True, with_mouth_mask=False,
-                                          screen_transform=st))(model, faces, jnp.asarray(screen))
+    out = jax.jit(lambda m, *c: crop_renders(m, camera, *c))(
+        model.as_jax(), jnp.asarray(expressions, jnp.float32), *fixed, jnp.asarray(screen))
     alpha = np.asarray(out.alpha)[..., None]
     tiles = np.asarray(out.image) * alpha + 0.15 * (1.0 - alpha)
     tiles = np.clip(np.rint(tiles * 255.0), 0, 255).astype(np.uint8)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metatalk_jax.fixed_batches import index_batches
 from metatalk_jax.recon.fit import (FRAME_KEYS, FitResult, VideoTarget, landmark_points,
                                     render_fit)
 
@@ -40,8 +41,10 @@ def inter_ocular_distance(landmarks: np.ndarray) -> np.ndarray:
     return np.linalg.norm(landmarks[:, 36] - landmarks[:, 45], axis=-1)
 
 
-def fit_report(model, target: VideoTarget, fit: FitResult, *, chunk_size: int = 16) -> FitReport:
-    """Evaluates a fit on every frame (rendering chunk by chunk)."""
+def fit_report(model, target: VideoTarget, fit: FitResult, *, chunk_size: int = 16,
+               progress=None) -> FitReport:
+    """Evaluates a fit on every frame (rendering chunk by chunk); `progress` (e.g. a
+    metatalk_jax.progress.Progress; the caller closes it) gets update(n) per chunk of n frames."""
     model = model.as_jax()
     shared = {"identity": jnp.asarray(fit.identity), "texture": jnp.asarray(fit.texture),
               "albedo_offset": jnp.asarray(fit.albedo) - model.mean_albedo}
@@ -60,9 +63,7 @@ def fit_report(model, target: VideoTarget, fit: FitResult, *, chunk_size: int = 
     lm_err = np.zeros(t, np.float32)
     rmse = np.zeros(t, np.float32)
     params = fit.frame_params()
-    for start in range(0, t, chunk_size):
-        real = np.arange(start, min(start + chunk_size, t))
-        index = np.concatenate([real, np.full(chunk_size - len(real), real[-1])])
+    for real, index in index_batches(t, chunk_size):
         frames = {k: jnp.asarray(params[k][index]) for k in FRAME_KEYS}
         screen = jnp.asarray(target.boxes.take(index).screen_transform(size))
         crops = jnp.asarray(np.asarray(target.crops[index], np.float32) / 255.0)
@@ -71,5 +72,7 @@ def fit_report(model, target: VideoTarget, fit: FitResult, *, chunk_size: int = 
         dist = np.linalg.norm(np.asarray(lm[:n]) - target.landmarks[real], axis=-1)
         lm_err[real] = dist.mean(-1)
         rmse[real] = np.asarray(err[:n])
+        if progress is not None:
+            progress.update(n)
     iod = inter_ocular_distance(np.asarray(target.landmarks))
     return FitReport(lm_err, 100.0 * lm_err / np.maximum(iod, 1e-6), rmse)

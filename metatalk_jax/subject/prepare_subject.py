@@ -1,7 +1,9 @@
 """Target video -> subject directory (see layout.py): the stages of `python -m metatalk_jax.prepare`.
 
   1. probe + audio     check the video, extract 16 kHz mono audio (or fail early if required)
-  2. track             stream frames at the subject fps, detect + 68 landmarks, fill short gaps
+  2. track             stream frames at the subject fps, detect + 68 landmarks, hold the target
+                       person (identity checks, shot cuts), fill short gaps, leave out the frames
+                       without them (then the kept frames get their own frames.mp4 + audio)
   3. fit crops         first crop boxes from the landmarks; crops at the fit resolution are
                        spooled to a work file (read back by chunk, never all in memory)
   4. fit               3DMM reconstruction (recon/fit.py) and its per-frame report
@@ -12,7 +14,8 @@
 The whole directory is built under a hidden temporary name beside the destination and renamed
 into place only when complete, so an interrupted or failed run leaves no subject that looks
 finished; a run whose inputs (video bytes, model, config, format version) match the existing
-subject's fingerprint does nothing.
+subject's fingerprint does nothing, and a subject of other inputs is replaced only with
+overwrite=True (`--overwrite`).
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ from metatalk_jax.recon.report import fit_report
 from metatalk_jax.subject import layout
 from metatalk_jax.subject.previews import error_plot
 from metatalk_jax.subject.target_examples import (TargetExamples, final_crop_boxes)
+from metatalk_jax.subject.target_person import (check_first_seconds, kept_audio, track_target,
+                                                tracking_message, write_kept_frames)
 from metatalk_jax.tracking.backends import make_backend
 from metatalk_jax.tracking.crop import boxes_from_points, crop_frame, frame_camera
-from metatalk_jax.tracking.track import track_video
+from metatalk_jax.tracking.identity import STATUS_NAMES
 
 
 def package_versions() -> dict:
@@ -112,7 +117,8 @@ def existing_subject(out_dir: str, video_sha: str, model_sha: str, config, print
         return meta
     source = meta.get("source", {})
     if source.get("sha256") != video_sha:
-        why = f"from another video ({os.path.basename(str(source.get('original_path') or source.get('path') or '?'))})"
+        name = source.get("original_path") or source.get("path") or "?"
+        why = f"from another video ({os.path.basename(str(name))})"
     elif meta.get("model", {}).get("sha256") != model_sha:
         why = f"with another model ({meta.get('model', {}).get('name') or '?'})"
     else:
@@ -186,25 +192,43 @@ def prepare_subject(video: str, out_dir: str, model, model_sha: str, config, *,
     return meta
 
 
-def _estimated_frames(info, fps: float) -> int | None:
-    return None if not info.duration_s else int(round(info.duration_s * fps))
+def _track_stage(video, info, audio, work, config):
+    """Tracks the target person (subject/target_person.py) -> (whole-video track, target dict,
+    the subject's track, the video of the subject's frames, their audio). Without excluded
+    frames the video and audio are the originals; with them, the kept frames' own."""
+    backend = make_backend(config.backend, upsample=config.upsample)
+    check_first_seconds(video, backend, config)
+    whole, target = track_target(video, info, backend, config)
+    _say("tracking: " + tracking_message(whole.summary(), target))
+    track = whole.kept_only()
+    if track.num_frames < whole.num_frames:
+        frames_video = os.path.join(work, layout.FRAMES_VIDEO)
+        track.frame_size = write_kept_frames(video, track.source_frames, frames_video,
+                                             float(config.fps))
+        video = frames_video
+        if audio is not None:
+            audio = kept_audio(audio, track.source_frames, float(config.fps),
+                               int(config.sample_rate))
+    track.to_npz(os.path.join(work, layout.LANDMARKS))
+    return whole, target, track, video, audio
+
+
+def _counted(examples, bar: Progress):
+    """Passes the examples through, counting them on `bar` (the shards' progress line)."""
+    for example in examples:
+        yield example
+        bar.update()
 
 
 def _build(video, info, audio, work, model, config) -> dict:
     timings = {}
     fps = float(config.fps)
+
+    # -- track: one person; frames without them are left out ---------------------------------
+    t0 = time.time()
+    whole, person, track, video, audio = _track_stage(video, info, audio, work, config)
     if audio is not None:
         write_wav(os.path.join(work, layout.AUDIO), audio, config.sample_rate)
-
-    # -- track -------------------------------------------------------------------------------
-    t0 = time.time()
-    backend = make_backend(config.backend, upsample=config.upsample)
-    bar = Progress("track", _estimated_frames(info, fps))
-    track = track_video(read_frames(video, fps=fps), backend, source=os.path.basename(video),
-                        max_gap=config.max_gap, min_tracked_fraction=config.min_tracked_fraction,
-                        smoothing_sigma=config.landmark_sigma, progress=bar)
-    bar.close()
-    track.to_npz(os.path.join(work, layout.LANDMARKS))
     timings["track_s"] = time.time() - t0
     t = track.num_frames
     frame_size = tuple(track.frame_size)
@@ -233,7 +257,9 @@ def _build(video, info, audio, work, model, config) -> dict:
     fit = fit_video(model, target, config.fit, progress_factory=lambda l, n: Progress(l, n))
     timings["fit_s"] = time.time() - t0
     t0 = time.time()
-    report = fit_report(model, target, fit)
+    bar = Progress("fit report", t)
+    report = fit_report(model, target, fit, progress=bar)
+    bar.close()
     timings["report_s"] = time.time() - t0
     write_npz(os.path.join(work, layout.COEFFICIENTS), **fit._asdict())
     del spool
@@ -254,26 +280,19 @@ def _build(video, info, audio, work, model, config) -> dict:
     examples = TargetExamples(video, model, fit, boxes, camera, track.landmarks, audio, config,
                               preview_path=os.path.join(work, layout.PREVIEWS, "overlay.mp4"))
     from metatalk_jax.data_pipelines.target_video import write_target_video_shards
-    write_target_video_shards(examples, data_dir=os.path.join(work, layout.TFDS_DIR),
+    bar = Progress("shards + overlay preview", t)
+    write_target_video_shards(lambda: _counted(examples(), bar),
+                              data_dir=os.path.join(work, layout.TFDS_DIR),
                               num_frames=t, crop_size=r, expression_dim=fit.expression.shape[1],
                               audio_samples=examples.audio_samples,
                               validation_fraction=config.validation_fraction)
+    bar.close()
     examples.close()
     timings["shards_s"] = time.time() - t0
 
-    plot = error_plot({"landmark error (% inter-ocular)": report.landmark_error_iod,
-                       "photometric RMSE (8-bit levels)": report.photometric_rmse,
-                       "interpolated frame": (~track.detected).astype(np.float32)},
-                      title=f"{os.path.basename(video)}: {t} frames")
-    write_png(os.path.join(work, layout.PREVIEWS, "errors.png"), plot)
-    summary = {"tracking": track.summary(), "fit": report.summary(),
-               "timings_s": {k: round(v, 2) for k, v in timings.items()},
-               "per_frame": {"landmark_error_px": report.landmark_error_px.round(3).tolist(),
-                             "landmark_error_iod_percent":
-                                 report.landmark_error_iod.round(3).tolist(),
-                             "photometric_rmse_levels": report.photometric_rmse.round(3).tolist(),
-                             "detected": track.detected.tolist()}}
-    write_json(os.path.join(work, layout.REPORT), summary)
+    tracking = {**whole.summary(), "target": person}
+    _write_report(work, report, whole, track, tracking, timings,
+                  title=f"{os.path.basename(info.path)}: {t} of {whole.num_frames} frames kept")
     fit_summary = report.summary()
     _say(f"fit: landmark error {fit_summary['landmark_error_iod_percent']['mean']:.2f}% of "
          f"inter-ocular distance, photometric RMSE "
@@ -286,4 +305,28 @@ def _build(video, info, audio, work, model, config) -> dict:
             "validation_fraction": float(config.validation_fraction),
             "config": config.to_dict(), "versions": package_versions(),
             "timings_s": {k: round(v, 2) for k, v in timings.items()},
-            "fit": fit_summary, "tracking": track.summary()}
+            "fit": fit_summary, "tracking": tracking,
+            "frames_video": layout.FRAMES_VIDEO if t < whole.num_frames else None}
+
+
+def _write_report(work, report, whole, track, tracking, timings, *, title: str) -> None:
+    """report.json (per-frame errors of the subject's frames; every video frame's status) and
+    previews/errors.png (the errors over the video's frames, excluded ranges marked)."""
+    x = track.source_frames
+    plot = error_plot({"landmark error (% inter-ocular)": report.landmark_error_iod,
+                       "photometric RMSE (8-bit levels)": report.photometric_rmse,
+                       "interpolated frame": (~track.detected).astype(np.float32)},
+                      title=title, x=x, total=whole.num_frames,
+                      excluded=whole.excluded_ranges())
+    write_png(os.path.join(work, layout.PREVIEWS, "errors.png"), plot)
+    summary = {"tracking": tracking, "fit": report.summary(),
+               "timings_s": {k: round(v, 2) for k, v in timings.items()},
+               "per_frame": {"source_frame": x.tolist(),
+                             "landmark_error_px": report.landmark_error_px.round(3).tolist(),
+                             "landmark_error_iod_percent":
+                                 report.landmark_error_iod.round(3).tolist(),
+                             "photometric_rmse_levels": report.photometric_rmse.round(3).tolist(),
+                             "detected": track.detected.tolist()},
+               "video_frames": {"status": whole.status.tolist(),
+                                "codes": {str(k): v for k, v in STATUS_NAMES.items()}}}
+    write_json(os.path.join(work, layout.REPORT), summary)

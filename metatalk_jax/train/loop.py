@@ -187,7 +187,7 @@ def _first(iterable):
 def train_and_evaluate(config, workdir: str, task=None, *, log=print) -> RunResult:
     """Trains `task` (default: from config.task) for config.total_steps steps in `workdir`,
     resuming from its latest checkpoint. Returns how far it got; raises NonFiniteError."""
-    from metatalk_jax.subject.trained_on import check_run_subject
+    from metatalk_jax.train.trained_on import check_run_subject
     from metatalk_jax.train.tasks import make_task
     workdir = workdir_lib.resolve(workdir)     # gs://... stays a URL; a local path absolute
     workdir_lib.check_client(workdir)
