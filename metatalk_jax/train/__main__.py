@@ -52,6 +52,9 @@ def main(argv=None) -> int:
     parser.add_argument("--min-headroom", type=float, default=0.0,
                         help="--compile-only: fraction of HBM that must stay free (e.g. 0.1)")
     parser.add_argument("--report-json", default=None, help="--compile-only: also write JSON")
+    parser.add_argument("--train-step-only", action="store_true",
+                        help="--compile-only: skip the eval step (it needs less memory; saves "
+                             "a quarter of a full-size compile)")
     parser.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
     parser.add_argument("--num_processes", type=int, default=None)
     parser.add_argument("--process_id", type=int, default=None)
@@ -71,7 +74,8 @@ def main(argv=None) -> int:
         from metatalk_jax.train.compile_check import main_compile_only
         try:
             return main_compile_only(config, args.config, args.topology,
-                                     min_headroom=args.min_headroom, json_path=args.report_json)
+                                     min_headroom=args.min_headroom, json_path=args.report_json,
+                                     train_only=args.train_step_only)
         except ValueError as err:
             return report_bad_input(err)
     initialize_distributed(args)

@@ -172,7 +172,8 @@ def _compile(jitted, *args):
         raise
 
 
-def compile_for_topology(config, topology: str, *, expression_dim: int = 64) -> dict:
+def compile_for_topology(config, topology: str, *, expression_dim: int = 64,
+                         steps: tuple[str, ...] = ("train", "eval")) -> dict:
     """Compiles config's train and eval steps for `topology`; {"train": report, "eval": ...}
     (a report is {"oom": reason} when the step does not fit)."""
     from metatalk_jax.train.loop import Trainer
@@ -192,6 +193,8 @@ def compile_for_topology(config, topology: str, *, expression_dim: int = 64) -> 
            "batch_size": b, "platform": trainer.platform}
     for name, jitted, args in (("train", trainer._step, (state, batch, key, trainer.constants)),
                                ("eval", trainer._eval, (state, batch, trainer.constants))):
+        if name not in steps:
+            continue
         compiled, oom = _compile(jitted, *args)
         out[name] = {"oom": oom} if oom else step_report(compiled, chip, len(devices), b)
     return out
@@ -199,7 +202,7 @@ def compile_for_topology(config, topology: str, *, expression_dim: int = 64) -> 
 
 def fits(result: dict, min_headroom: float = 0.0) -> bool:
     return all("oom" not in result[s] and result[s]["free_fraction"] >= min_headroom
-               for s in ("train", "eval"))
+               for s in ("train", "eval") if s in result)
 
 
 def format_report(result: dict, name: str) -> str:
@@ -207,6 +210,8 @@ def format_report(result: dict, name: str) -> str:
              f"mesh {result['mesh']}, global batch {result['batch_size']}, "
              f"convolutions for {result['platform']}"]
     for step in ("train", "eval"):
+        if step not in result:
+            continue
         r = result[step]
         if "oom" in r:
             lines.append(f"  {step} step: DOES NOT FIT: {r['oom']}")
@@ -225,7 +230,7 @@ def format_report(result: dict, name: str) -> str:
 
 
 def main_compile_only(config, name: str, topology: str, *, min_headroom: float,
-                      json_path: str | None, log=print) -> int:
+                      json_path: str | None, train_only: bool = False, log=print) -> int:
     """The CLI's --compile-only: prints the report, writes it as JSON when asked; 0 = fits."""
     # Compiling never runs anything on a TPU, so it need not take libtpu's one-process-per-host
     # lock (held by any jax process here that probed for a TPU).
@@ -234,7 +239,8 @@ def main_compile_only(config, name: str, topology: str, *, min_headroom: float,
     if not topology:
         raise ValueError(f"{name}: no --topology given and the config names none "
                          "(config.tpu_topology)")
-    result = compile_for_topology(config, topology)
+    result = compile_for_topology(config, topology,
+                                  steps=("train",) if train_only else ("train", "eval"))
     ok = fits(result, min_headroom)
     log(format_report(result, name))
     log(f"fits {topology}" + (f" with >= {100 * min_headroom:.0f}% HBM free" if min_headroom
