@@ -4,7 +4,9 @@
 clients reach it through their standard settings, so the code under test is the code a TPU pod
 runs: gcsfs (what etils.epath uses for gs:// without TensorFlow: orbax's directories, our
 metrics, events, previews, config) reads STORAGE_EMULATOR_HOST; tensorstore (orbax's array
-shards) reads TENSORSTORE_GCS_HTTP_URL and takes a fixed token instead of credentials.
+shards) reads TENSORSTORE_GCS_HTTP_URL and takes a fixed token instead of credentials. The
+server runs through tests/gcs_emulator_server.py, which adds the `x-goog-generation` download
+header real GCS sends (tensorstore's conditional writes need it).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def running_emulator(data_dir: str):
     port = _free_port()
     log = open(os.path.join(os.path.dirname(data_dir), "gcs_emulator.log"), "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "gcp_storage_emulator", "-d", data_dir, "start",
+        [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                      "gcs_emulator_server.py"), "-d", data_dir, "start",
          "--host", "127.0.0.1", "--port", str(port), "--default-bucket", BUCKET],
         stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 30
