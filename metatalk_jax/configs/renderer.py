@@ -5,14 +5,15 @@ Launch:
       --config.data.subject=subjects/me                        # AudioDVP's 256 baseline
   python -m metatalk_jax.train --config configs/renderer.py:gpu --workdir runs/me_hd \
       --config.data.subject=subjects/me                        # HD 1024, bf16, one GPU host
-  launch/tpu_pod.sh my-tpu us-central2-b -- --config configs/renderer.py:tpu_pod \
-      --workdir gs://bucket/runs/me --config.data.subject=/data/subjects/me
+  TPU_NAME=my-v5e-16 ZONE=us-west4-a launch/tpu_pod.sh -- --config renderer:tpu_pod \
+      --workdir gs://bucket/runs/me --config.data.subject=gs://bucket/subjects/me
   python -m metatalk_jax.train --config configs/renderer.py:tiny --workdir /tmp/r \
       --config.data.subject=S                                  # CPU tests: seconds per step
 
 Variants: (default) AudioDVP's unet_256 at 256x256; tiny: 32x32 crops and a small U-Net for the
 tests; cpu: 64x64 crops, a small U-Net and Meta Talk's conditioning, trained for real on a 2-core
-CPU (the demo's); gpu: the HD generator at 1024 in bf16; tpu_pod: the same on a pod slice with FSDP.
+CPU (the demo's); gpu: the HD generator at 1024 in bf16; tpu_pod: the same on a v5e:4x4 slice with
+FSDP (config.tpu_topology; check a slice with `--compile-only [--topology T]`).
 The subject must have been prepared at a crop resolution that the training resolution divides.
 """
 
@@ -110,9 +111,14 @@ def get_config(arg=None):
         config.model.dtype = "bfloat16"
         config.loss.lambda_fm = 10.0
         config.data.workers = 8
-        config.batch_size = 8 if arg == "gpu" else 64
+        config.batch_size = 8 if arg == "gpu" else 16
         if arg == "tpu_pod":
             config.mesh.fsdp = 4
+            # Sized for v5e:4x4 (16 chips, 1 example per chip): the train step compiles to
+            # 8.0 of 15.75 GiB per chip; at 2 per chip (batch 32) it needs 14.4 GiB, at 4 it does
+            # not fit (`--compile-only`, benchmarks/BENCHMARKS.md "TPU fit"). Batch 16 is
+            # AudioDVP's; BatchNorm statistics are over the global batch.
+            config.tpu_topology = "v5e:4x4"
     elif arg not in (None, ""):
         raise ValueError(f"configs/renderer.py: unknown variant {arg!r} "
                          "(known: tiny, cpu, gpu, tpu_pod)")
