@@ -242,6 +242,8 @@ def train_and_evaluate(config, workdir: str, task=None, *, log=print) -> RunResu
         # and save steps (PendingMetrics), and the next batch is read and sent to the devices
         # while the step just dispatched runs.
         batch = trainer.device_batch(next(data)) if step < total else None
+        if nproc > 1 and step < total:
+            _start_together(trainer, state, batch)
         while step < total:
             state, metrics = trainer.step(state, batch, step)
             step += 1
@@ -306,6 +308,16 @@ class _LogInterval:
         out["images_per_s"] = out["steps_per_s"] * self.images_per_step
         self.sums, self.count, self.tick = {}, 0, time.perf_counter()
         return out
+
+
+def _start_together(trainer, state, batch) -> None:
+    """Compiles the train step, then waits for every process: hosts that finish their setup
+    (staging, render cache, compile) minutes apart would otherwise meet at the first step's
+    collectives, where XLA:CPU's gloo gives a late peer only 30 s."""
+    from orbax.checkpoint import multihost
+    key = jax.random.fold_in(trainer.train_key, 0)
+    trainer._step.lower(state, batch, key, trainer.constants).compile()
+    multihost.sync_global_processes("metatalk_first_train_step", timeout=3600)
 
 
 def _stopped(err: NonFiniteError, checkpoints: Checkpoints) -> NonFiniteError:
