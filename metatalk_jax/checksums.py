@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import os
 
+from metatalk_jax.errors import InputError, MissingInputError
+
 _BLOCK = 1 << 20   # bytes read at a time: a multi-GB video is hashed in constant memory
 
 
-class ChecksumError(ValueError):
+class ChecksumError(InputError):
     """A file's sha256 is not the pinned one (the message names the file)."""
 
 
@@ -26,7 +28,7 @@ def verify_sha256(path: str, expected: str) -> str:
     """Returns `path` if its sha256 is `expected` (hex, any case); else raises ChecksumError
     naming the file (FileNotFoundError when there is no file)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: file not found")
+        raise MissingInputError(f"{path}: file not found")
     got = file_sha256(path)
     if got != expected.lower():
         raise ChecksumError(f"{path}: sha256 {got} does not match the expected {expected} "

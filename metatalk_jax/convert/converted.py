@@ -28,6 +28,7 @@ import numpy as np
 
 from metatalk_jax.atomic_files import current_umask, publish
 from metatalk_jax.checksums import file_sha256
+from metatalk_jax.errors import InputError, MissingInputError
 
 FORMAT = "metatalk_jax.converted"
 VERSION = 1
@@ -95,7 +96,7 @@ def save_converted(out_path, model: str, variables: Mapping, config: dict, sourc
     """
     out_path = os.fspath(out_path).rstrip(os.sep) or os.sep
     if os.path.lexists(out_path) and not _is_converted_dir(out_path):
-        raise ValueError(f"{out_path}: exists and is not a converted checkpoint; not replacing it")
+        raise InputError(f"{out_path}: exists and is not a converted checkpoint; not replacing it")
     flat = flatten_variables(variables)
     if not flat:
         raise ValueError(f"{out_path}: no variables to save for '{model}'")
@@ -127,43 +128,43 @@ def save_converted(out_path, model: str, variables: Mapping, config: dict, sourc
 def load_converted(path, model: str) -> tuple[dict, dict]:
     """(variables as nested dicts of numpy arrays, meta) from a converted checkpoint folder.
 
-    Raises a one-line ValueError naming the folder when it is missing, is not a converted
+    Raises a one-line InputError naming the folder when it is missing, is not a converted
     checkpoint, holds another model's weights, or its arrays disagree with meta.json.
     """
     path = os.fspath(path)
     if not os.path.isdir(path):
-        raise ValueError(f"{path}: no converted checkpoint folder there")
+        raise InputError(f"{path}: no converted checkpoint folder there")
     meta_path = os.path.join(path, META_FILE)
     try:
         with open(meta_path) as f:
             meta = json.load(f)
     except (OSError, ValueError):
-        raise ValueError(f"{path}: not a converted checkpoint (no readable {META_FILE}); "
+        raise InputError(f"{path}: not a converted checkpoint (no readable {META_FILE}); "
                          "make one with `python -m metatalk_jax.convert`") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a converted checkpoint ({META_FILE} has no "
+        raise InputError(f"{path}: not a converted checkpoint ({META_FILE} has no "
                          f"format '{FORMAT}')")
     if meta.get("version") != VERSION:
-        raise ValueError(f"{path}: converted checkpoint version {meta.get('version')!r}, "
+        raise InputError(f"{path}: converted checkpoint version {meta.get('version')!r}, "
                          f"this code reads version {VERSION}")
     if meta.get("model") != model:
-        raise ValueError(f"{path}: holds a {meta.get('model')!r} checkpoint, expected {model!r}")
+        raise InputError(f"{path}: holds a {meta.get('model')!r} checkpoint, expected {model!r}")
     try:
         with np.load(os.path.join(path, ARRAYS_FILE), allow_pickle=False) as arrays:
             flat = {name: arrays[name] for name in arrays.files}
     except Exception as error:  # a damaged npz raises zipfile, OSError or ValueError
-        raise ValueError(f"{path}: unreadable {ARRAYS_FILE}: "
+        raise InputError(f"{path}: unreadable {ARRAYS_FILE}: "
                          f"{' '.join(str(error).split())}") from None
     shapes = meta.get("shapes")
     if not isinstance(shapes, dict):
-        raise ValueError(f"{path}: {META_FILE} has no 'shapes' table")
+        raise InputError(f"{path}: {META_FILE} has no 'shapes' table")
     if set(shapes) != set(flat):
         missing = sorted(set(shapes) ^ set(flat))[:4]
-        raise ValueError(f"{path}: {ARRAYS_FILE} and {META_FILE} list different variables "
+        raise InputError(f"{path}: {ARRAYS_FILE} and {META_FILE} list different variables "
                          f"(e.g. {', '.join(missing)})")
     for name, array in flat.items():
         if list(array.shape) != shapes[name]["shape"] or str(array.dtype) != shapes[name]["dtype"]:
-            raise ValueError(f"{path}: variable '{name}' is {array.dtype}{list(array.shape)}, "
+            raise InputError(f"{path}: variable '{name}' is {array.dtype}{list(array.shape)}, "
                              f"{META_FILE} says {shapes[name]['dtype']}{shapes[name]['shape']}")
     return unflatten_variables(flat), meta
 
@@ -173,9 +174,9 @@ def load_weights(path, model: str, convert, what: str) -> dict:
     (`python -m metatalk_jax.convert MODEL IN OUT`) or the original PyTorch file, read without
     torch and mapped by `convert` (the model's key map, state dict -> (variables, config)).
 
-    what: the model's name in messages ("Wav2Lip"). A missing path is a FileNotFoundError; a
-    file that is not this model's checkpoint (corrupt, unsafe, another architecture) is one
-    ValueError line naming the file and the first problem.
+    what: the model's name in messages ("Wav2Lip"). A missing path is a MissingInputError (a
+    FileNotFoundError); a file that is not this model's checkpoint (corrupt, unsafe, another
+    architecture) is one InputError line naming the file and the first problem.
     """
     from metatalk_jax.convert import torch_pickle
 
@@ -183,14 +184,14 @@ def load_weights(path, model: str, convert, what: str) -> dict:
     if os.path.isdir(path):
         return load_converted(path, model)[0]
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no {what} checkpoint (a PyTorch file or a folder "
+        raise MissingInputError(f"{path}: no {what} checkpoint (a PyTorch file or a folder "
                                 f"written by `python -m metatalk_jax.convert {model}`)")
     try:
         variables, _ = convert(torch_pickle.read_state_dict(path))
-    except (KeyError, ValueError) as error:
-        # str(KeyError) adds quotes, so its message is args[0]; the reader's own messages
-        # already start with the path.
+    except (KeyError, InputError) as error:
+        # The key map's KeyError is a key the file lacks. str(KeyError) adds quotes, so its
+        # message is args[0]; the reader's own messages already start with the path.
         reason = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
         reason = reason.removeprefix(f"{path}: ").splitlines()[0] or type(error).__name__
-        raise ValueError(f"{path}: not a usable {what} checkpoint ({reason})") from None
+        raise InputError(f"{path}: not a usable {what} checkpoint ({reason})") from None
     return variables

@@ -19,6 +19,8 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+from metatalk_jax.errors import InputError
+
 KEY_MAPS: dict[str, str] = {
     "wav2lip": "metatalk_jax.convert.wav2lip_keys:convert_wav2lip",
     "syncnet": "metatalk_jax.convert.syncnet_keys:convert_syncnet",
@@ -42,7 +44,7 @@ def register(model: str, target: str) -> None:
 def _split_target(target: str) -> tuple[str, str]:
     module, sep, function = target.partition(":")
     if not sep or not module or not function:
-        raise ValueError(f"key map {target!r} must be written 'package.module:function'")
+        raise InputError(f"key map {target!r} must be written 'package.module:function'")
     return module, function
 
 
@@ -52,15 +54,15 @@ def load_key_map(target: str) -> KeyMap:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ValueError(f"key map {target!r}: cannot import {module_name} ({error})") from None
+        raise InputError(f"key map {target!r}: cannot import {module_name} ({error})") from None
     function = getattr(module, function_name, None)
     if not callable(function):
-        raise ValueError(f"key map {target!r}: {module_name} has no function {function_name}")
+        raise InputError(f"key map {target!r}: {module_name} has no function {function_name}")
     return function
 
 
 def key_map_for(model: str) -> KeyMap:
     """The registered key map of `model`; an unknown name lists the known ones."""
     if model not in KEY_MAPS:
-        raise ValueError(f"unknown model {model!r}; known models: {', '.join(known_models())}")
+        raise InputError(f"unknown model {model!r}; known models: {', '.join(known_models())}")
     return load_key_map(KEY_MAPS[model])

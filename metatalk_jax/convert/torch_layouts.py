@@ -11,6 +11,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from metatalk_jax.errors import InputError
+
 # BatchNorm's step counter carries no weight; no key map needs to consume it.
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 
@@ -33,7 +35,7 @@ def conv_kernel(w: np.ndarray) -> np.ndarray:
     """
     w = np.asarray(w)
     if w.ndim < 3:
-        raise ValueError(f"conv weight must have 3 to 5 dims [O, I, *k], got shape {w.shape}")
+        raise InputError(f"conv weight must have 3 to 5 dims [O, I, *k], got shape {w.shape}")
     spatial = tuple(range(2, w.ndim))
     return np.ascontiguousarray(np.transpose(w, spatial + (1, 0)))
 
@@ -49,7 +51,7 @@ def conv_transpose_kernel(w: np.ndarray, *, transpose_kernel: bool = False) -> n
     """
     w = np.asarray(w)
     if w.ndim < 3:
-        raise ValueError(f"transposed-conv weight must have 3 to 5 dims [I, O, *k], got {w.shape}")
+        raise InputError(f"transposed-conv weight must have 3 to 5 dims [I, O, *k], got {w.shape}")
     spatial = tuple(range(2, w.ndim))
     if transpose_kernel:
         return np.ascontiguousarray(np.transpose(w, spatial + (1, 0)))
@@ -75,7 +77,7 @@ def linear_kernel(w: np.ndarray) -> np.ndarray:
     """torch Linear weight [O, I] -> Flax nn.Dense kernel [I, O]."""
     w = np.asarray(w)
     if w.ndim != 2:
-        raise ValueError(f"linear weight must be 2-D [O, I], got shape {w.shape}")
+        raise InputError(f"linear weight must be 2-D [O, I], got shape {w.shape}")
     return np.ascontiguousarray(w.T)
 
 
@@ -94,7 +96,7 @@ def take(state_dict: Mapping[str, np.ndarray], key: str, shape: Iterable[int] | 
     if shape is not None:
         expected = tuple(int(n) for n in shape)
         if value.shape != expected:
-            raise ValueError(f"checkpoint key '{key}' has shape {value.shape}, expected {expected}")
+            raise InputError(f"checkpoint key '{key}' has shape {value.shape}, expected {expected}")
     return value
 
 
@@ -114,7 +116,7 @@ def batch_norm(state_dict: Mapping[str, np.ndarray], prefix: str,
     for name, value in (("bias", params["bias"]), ("running_mean", stats["mean"]),
                         ("running_var", stats["var"])):
         if value.shape != n:
-            raise ValueError(f"checkpoint key '{prefix}{name}' has shape {value.shape}, "
+            raise InputError(f"checkpoint key '{prefix}{name}' has shape {value.shape}, "
                              f"expected {n} like '{prefix}weight'")
     return params, stats
 
@@ -132,7 +134,7 @@ def check_all_used(state_dict: Mapping[str, np.ndarray], used: Iterable[str],
     left = unused_keys(state_dict, used)
     if left:
         shown = ", ".join(left[:8]) + (f", ... ({len(left)} in all)" if len(left) > 8 else "")
-        raise ValueError(f"{what}: the key map left weights unused: {shown}")
+        raise InputError(f"{what}: the key map left weights unused: {shown}")
 
 
 class TrackedStateDict(dict):

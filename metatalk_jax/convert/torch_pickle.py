@@ -29,6 +29,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from metatalk_jax.errors import InputError
+
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
 # Top-level keys under which training scripts nest the weights (Wav2Lip saves
@@ -36,7 +38,7 @@ LEGACY_PROTOCOL_VERSION = 1001
 STATE_DICT_WRAPPERS = ("state_dict", "model")
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(InputError):
     """The checkpoint's pickle names a global that could run code; nothing was executed."""
 
 
@@ -443,7 +445,7 @@ def _read(path: str, pick):
     """Unpickles `path`, applies `pick` to the object (tensors still pending), then reads the
     bytes of only the tensors in what `pick` returned."""
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such checkpoint file")
+        raise InputError(f"{path}: no such checkpoint file")
     try:
         with open(path, "rb") as f:
             if zipfile.is_zipfile(f):
@@ -461,15 +463,15 @@ def _read(path: str, pick):
     except UnsafeCheckpointError:
         raise
     except EOFError:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint: the file ends early "
+        raise InputError(f"{path}: not a readable PyTorch checkpoint: the file ends early "
                          "(truncated?)") from None
     except RecursionError:
-        raise ValueError(f"{path}: the checkpoint's pickle nests too deeply") from None
+        raise InputError(f"{path}: the checkpoint's pickle nests too deeply") from None
     except Exception as error:  # corrupt input surfaces as many exception types
         message = " ".join(str(error).split()) or type(error).__name__
         if not message.startswith(path):
             message = f"{path}: not a readable PyTorch checkpoint: {message}"
-        raise ValueError(message) from error
+        raise InputError(message) from error
 
 
 def _is_tar(f) -> bool:
@@ -493,13 +495,13 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
                     obj = obj[wrapper]
                     break
         if not isinstance(obj, dict):
-            raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state dict")
+            raise InputError(f"{path}: holds a {type(obj).__name__}, not a state dict")
         for key, value in obj.items():
             if not isinstance(key, str) or not isinstance(value, PendingTensor):
-                raise ValueError(f"{path}: state dict entry {key!r:.60} is a "
+                raise InputError(f"{path}: state dict entry {key!r:.60} is a "
                                  f"{type(value).__name__}, not a tensor")
         if not obj:
-            raise ValueError(f"{path}: the state dict is empty")
+            raise InputError(f"{path}: the state dict is empty")
         return dict(obj)
 
     return _read(path, state_dict_part)

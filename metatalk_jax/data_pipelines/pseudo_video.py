@@ -61,6 +61,7 @@ from metatalk_jax.data_pipelines.tfds_shards import (DEFAULT_MAX_SHARD_BYTES, TR
                                                      VALIDATION_SPLIT, ConcatenatedSource,
                                                      RecordSerializer, SplitWriter,
                                                      build_dataset_info, new_incomplete_dir)
+from metatalk_jax.errors import InputError
 
 DATASET_NAME = "pseudo_video"
 VERSION = tfds.core.Version("1.0.0")
@@ -139,7 +140,7 @@ class PseudoVideoWriter:
             if value <= 0:
                 raise ValueError(f"{label} must be positive, got {value}")
         if not 0.0 <= validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+            raise InputError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
         self.root = os.fspath(root)
         self.max_shard_bytes = int(max_shard_bytes)
         self.meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "fps": float(fps),
@@ -154,7 +155,7 @@ class PseudoVideoWriter:
             _check_format(existing, corpus_json)
             for field in _FIXED_FIELDS:
                 if existing.get(field) != self.meta[field]:
-                    raise ValueError(f"{corpus_json}: {field} is {existing.get(field)!r}, this "
+                    raise InputError(f"{corpus_json}: {field} is {existing.get(field)!r}, this "
                                      f"writer has {self.meta[field]!r}")
         for name in os.listdir(self.root):
             if name.startswith("incomplete."):
@@ -286,14 +287,14 @@ def _read_json(path: str) -> dict:
         with open(path) as f:
             return json.load(f)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+        raise InputError(f"{path}: not valid JSON ({err})") from None
 
 
 def _check_format(meta: dict, path: str) -> None:
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a pseudo-video corpus (format {meta.get('format')!r})")
+        raise InputError(f"{path}: not a pseudo-video corpus (format {meta.get('format')!r})")
     if int(meta.get("format_version", -1)) > FORMAT_VERSION:
-        raise ValueError(f"{path}: pseudo-video format v{meta['format_version']} is newer than "
+        raise InputError(f"{path}: pseudo-video format v{meta['format_version']} is newer than "
                          f"this code reads (v{FORMAT_VERSION})")
 
 
@@ -305,7 +306,7 @@ def _finished_parts(root: str) -> list[tuple[str, dict]]:
             continue
         path = os.path.join(root, name, DATASET_NAME, str(VERSION), PART_JSON)
         if not os.path.isfile(path):
-            raise ValueError(f"{os.path.join(root, name)}: a part without {PART_JSON} (not "
+            raise InputError(f"{os.path.join(root, name)}: a part without {PART_JSON} (not "
                              "written by PseudoVideoWriter?)")
         out.append((name, _read_json(path)))
     return out
@@ -344,19 +345,19 @@ def open_pseudo_video(root: str | os.PathLike, *, expression_dim: int | None = N
     root = os.fspath(root)
     corpus_json = os.path.join(root, CORPUS_JSON)
     if not os.path.isfile(corpus_json):
-        raise ValueError(f"{root}: not a pseudo-video corpus (no {CORPUS_JSON})")
+        raise InputError(f"{root}: not a pseudo-video corpus (no {CORPUS_JSON})")
     meta = _read_json(corpus_json)
     _check_format(meta, corpus_json)
     for field, wanted in (("expression_dim", expression_dim), ("audio_samples", audio_samples),
                           ("subject_fingerprint", subject_fingerprint)):
         if wanted is not None and meta.get(field) != wanted:
-            raise ValueError(f"{corpus_json}: {field} is {meta.get(field)!r}, expected {wanted!r}")
+            raise InputError(f"{corpus_json}: {field} is {meta.get(field)!r}, expected {wanted!r}")
     parts = _finished_parts(root)
     clips: dict[str, list[dict]] = {split: [] for split in SPLITS}
     for name, part in parts:
         for field in _FIXED_FIELDS:
             if part.get(field) != meta.get(field):
-                raise ValueError(f"{os.path.join(root, name)}: {field} {part.get(field)!r} "
+                raise InputError(f"{os.path.join(root, name)}: {field} {part.get(field)!r} "
                                  f"differs from the corpus's {meta.get(field)!r}")
         for clip in part["clips"]:
             clips[clip["split"]].append({**clip, "part": name})

@@ -28,6 +28,7 @@ import numpy as np
 
 from metatalk_jax.data_pipelines.target_video import decode_image, open_target_source
 from metatalk_jax.data_pipelines.windows import DEFAULT_CACHE_FRAMES, WindowSource
+from metatalk_jax.errors import InputError
 
 DEFAULT_WINDOW = 7  # AudioDVP: frames i-3..i+3
 MASK_THRESHOLD = 128  # a reduced mask pixel is mouth if at least half its area was
@@ -39,7 +40,7 @@ def crop_resolutions(frames, resolution: int | None) -> tuple[int, int]:
     stored = int(decode_image(frames[0]["face_crop"], "face_crop").shape[0])
     resolution = stored if resolution is None else int(resolution)
     if resolution <= 0 or stored % resolution != 0:
-        raise ValueError(
+        raise InputError(
             f"resolution must divide the stored crop size {stored} by a whole factor "
             f"(e.g. {stored}, {stored // 2}, {stored // 4}), got {resolution}")
     return stored, resolution
@@ -103,7 +104,7 @@ def renderer_windows(data_dir_or_builder_dir: str | os.PathLike, split: str, *,
     (resolution, None = the stored crop side S)."""
     frames = open_target_source(data_dir_or_builder_dir, split)
     if len(frames) == 0:
-        raise ValueError(f"split {split!r} has no frames")
+        raise InputError(f"split {split!r} has no frames")
     stored, resolution = crop_resolutions(frames, resolution)
     return WindowSource([frames], RendererFrames(render_cache, stored, resolution),
                         window=window, cache_frames=cache_frames)

@@ -81,6 +81,7 @@ from metatalk_jax.data_pipelines.tfds_shards import (DEFAULT_MAX_SHARD_BYTES, TR
                                                      VALIDATION_SPLIT, RecordSerializer,
                                                      SplitWriter, build_dataset_info,
                                                      move_into_place, new_incomplete_dir)
+from metatalk_jax.errors import InputError, MissingInputError
 
 FPS = 25.0
 GAMMA_DIM = 27
@@ -111,9 +112,9 @@ def split_sizes(num_frames: int, validation_fraction: float) -> tuple[int, int]:
     split would put near-copies of every validation frame into train and leak.
     """
     if num_frames < 2:
-        raise ValueError(f"need at least 2 frames to split train/validation, got {num_frames}")
+        raise InputError(f"need at least 2 frames to split train/validation, got {num_frames}")
     if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+        raise InputError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
     # The epsilon stops float noise (30 * 0.1 = 3.0000000000000004) from adding a frame.
     num_val = max(1, math.ceil(num_frames * validation_fraction - 1e-9))
     num_val = min(num_val, num_frames - 1)  # keep at least one training frame
@@ -319,7 +320,7 @@ def write_target_video_shards(
         ("max_shard_bytes", max_shard_bytes),
     ):
         if value <= 0:
-            raise ValueError(f"{label} must be positive, got {value}")
+            raise InputError(f"{label} must be positive, got {value}")
     num_frames, crop_size = int(num_frames), int(crop_size)
     expression_dim, audio_samples = int(expression_dim), int(audio_samples)
     num_train, num_val = split_sizes(num_frames, validation_fraction)
@@ -367,7 +368,7 @@ def target_video_dir(data_dir_or_builder_dir: str | os.PathLike) -> str:
     versioned = os.path.join(path, DATASET_NAME, str(VERSION))
     if os.path.exists(os.path.join(versioned, "dataset_info.json")):
         return versioned
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"no prepared target_video dataset in {path} (nor in {versioned}): expected "
         "dataset_info.json; run data_pipelines.target_video.write_target_video_shards first")
 

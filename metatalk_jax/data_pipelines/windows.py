@@ -55,6 +55,7 @@ import numpy as np
 from absl import flags
 
 from metatalk_jax.data_pipelines.tfds_shards import ConcatenatedSource
+from metatalk_jax.errors import InputError
 
 DEFAULT_CACHE_FRAMES = 1 << 16   # kept frames per process (~330 MB of A2E mel at M = 16)
 # An "endless" stream: long enough never to end, short enough for int64 arithmetic.
@@ -88,7 +89,7 @@ class WindowSource:
     def __init__(self, frame_sources: Sequence[Any], features: FrameFeatures, *, window: int,
                  cache_frames: int = DEFAULT_CACHE_FRAMES):
         if window < 1 or window % 2 == 0:
-            raise ValueError(f"window must be a positive odd number of frames, got {window}")
+            raise InputError(f"window must be a positive odd number of frames, got {window}")
         self._frames = ConcatenatedSource([s for s in frame_sources if len(s)])
         if len(self._frames) == 0:
             raise ValueError("no frames to make windows from")
@@ -254,7 +255,7 @@ def make_window_batches(
     sizes = tuple(len(s) if s is not None else 0 for s in (target, pseudo))
     for stream, name in enumerate(("target", "pseudo")):
         if per_batch[stream] and not sizes[stream]:
-            raise ValueError(f"{per_batch[stream]} of every {global_batch} examples should come "
+            raise InputError(f"{per_batch[stream]} of every {global_batch} examples should come "
                              f"from {name} data, which has none")
     if num_epochs is None:
         stream_length, num_batches = None, ENDLESS_STREAM_LENGTH // global_batch
@@ -293,20 +294,20 @@ def _check_args(*, global_batch: int, pseudo_ratio: float, seed: int, process_in
                 prefetch_batches: int, worker_count: int) -> None:
     """One-line ValueError/RuntimeError for arguments no stream accepts."""
     if global_batch <= 0:
-        raise ValueError(f"global_batch must be positive, got {global_batch}")
+        raise InputError(f"global_batch must be positive, got {global_batch}")
     if process_count <= 0 or not 0 <= process_index < process_count:
         raise ValueError(f"bad process_index {process_index} of process_count {process_count}")
     if global_batch % process_count:
-        raise ValueError(
+        raise InputError(
             f"global_batch {global_batch} is not divisible by process_count {process_count}")
     if not 0.0 <= pseudo_ratio <= 1.0:
-        raise ValueError(f"pseudo_ratio must be in [0, 1], got {pseudo_ratio}")
+        raise InputError(f"pseudo_ratio must be in [0, 1], got {pseudo_ratio}")
     if seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed}")
+        raise InputError(f"seed must be a non-negative int, got {seed}")
     if num_epochs is not None and num_epochs <= 0:
-        raise ValueError(f"num_epochs must be positive or None, got {num_epochs}")
+        raise InputError(f"num_epochs must be positive or None, got {num_epochs}")
     if read_threads < 0 or prefetch_batches < 1 or worker_count < 0:
-        raise ValueError("read_threads and worker_count must be >= 0, prefetch_batches >= 1")
+        raise InputError("read_threads and worker_count must be >= 0, prefetch_batches >= 1")
     if worker_count > 0 and not flags.FLAGS.is_parsed():
         # Fail here with the fix, not later inside a grain thread with UnparsedFlagAccessError.
         raise RuntimeError(

@@ -27,6 +27,7 @@ import numpy as np
 from scipy import linalg
 
 from metatalk_jax.atomic_files import write_npz
+from metatalk_jax.errors import InputError
 from metatalk_jax.models.inception import inception_features
 
 IMAGINARY_TOLERANCE = 1e-3       # pytorch-fid's atol on the root's diagonal imaginary parts
@@ -180,10 +181,10 @@ def load_statistics(path) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path, allow_pickle=False) as f:
             mu, sigma = f["mu"].astype(np.float64), f["sigma"].astype(np.float64)
     except KeyError:
-        raise ValueError(f"{path}: FID statistics need arrays 'mu' and 'sigma'") from None
+        raise InputError(f"{path}: FID statistics need arrays 'mu' and 'sigma'") from None
     except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: unreadable FID statistics: {error}") from None
+        raise InputError(f"{path}: unreadable FID statistics: {error}") from None
     if mu.ndim != 1 or sigma.shape != mu.shape * 2:
-        raise ValueError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not match")
+        raise InputError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not match")
     return mu, sigma
 

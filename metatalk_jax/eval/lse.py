@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import signal
 
+from metatalk_jax.errors import InputError
 from metatalk_jax.fixed_batches import index_batches, pad_to_batch
 from metatalk_jax.media import audio as audio_features
 from metatalk_jax.models import syncnet as sn
@@ -218,7 +219,7 @@ def lse_scores(frames, audio, fps: float = SYNCNET_FPS, variables=None, *,
     frames = resize_frames_224(frames)
     num_windows = window_count(len(frames), audio.size)
     if num_windows < vshift + 1:
-        raise ValueError(
+        raise InputError(
             f"{source}: too short for SyncNet's +-{vshift}-frame offset search: {len(frames)} "
             f"frames and {audio.size / SAMPLE_RATE:.2f} s of audio give {max(num_windows, 0)} "
             f"windows, {vshift + 1} needed ({vshift + 1 + sn.LIP_FRAMES} frames, "
@@ -249,7 +250,7 @@ def read_video_like_syncnet_python(path) -> tuple[np.ndarray, np.ndarray]:
         names = sorted(glob.glob(os.path.join(tmp, "*.jpg")))
         frames = np.stack([cv2.imread(n)[..., ::-1] for n in names]) if names else None
     if frames is None:
-        raise ValueError(f"{path}: no video frames")
+        raise InputError(f"{path}: no video frames")
     pcm = run_ffmpeg(["-i", file_arg(path), "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
                       "-acodec", "pcm_s16le", "-f", "s16le", "pipe:1"], path,
                      what="could not decode the audio").stdout

@@ -27,6 +27,7 @@ import os
 
 import numpy as np
 
+from metatalk_jax.errors import InputError
 from metatalk_jax.eval.mouth_opening import MouthMeter
 
 SIDECAR_SUFFIX = ".drive.json"
@@ -61,12 +62,12 @@ class DriveRecord:
             with open(path) as f:
                 data = json.load(f)
         except (OSError, ValueError) as err:
-            raise ValueError(f"{path}: unreadable drive sidecar ({err})") from None
+            raise InputError(f"{path}: unreadable drive sidecar ({err})") from None
         if data.get("format") != SIDECAR_FORMAT:
-            raise ValueError(f"{path}: not a drive sidecar (format {data.get('format')!r})")
+            raise InputError(f"{path}: not a drive sidecar (format {data.get('format')!r})")
         frames, opening = data["source_frame"], data["drive_opening"]
         if len(frames) != len(opening):
-            raise ValueError(f"{path}: {len(frames)} source frames but {len(opening)} openings")
+            raise InputError(f"{path}: {len(frames)} source frames but {len(opening)} openings")
         return cls(float(data["fps"]), data["source_video"], float(data["source_fps"]),
                    np.asarray(frames, np.int64), np.asarray(opening, np.float64))
 
@@ -143,7 +144,7 @@ def pixel_lip_sync(video: str, record: DriveRecord | None = None, *,
     if record is None:
         sidecar = drive_sidecar_path(video)
         if not os.path.isfile(sidecar):
-            raise ValueError(f"{video}: no drive sidecar {os.path.basename(sidecar)} (written "
+            raise InputError(f"{video}: no drive sidecar {os.path.basename(sidecar)} (written "
                              "by `python -m metatalk_jax.infer` beside its video)")
         record = DriveRecord.read(sidecar)
     meter = meter or MouthMeter()
@@ -154,7 +155,7 @@ def pixel_lip_sync(video: str, record: DriveRecord | None = None, *,
                         enabled=show_progress)
     output = _openings_of(video, frames, meter, None, progress)
     if len(output) != len(frames):
-        raise ValueError(f"{video}: {len(output)} frames, its sidecar describes "
+        raise InputError(f"{video}: {len(output)} frames, its sidecar describes "
                          f"{len(record.source_frame)}")
     background = (_openings_of(record.source_video, sources, meter, record.source_fps, progress)
                   if have_source else {})

@@ -21,6 +21,7 @@ import os
 import numpy as np
 import scipy.io
 
+from metatalk_jax.errors import InputError, MissingInputError
 from metatalk_jax.face3d.morphable import CONVENTIONS, MorphableModel, apply_convention
 
 K_ID, K_EXP, K_TEX = 80, 64, 80
@@ -53,7 +54,7 @@ def audiodvp_mouth_triangle_ids(mean_shape: np.ndarray, triangles: np.ndarray) -
 
 def _require_file(path: str, what: str) -> None:
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: file not found ({what})")
+        raise MissingInputError(f"{path}: file not found ({what})")
 
 
 def _read_mat(path: str, fields: tuple, what: str) -> dict:
@@ -62,14 +63,14 @@ def _read_mat(path: str, fields: tuple, what: str) -> dict:
     try:
         data = scipy.io.loadmat(path, variable_names=list(fields))
     except NotImplementedError as err:  # scipy's answer to v7.3 (HDF5) files
-        raise ValueError(f"{path}: MATLAB v7.3 files are not supported; re-save it with "
+        raise InputError(f"{path}: MATLAB v7.3 files are not supported; re-save it with "
                          f"save(..., '-v7') ({err})") from None
     except Exception as err:  # scipy raises several types for corrupt/foreign files
-        raise ValueError(f"{path}: not a readable MATLAB .mat file ({type(err).__name__}: "
+        raise InputError(f"{path}: not a readable MATLAB .mat file ({type(err).__name__}: "
                          f"{err})") from None
     missing = [f for f in fields if f not in data]
     if missing:
-        raise ValueError(f"{path}: missing field(s) {missing} ({what})")
+        raise InputError(f"{path}: missing field(s) {missing} ({what})")
     return data
 
 
@@ -77,10 +78,10 @@ def _index_vector(arr, path: str, field: str, upper: int, size: int | None = Non
     """A 1-based MATLAB index array (any shape/dtype) -> 0-based int64 vector, range-checked."""
     vals = np.asarray(arr).reshape(-1)
     if size is not None and vals.size != size:
-        raise ValueError(f"{path}: field '{field}' has {vals.size} entries, expected {size}")
+        raise InputError(f"{path}: field '{field}' has {vals.size} entries, expected {size}")
     ids = vals.astype(np.int64)
     if vals.size and (np.any(ids != vals) or ids.min() < 1 or ids.max() > upper):
-        raise ValueError(f"{path}: field '{field}' must hold 1-based integer ids in [1, {upper}]"
+        raise InputError(f"{path}: field '{field}' must hold 1-based integer ids in [1, {upper}]"
                          f", got range [{vals.min()}, {vals.max()}]")
     return ids - 1
 
@@ -95,10 +96,10 @@ def _column_block(pc: np.ndarray, ev: np.ndarray, rows: np.ndarray, k: int, path
     pc = np.asarray(pc)
     ev = np.asarray(ev, np.float64).reshape(-1)
     if pc.ndim != 2 or pc.shape[0] != n_rows or pc.shape[1] < k:
-        raise ValueError(f"{path}: field '{field}' has shape {pc.shape}, expected "
+        raise InputError(f"{path}: field '{field}' has shape {pc.shape}, expected "
                          f"({n_rows}, >={k})")
     if ev.size < k:
-        raise ValueError(f"{path}: its eigenvalue field for '{field}' has {ev.size} values, "
+        raise InputError(f"{path}: its eigenvalue field for '{field}' has {ev.size} values, "
                          f"expected >= {k}")
     flat_rows = (3 * rows[:, None] + np.arange(3)).reshape(-1)
     # loadmat gives Fortran-ordered arrays: the first k columns are one contiguous slab.
@@ -110,7 +111,7 @@ def _xyz_rows(vec, rows: np.ndarray, path: str, field: str, n_vertices: int) -> 
     """A [3N] or [3N,1] or [1,3N] per-vertex xyz vector -> [len(rows), 3] float64."""
     flat = np.asarray(vec).reshape(-1)
     if flat.size != 3 * n_vertices:
-        raise ValueError(f"{path}: field '{field}' has {flat.size} values, expected "
+        raise InputError(f"{path}: field '{field}' has {flat.size} values, expected "
                          f"{3 * n_vertices} (3 x {n_vertices} vertices)")
     return flat.reshape(n_vertices, 3)[rows].astype(np.float64)
 
@@ -124,15 +125,15 @@ def _read_exp_pca(path: str, n_exp: int, rows: np.ndarray, k: int) -> tuple[int,
     _require_file(path, "BFM2009 expression basis of Guo et al.")
     size = os.path.getsize(path)
     if size < 4:
-        raise ValueError(f"{path}: too short ({size} bytes) for an Exp_Pca.bin header")
+        raise InputError(f"{path}: too short ({size} bytes) for an Exp_Pca.bin header")
     count = int(np.fromfile(path, dtype="<i4", count=1)[0])
     floats, rest = divmod(size - 4, 4)
     if count < k or rest or floats % (3 * (count + 1)):
-        raise ValueError(f"{path}: {size} bytes do not hold int32 count={count} (>= {k}) plus "
+        raise InputError(f"{path}: {size} bytes do not hold int32 count={count} (>= {k}) plus "
                          f"(count+1) float32 blocks of 3*vertices")
     n_file = floats // (3 * (count + 1))
     if n_file != n_exp:
-        raise ValueError(f"{path}: holds {n_file} vertices but BFM_exp_idx.mat trimIndex has "
+        raise InputError(f"{path}: holds {n_file} vertices but BFM_exp_idx.mat trimIndex has "
                          f"{n_exp}")
     # Skip the int32 count and the (unused) mean; read only the first k components.
     comps = np.fromfile(path, dtype="<f4", count=k * 3 * n_exp, offset=4 + 12 * n_exp)
@@ -145,9 +146,9 @@ def _read_std_exp(path: str, count: int) -> np.ndarray:
     try:
         std = np.loadtxt(path, dtype=np.float64).reshape(-1)
     except ValueError as err:
-        raise ValueError(f"{path}: not a list of numbers ({err})") from None
+        raise InputError(f"{path}: not a list of numbers ({err})") from None
     if std.size != count:
-        raise ValueError(f"{path}: has {std.size} values, Exp_Pca.bin has {count} components")
+        raise InputError(f"{path}: has {std.size} values, Exp_Pca.bin has {count} components")
     return std
 
 
@@ -163,12 +164,12 @@ def _topology(info: dict, path: str, n_front: int) -> dict:
     """
     tri_raw = np.asarray(info["tri"])
     if tri_raw.ndim != 2 or tri_raw.shape[1] != 3:
-        raise ValueError(f"{path}: field 'tri' has shape {tri_raw.shape}, expected (F, 3)")
+        raise InputError(f"{path}: field 'tri' has shape {tri_raw.shape}, expected (F, 3)")
     f = tri_raw.shape[0]
     tri = _index_vector(tri_raw, path, "tri", n_front).reshape(f, 3)
     pb_raw = np.asarray(info["point_buf"])
     if pb_raw.ndim != 2 or pb_raw.shape[0] != n_front:
-        raise ValueError(f"{path}: field 'point_buf' has shape {pb_raw.shape}, expected "
+        raise InputError(f"{path}: field 'point_buf' has shape {pb_raw.shape}, expected "
                          f"({n_front}, P)")
     point_buf = _index_vector(pb_raw, path, "point_buf", f + 1).reshape(pb_raw.shape)
     landmarks = _index_vector(info["keypoints"], path, "keypoints", n_front, NUM_LANDMARKS)
@@ -177,7 +178,7 @@ def _topology(info: dict, path: str, n_front: int) -> dict:
     face_mask[face_ids] = 1.0
     skin = np.asarray(info["skinmask"], np.float32).reshape(-1)
     if skin.size != n_front:
-        raise ValueError(f"{path}: field 'skinmask' has {skin.size} values, expected {n_front}")
+        raise InputError(f"{path}: field 'skinmask' has {skin.size} values, expected {n_front}")
     return {"triangles": tri.astype(np.int32), "point_buf": point_buf.astype(np.int32),
             "landmark_ids": landmarks.astype(np.int32), "face_mask": face_mask,
             "skin_mask": (skin > 0.5).astype(np.float32)}
@@ -228,7 +229,7 @@ def load_bfm2009(folder: str, convention: str = "audiodvp") -> MorphableModel:
                     "BFM2009 morphable model")
     n_full, rest = divmod(np.asarray(bfm["shapeMU"]).size, 3)
     if rest:
-        raise ValueError(f"{bfm_path}: field 'shapeMU' has {np.asarray(bfm['shapeMU']).size} "
+        raise InputError(f"{bfm_path}: field 'shapeMU' has {np.asarray(bfm['shapeMU']).size} "
                          f"values, not a multiple of 3")
     trim_ids = _index_vector(trim, exp_idx_path, "trimIndex", n_full)
     rows = trim_ids[front_ids]  # front vertices as ids into BFM's N_full
@@ -266,7 +267,7 @@ def load_deep3d_front(path: str, convention: str = "deep3d") -> MorphableModel:
                   + _TOPOLOGY_FIELDS, "Deep3DFaceRecon BFM_model_front.mat")
     n, rest = divmod(np.asarray(d["meanshape"]).size, 3)
     if rest:
-        raise ValueError(f"{path}: field 'meanshape' has {np.asarray(d['meanshape']).size} "
+        raise InputError(f"{path}: field 'meanshape' has {np.asarray(d['meanshape']).size} "
                          f"values, not a multiple of 3")
     rows = np.arange(n)
     ones = np.ones(max(K_ID, K_EXP, K_TEX))  # the bases already include the eigenvalues

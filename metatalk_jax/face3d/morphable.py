@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metatalk_jax.atomic_files import write_npz
+from metatalk_jax.errors import InputError, MissingInputError
 
 FORMAT_VERSION = 1
 
@@ -202,14 +203,14 @@ def load_npz(path: str) -> MorphableModel:
     Raises ValueError with the file name for a missing field or a newer format version.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: morphable model file not found")
+        raise MissingInputError(f"{path}: morphable model file not found")
     with np.load(path, allow_pickle=False) as data:
         missing = [f for f in _ARRAY_FIELDS + ("meta_json",) if f not in data.files]
         if missing:
-            raise ValueError(f"{path}: not a metatalk_jax morphable model (missing {missing})")
+            raise InputError(f"{path}: not a metatalk_jax morphable model (missing {missing})")
         meta = json.loads(bytes(data["meta_json"]).decode())
         if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{path}: model format {meta['format_version']} is newer than this "
+            raise InputError(f"{path}: model format {meta['format_version']} is newer than this "
                              f"metatalk_jax understands ({FORMAT_VERSION})")
         fields = {f: np.array(data[f]) for f in _ARRAY_FIELDS}
     float_fields = ("mean_shape", "id_basis", "exp_basis", "mean_albedo", "tex_basis",

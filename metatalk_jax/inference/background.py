@@ -13,6 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
+from metatalk_jax.errors import InputError
 from metatalk_jax.media.video_read import pingpong_indices, read_frames
 
 
@@ -44,7 +45,7 @@ class BackgroundFrames:
     def __init__(self, video: str, fps: float, num_source: int, *, block: int = 16,
                  decoder_threads: int | None = None):
         if num_source <= 0:
-            raise ValueError(f"{video}: the subject has no frames")
+            raise InputError(f"{video}: the subject has no frames")
         self.video, self.fps, self.num_source = video, float(fps), int(num_source)
         self.block = max(1, int(block))
         self.decoder_threads = decoder_threads
@@ -61,7 +62,7 @@ class BackgroundFrames:
             yield index, frame
             index += 1
         if index < first + count:
-            raise ValueError(f"{self.video}: the video ends at frame {index}; the subject has "
+            raise InputError(f"{self.video}: the video ends at frame {index}; the subject has "
                              f"{self.num_source} frames (is it the video the subject was "
                              "prepared from?)")
 

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metatalk_jax.errors import InputError
 from metatalk_jax.eval.mouth_opening import mouth_opening
 from metatalk_jax.eval.pixel_lip_sync import DriveRecord, drive_sidecar_path, pixel_lip_sync
 from metatalk_jax.fixed_batches import pad_to_batch
@@ -110,13 +111,13 @@ def source_video(subject: Subject, override: str | None) -> str:
     """The subject's source video (or `override`), checked to have the subject's frame size."""
     path = override or subject.meta.get("source", {}).get("path")
     if not path:
-        raise ValueError(f"{subject.path}: subject.json names no source video; pass --video")
+        raise InputError(f"{subject.path}: subject.json names no source video; pass --video")
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: the subject's source video is missing (moved? pass --video)")
+        raise InputError(f"{path}: the subject's source video is missing (moved? pass --video)")
     info = probe_video(path)
     want = tuple(int(v) for v in subject.meta["frame_size"])
     if (info.height, info.width) != want:
-        raise ValueError(f"{path}: frames are {info.height}x{info.width}, the subject's "
+        raise InputError(f"{path}: frames are {info.height}x{info.width}, the subject's "
                          f"{want[0]}x{want[1]}: not the video {subject.path} was prepared from")
     return path
 
@@ -189,7 +190,7 @@ def prepare_inference(subject_dir: str, renderer_path: str, settings: InferenceS
                      allow_other=settings.allow_other_subject)
     r = renderer.resolution
     if settings.resolution is not None and int(settings.resolution) != r:
-        raise ValueError(f"{renderer_path}: the renderer was trained at {r}x{r}, not "
+        raise InputError(f"{renderer_path}: the renderer was trained at {r}x{r}, not "
                          f"--resolution {settings.resolution}")
     return subject, renderer, source_video(subject, settings.video)
 
@@ -198,7 +199,7 @@ def run_inference(subject_dir: str, a2e_path: str, renderer_path: str, audio_pat
                   out_path: str, settings: InferenceSettings | None = None) -> dict:
     """Writes the lip-synced video to out_path (module docstring); returns a summary dict
     (frames, seconds of output, compute seconds, paths, the pixel lip-sync of the written video).
-    Bad input raises ValueError/OSError with a one-line message before anything is written; the
+    Bad input raises InputError with a one-line message before anything is written; the
     outputs appear only when complete.
     """
     settings = settings or InferenceSettings()
@@ -215,7 +216,7 @@ def run_inference(subject_dir: str, a2e_path: str, renderer_path: str, audio_pat
             print(f"warning: {note}", file=sys.stderr, flush=True)
     e = int(np.shape(subject.coefficients["expression"])[1])
     if a2e.expression_dim != e:
-        raise ValueError(f"{a2e_path}: the A2E predicts {a2e.expression_dim} expression "
+        raise InputError(f"{a2e_path}: the A2E predicts {a2e.expression_dim} expression "
                          f"coefficients, the subject {subject_dir} has {e}")
     num_frames = frames_for_audio(len(audio), FEATURE_SAMPLE_RATE, fps)
     expressions = expressions_from_audio(

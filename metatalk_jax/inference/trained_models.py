@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from metatalk_jax.errors import InputError
 from metatalk_jax.subject.renderer_inputs import stack_window
 from metatalk_jax.train import workdir as workdir_lib
 from metatalk_jax.train.checkpointing import CHECKPOINT_DIR
@@ -27,7 +28,7 @@ from metatalk_jax.train.checkpointing import CHECKPOINT_DIR
 CONFIG_JSON = "config.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be used (one line: path and problem)."""
 
 

@@ -19,8 +19,10 @@ import subprocess
 from dataclasses import dataclass
 from typing import Sequence
 
+from metatalk_jax.errors import InputError
 
-class MediaError(ValueError):
+
+class MediaError(InputError):
     """A media file that cannot be used; str() is one line "<path>: <problem>"."""
 
     def __init__(self, path, problem: str):

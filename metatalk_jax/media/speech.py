@@ -33,6 +33,8 @@ import threading
 
 import numpy as np
 
+from metatalk_jax.errors import InputError
+
 # espeak_AUDIO_OUTPUT, espeak_EVENT_TYPE, espeak_PARAMETER and flag values of speak_lib.h.
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INITIALIZE_PHONEME_EVENTS = 0x0001
@@ -52,7 +54,7 @@ INSTALL_HINT = ("pip install espeakng-loader (bundles libespeak-ng and its data)
                 "apt-get install libespeak-ng1")
 
 
-class SpeechUnavailable(ValueError):
+class SpeechUnavailable(InputError):
     """No espeak-ng library could be loaded (the message says what to install)."""
 
 
@@ -180,7 +182,7 @@ class _Engine:
         """(int16 samples at the native rate, [(ms, phoneme name)]) for `text`."""
         lib = self.lib
         if lib.espeak_SetVoiceByName(voice.encode("utf-8")) != _EE_OK:
-            raise ValueError(f"espeak-ng has no voice {voice!r} (e.g. en-us, en, en-gb-x-rp, "
+            raise InputError(f"espeak-ng has no voice {voice!r} (e.g. en-us, en, en-gb-x-rp, "
                              "en-us+f3)")
         for parameter, value in ((_PARAM_RATE, rate_wpm), (_PARAM_PITCH, pitch),
                                  (_PARAM_RANGE, 50), (_PARAM_VOLUME, 100)):
@@ -245,16 +247,16 @@ def synthesize(text: str, *, voice: str = "en-us", rate_wpm: int = 160, pitch: i
     voice: an espeak-ng voice name, optionally with a variant ("en-us", "en", "en-gb-x-rp",
       "en-us+f3", "en+m3"); rate_wpm: words per minute in [80, 450]; pitch: base pitch 0-100
       (50 = the voice's normal); sample_rate: Hz of the returned audio.
-    Returns a Speech (float32 audio [N], phoneme spans in seconds). Bad arguments and an
-    unknown voice raise ValueError; no espeak-ng library: SpeechUnavailable.
+    Returns a Speech (float32 audio [N], phoneme spans in seconds). A bad text, voice, rate or
+    pitch raises InputError; no espeak-ng library: SpeechUnavailable.
     """
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("synthesize: text is empty")
+        raise InputError("synthesize: text is empty")
     if not RATE_LIMITS_WPM[0] <= int(rate_wpm) <= RATE_LIMITS_WPM[1]:
-        raise ValueError(f"synthesize: rate_wpm must be in {list(RATE_LIMITS_WPM)}, "
+        raise InputError(f"synthesize: rate_wpm must be in {list(RATE_LIMITS_WPM)}, "
                          f"got {rate_wpm}")
     if not 0 <= int(pitch) <= 100:
-        raise ValueError(f"synthesize: pitch must be in [0, 100], got {pitch}")
+        raise InputError(f"synthesize: pitch must be in [0, 100], got {pitch}")
     if int(sample_rate) <= 0:
         raise ValueError(f"synthesize: sample_rate must be positive, got {sample_rate}")
     engine = _engine()

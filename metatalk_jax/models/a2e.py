@@ -36,6 +36,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from metatalk_jax.errors import InputError
+
 AUDIODVP_CONTEXT = 7            # frames t-3..t+3
 AUDIODVP_FEATURES = 256         # ATVGnet's audio feature size
 AUDIODVP_CONV_CHANNELS = (5, 3, 1)
@@ -141,7 +143,7 @@ def make_a2e(model_config, expression_dim: int | None = None) -> nn.Module:
     """
     e = int(expression_dim if expression_dim is not None else model_config.expression_dim)
     if e <= 0:
-        raise ValueError(f"expression_dim must be positive, got {e}")
+        raise InputError(f"expression_dim must be positive, got {e}")
     dtype = jnp.dtype(model_config.get("dtype", "float32"))
     channels = tuple(int(c) for c in model_config.encoder_channels)
     kind = model_config.kind
@@ -151,4 +153,4 @@ def make_a2e(model_config, expression_dim: int | None = None) -> nn.Module:
         return MetaTalkA2E(e, channels, int(model_config.features),
                            tuple(int(d) for d in model_config.dilations),
                            float(model_config.dropout), dtype)
-    raise ValueError(f"unknown A2E model.kind {kind!r} (known: audiodvp, metatalk)")
+    raise InputError(f"unknown A2E model.kind {kind!r} (known: audiodvp, metatalk)")

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metatalk_jax.errors import InputError
 from metatalk_jax.models.renderer_layers import (BatchNorm2d, Conv2d, Dtype, DownConv2d, RefineBlock,
                                                  UpConv2d, at_least_float32)
 
@@ -117,7 +118,7 @@ class UnetGenerator(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         if self.num_downs < 5:
-            raise ValueError(f"UnetGenerator needs num_downs >= 5, got {self.num_downs}")
+            raise InputError(f"UnetGenerator needs num_downs >= 5, got {self.num_downs}")
         _check_divisible(x.shape, 2 ** self.num_downs, "UnetGenerator")
         dropout_levels = unet_dropout_levels(self.num_downs) if self.use_dropout else ()
         levels = []
@@ -188,7 +189,7 @@ class HDGenerator(nn.Module):
     def __call__(self, x, *, train: bool):
         f = self.global_factor
         if f not in (2, 4, 8):
-            raise ValueError(f"HDGenerator: global_factor must be 2, 4 or 8, got {f}")
+            raise InputError(f"HDGenerator: global_factor must be 2, 4 or 8, got {f}")
         _check_divisible(x.shape, f * 2 ** self.num_downs, "HDGenerator")
         b, h, w, c = x.shape
         x = x.astype(self.dtype)
@@ -294,9 +295,9 @@ def compute_dtype(name: str):
     JAX_ENABLE_X64=1, and then the parameters and optimiser state are float64 too
     (train/gan_step.create_gan_state)."""
     if name not in _DTYPES:
-        raise ValueError(f"unknown compute dtype {name!r}; expected one of {sorted(_DTYPES)}")
+        raise InputError(f"unknown compute dtype {name!r}; expected one of {sorted(_DTYPES)}")
     if name == "float64" and not jax.config.jax_enable_x64:
-        raise ValueError("compute dtype 'float64' needs 64-bit JAX: set JAX_ENABLE_X64=1")
+        raise InputError("compute dtype 'float64' needs 64-bit JAX: set JAX_ENABLE_X64=1")
     return _DTYPES[name]
 
 
@@ -322,7 +323,7 @@ def make_renderer(config) -> tuple[nn.Module, nn.Module]:
                                 use_refine=config.use_refine, use_dropout=config.use_dropout,
                                 dtype=dtype)
     else:
-        raise ValueError(f"unknown renderer arch {config.arch!r}; expected 'unet' or 'hd'")
+        raise InputError(f"unknown renderer arch {config.arch!r}; expected 'unet' or 'hd'")
     if config.num_d_scales == 1:
         discriminator = PatchDiscriminator(ndf=config.ndf, n_layers=config.n_layers_d, dtype=dtype)
     else:

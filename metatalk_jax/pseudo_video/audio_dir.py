@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from metatalk_jax.errors import InputError
 from metatalk_jax.media.audio_load import check_speech_audio, load_audio
 from metatalk_jax.media.ffmpeg_tools import MediaError
 
@@ -36,7 +37,7 @@ def scan_audio_dir(root: str) -> list[AudioClip]:
     Raises ValueError naming `root` when it is not a directory.
     """
     if not os.path.isdir(root):
-        raise ValueError(f"{root}: audio directory not found")
+        raise InputError(f"{root}: audio directory not found")
     by_id: dict[str, tuple[int, str]] = {}
     for folder, subdirs, files in os.walk(root):
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))

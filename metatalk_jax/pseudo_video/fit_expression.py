@@ -22,6 +22,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from metatalk_jax.errors import InputError
 from metatalk_jax.fixed_batches import index_batches
 from metatalk_jax.recon import losses
 from metatalk_jax.recon.losses import LANDMARK_UNIT_RESOLUTION
@@ -46,7 +47,7 @@ class ExpressionFitter:
                  visibility_refresh: int = 4, weights: losses.LossWeights | None = None,
                  model_path: str | None = None):
         if steps <= 0 or batch <= 0:
-            raise ValueError(f"fit steps and batch must be positive, got {steps} and {batch}")
+            raise InputError(f"fit steps and batch must be positive, got {steps} and {batch}")
         self.subject = subject
         self.resolution = int(subject.meta["fit_resolution"])
         self.batch = int(batch)

@@ -18,6 +18,7 @@ import numpy as np
 
 from metatalk_jax.data_pipelines.pseudo_video import PseudoClip, PseudoVideoWriter
 from metatalk_jax.convert.wav2lip_keys import load_wav2lip
+from metatalk_jax.errors import InputError
 from metatalk_jax.media.audio import frames_for_audio, wav2lip_mel, wav2lip_mel_chunks
 from metatalk_jax.media.ffmpeg_tools import MediaError
 from metatalk_jax.media.frame_audio import audio_window
@@ -59,7 +60,7 @@ class PseudoFrameMaker:
                                         [self.render_res, self.fit_res], self.frame_size)
         video = meta.get("source", {}).get("path", "")
         if not video or not os.path.isfile(video):
-            raise ValueError(f"{subject.path}: its source video {video!r} is not readable here")
+            raise InputError(f"{subject.path}: its source video {video!r} is not readable here")
         self.frames = SourceFrames(video, float(meta["fps"]), subject.num_frames, self.rois)
 
     def make(self, mels: np.ndarray, source: np.ndarray, preview_rows=()):
@@ -126,7 +127,7 @@ class PseudoGenerator:
         if int(config.max_clips) > 0:
             self.clips = self.clips[:int(config.max_clips)]
         if not self.clips:
-            raise ValueError(f"{audio_dir}: no audio clips (.wav/.mp4/...) found")
+            raise InputError(f"{audio_dir}: no audio clips (.wav/.mp4/...) found")
         self.wav2lip_path = wav2lip_path
         self.out_dir = out_dir
         expression_dim = int(self.subject.coefficients["expression"].shape[1])
@@ -179,7 +180,7 @@ class PseudoGenerator:
             maker.close()
             progress.close()
         if summary["clips_written"] == 0 and not done:
-            raise ValueError(f"no usable audio clip among the {len(todo)} found")
+            raise InputError(f"no usable audio clip among the {len(todo)} found")
         seconds = time.perf_counter() - start
         summary["seconds"] = round(seconds, 2)
         summary["frames_per_second"] = round(summary["frames_written"] / max(seconds, 1e-9), 2)

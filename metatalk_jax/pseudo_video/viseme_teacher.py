@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from metatalk_jax.data_pipelines.pseudo_video import PseudoClip, PseudoVideoWriter
+from metatalk_jax.errors import InputError
 from metatalk_jax.media.audio import frames_for_audio
 from metatalk_jax.media.frame_audio import audio_window
 from metatalk_jax.media.video_read import pingpong_indices
@@ -87,25 +88,25 @@ BUILTIN_SENTENCES = (
 def read_sentences(path: str) -> list[str]:
     """Non-empty lines of a UTF-8 text file (lines starting with # are comments)."""
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: sentences file not found")
+        raise InputError(f"{path}: sentences file not found")
     try:
         with open(path, encoding="utf-8") as f:
             lines = [line.strip() for line in f]
     except UnicodeDecodeError as err:
         # Python's own message names the codec and byte but not the file.
         line = open(path, "rb").read()[:err.start].count(b"\n") + 1
-        raise ValueError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} on line "
+        raise InputError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} on line "
                          f"{line}); save it as UTF-8") from None
     sentences = [line for line in lines if line and not line.startswith("#")]
     if not sentences:
-        raise ValueError(f"{path}: no sentences (one per line)")
+        raise InputError(f"{path}: no sentences (one per line)")
     return sentences
 
 
 def _choices(values, what: str) -> tuple:
     values = (values,) if isinstance(values, (str, int, float)) else tuple(values)
     if not values:
-        raise ValueError(f"config.visemes.{what} is empty")
+        raise InputError(f"config.visemes.{what} is empty")
     return values
 
 

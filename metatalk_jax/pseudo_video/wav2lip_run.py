@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metatalk_jax.errors import InputError
 from metatalk_jax.media.video_read import read_frames
 from metatalk_jax.models import wav2lip as w2l
 from metatalk_jax.tracking.crop import antialias_sigma, footprint
@@ -122,7 +123,7 @@ class SourceFrames:
             while self._next <= index:
                 frame = next(self._frames, None)
                 if frame is None:
-                    raise ValueError(f"{self.video}: the video ends after {self._next} frames; "
+                    raise InputError(f"{self.video}: the video ends after {self._next} frames; "
                                      f"the subject has {self.num_frames}")
                 if self._next == index:
                     x0, y0, x1, y1 = self.rois[index]
@@ -141,7 +142,7 @@ class Wav2LipRunner:
 
     def __init__(self, model, variables, batch_size: int):
         if batch_size <= 0:
-            raise ValueError(f"batch size must be positive, got {batch_size}")
+            raise InputError(f"batch size must be positive, got {batch_size}")
         self.batch_size = int(batch_size)
         self.variables = jax.device_put(variables)
 

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from metatalk_jax.checksums import file_sha256
+from metatalk_jax.errors import InputError
 from metatalk_jax.face3d.geometry import PinholeCamera
 from metatalk_jax.face3d.morphable import MorphableModel
 from metatalk_jax.subject.layout import Subject
@@ -26,7 +27,7 @@ def load_morphable(path: str | None):
     if path is None:
         path = assets.ensure_offline_model("audiodvp")
     elif not os.path.isfile(path):
-        raise ValueError(f"{path}: model file not found")
+        raise InputError(f"{path}: model file not found")
     return load_npz(path), file_sha256(path), os.path.basename(path)
 
 
@@ -40,7 +41,7 @@ def prepared_morphable(subject: Subject, model_path: str | None = None) -> Morph
     """
     expected = subject.meta.get("model", {})
     if model_path is None and expected.get("name") and not expected["name"].startswith("offline"):
-        raise ValueError(f"{subject.path}: prepared with the model {expected['name']}; "
+        raise InputError(f"{subject.path}: prepared with the model {expected['name']}; "
                          "pass its .npz (--config.data.model=PATH)")
     if model_path == PROCEDURAL:
         from metatalk_jax.face3d.procedural import procedural_model
@@ -48,7 +49,7 @@ def prepared_morphable(subject: Subject, model_path: str | None = None) -> Morph
     else:
         model, sha, name = load_morphable(model_path)
     if expected.get("sha256") and sha != expected["sha256"]:
-        raise ValueError(f"{model_path or name}: not the model {subject.path} was prepared with "
+        raise InputError(f"{model_path or name}: not the model {subject.path} was prepared with "
                          f"({expected.get('name')}, sha256 {expected['sha256'][:12]}...)")
     return model
 

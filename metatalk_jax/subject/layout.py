@@ -32,6 +32,8 @@ import os
 
 import numpy as np
 
+from metatalk_jax.errors import InputError
+
 FORMAT = "metatalk_jax.subject"
 FORMAT_VERSION = 1
 
@@ -79,26 +81,33 @@ class Subject:
 
 
 def read_subject_meta(path: str) -> dict:
-    """subject.json of a subject directory; a missing or foreign/newer one is a ValueError
-    naming it."""
+    """subject.json of a subject directory; a missing, unreadable or foreign/newer one is an
+    InputError naming it."""
     meta_path = os.path.join(path, SUBJECT_JSON)
     if not os.path.isfile(meta_path):
-        raise ValueError(f"{path}: not a subject directory (no {SUBJECT_JSON})")
+        raise InputError(f"{path}: not a subject directory (no {SUBJECT_JSON})")
     with open(meta_path) as f:
-        meta = json.load(f)
+        try:
+            meta = json.load(f)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{meta_path}: not valid JSON ({err})") from None
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_path}: not a metatalk_jax subject (format {meta.get('format')!r})")
+        raise InputError(f"{meta_path}: not a metatalk_jax subject (format {meta.get('format')!r})")
     if int(meta.get("format_version", -1)) > FORMAT_VERSION:
-        raise ValueError(f"{meta_path}: subject format v{meta['format_version']} is newer than "
+        raise InputError(f"{meta_path}: subject format v{meta['format_version']} is newer than "
                          f"this metatalk_jax reads (v{FORMAT_VERSION})")
     return meta
 
 
 def load_subject(path: str) -> Subject:
-    """Reads a subject directory; a missing or foreign/newer one is a ValueError naming it."""
+    """Reads a subject directory; a missing, incomplete or foreign/newer one is an InputError
+    naming it."""
     meta = read_subject_meta(path)
 
     def arrays(name):
+        if not os.path.isfile(os.path.join(path, name)):
+            raise InputError(f"{os.path.join(path, name)}: missing (an incomplete subject "
+                             "directory)")
         with np.load(os.path.join(path, name)) as data:
             return {k: data[k] for k in data.files}
 
@@ -108,6 +117,6 @@ def load_subject(path: str) -> Subject:
 def load_training_subject(path: str) -> Subject:
     """`load_subject` for a training config's data.subject, which may be unset."""
     if not path:
-        raise ValueError("no subject: pass --config.data.subject=SUBJECT_DIR "
+        raise InputError("no subject: pass --config.data.subject=SUBJECT_DIR "
                          "(a directory written by `python -m metatalk_jax.prepare`)")
     return load_subject(path)

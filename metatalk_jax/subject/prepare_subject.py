@@ -33,6 +33,7 @@ import numpy as np
 
 from metatalk_jax.atomic_files import publish, write_json, write_npz
 from metatalk_jax.checksums import file_sha256
+from metatalk_jax.errors import InputError
 from metatalk_jax.media.audio_load import check_speech_audio, load_audio, write_wav
 from metatalk_jax.media.ffmpeg_tools import MediaError
 from metatalk_jax.media.video_read import probe_video, read_frames
@@ -104,7 +105,7 @@ def existing_subject(out_dir: str, video_sha: str, model_sha: str, config, print
         return None
     meta_path = os.path.join(out_dir, layout.SUBJECT_JSON)
     if not os.path.isdir(out_dir) or (not os.path.isfile(meta_path) and os.listdir(out_dir)):
-        raise ValueError(f"{out_dir}: exists and is not a subject directory; choose another "
+        raise InputError(f"{out_dir}: exists and is not a subject directory; choose another "
                          "--out (prepare only replaces a subject it wrote)")
     if not os.path.isfile(meta_path):
         return None
@@ -126,7 +127,7 @@ def existing_subject(out_dir: str, video_sha: str, model_sha: str, config, print
         why = (f"with another config: {diff}" if diff else
                f"by another format version (v{meta.get('format_version')})")
     if not overwrite:
-        raise ValueError(f"{out_dir}: holds a subject prepared {why}; pass --overwrite to "
+        raise InputError(f"{out_dir}: holds a subject prepared {why}; pass --overwrite to "
                          "replace it, or choose another --out")
     _say(f"--overwrite: {out_dir} (prepared {why}) will be replaced once the new subject is "
          "complete")

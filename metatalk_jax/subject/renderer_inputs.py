@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metatalk_jax.errors import InputError
 from metatalk_jax.face3d.geometry import PinholeCamera
 from metatalk_jax.face3d.morphable import MorphableModel
 from metatalk_jax.face3d.mouth_interior import paint_mouth_cavity
@@ -34,7 +35,7 @@ CONDITIONINGS = {"audiodvp": None, "mouth_cavity": (0.25, 0.05, 0.05)}
 def cavity_colour(conditioning: str):
     """The cavity colour of a conditioning name (None for none); ValueError for unknown names."""
     if conditioning not in CONDITIONINGS:
-        raise ValueError(f"unknown renderer conditioning {conditioning!r}; expected one of "
+        raise InputError(f"unknown renderer conditioning {conditioning!r}; expected one of "
                          f"{sorted(CONDITIONINGS)}")
     return CONDITIONINGS[conditioning]
 

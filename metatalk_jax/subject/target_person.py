@@ -21,6 +21,7 @@ import os
 import cv2
 import numpy as np
 
+from metatalk_jax.errors import InputError
 from metatalk_jax.media.video_read import read_frames
 from metatalk_jax.media.video_write import Mp4Writer
 from metatalk_jax.progress import Progress
@@ -45,7 +46,7 @@ def parse_point(text: str, name: str = "--face") -> tuple[float, float] | None:
     try:
         x, y = (float(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"{name} {text!r}: expected X,Y in video pixels, e.g. 640,360") from None
+        raise InputError(f"{name} {text!r}: expected X,Y in video pixels, e.g. 640,360") from None
     return x, y
 
 
@@ -107,10 +108,10 @@ def make_follower(video: str, backend, config) -> tuple[IdentityFollower, dict]:
     frame = next(iter(read_frames(video, fps=float(config.fps), max_frames=1,
                                   start_frame=frame_index)), None)
     if frame is None:
-        raise ValueError(f"{where}: the video has no such frame (--face-frame counts frames at "
+        raise InputError(f"{where}: the video has no such frame (--face-frame counts frames at "
                          f"{float(config.fps):g} fps from 0)")
     if not (0 <= point[0] < frame.shape[1] and 0 <= point[1] < frame.shape[0]):
-        raise ValueError(f"--face {point[0]:g},{point[1]:g}: outside the {frame.shape[1]}x"
+        raise InputError(f"--face {point[0]:g},{point[1]:g}: outside the {frame.shape[1]}x"
                          f"{frame.shape[0]} frame of {os.path.basename(video)}")
     reference, box = descriptor_at_point(frame, backend, describe, point, where=where)
     return IdentityFollower(describe, reference=reference, **options), {

@@ -22,6 +22,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from metatalk_jax.errors import InputError, MissingInputError
+
 
 class FaceBackend(Protocol):
     """What track_video needs from a detector/landmarker."""
@@ -84,15 +86,15 @@ class DlibBackend:
         import dlib  # imported here so that the registry works without dlib installed
 
         if upsample < 0:
-            raise ValueError(f"upsample must be >= 0, got {upsample}")
+            raise InputError(f"upsample must be >= 0, got {upsample}")
         self.upsample = int(upsample)
         self.max_upsample = self.upsample + 1 if max_upsample is None else int(max_upsample)
         if self.max_upsample < self.upsample:
-            raise ValueError(f"max_upsample ({self.max_upsample}) < upsample ({self.upsample})")
+            raise InputError(f"max_upsample ({self.max_upsample}) < upsample ({self.upsample})")
         self.adjust_threshold = float(adjust_threshold)
         self.model_path = model_path if model_path is not None else default_dlib_model_path()
         if not os.path.isfile(self.model_path):
-            raise FileNotFoundError(f"dlib 68-point landmark model not found: {self.model_path}")
+            raise MissingInputError(f"dlib 68-point landmark model not found: {self.model_path}")
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(self.model_path)
@@ -122,7 +124,7 @@ class DlibBackend:
         x0, y0, x1, y1 = (int(round(float(v))) for v in np.asarray(box)[:4])
         shape = self._predictor(frame, self._dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
         if shape.num_parts != 68:
-            raise ValueError(f"{self.model_path}: predicts {shape.num_parts} points, not 68")
+            raise InputError(f"{self.model_path}: predicts {shape.num_parts} points, not 68")
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32) + 0.5
 
 
@@ -143,6 +145,6 @@ def make_backend(name: str, **options) -> FaceBackend:
     try:
         factory = _BACKENDS[name]
     except KeyError:
-        raise ValueError(f"unknown face tracking backend {name!r}; known: "
+        raise InputError(f"unknown face tracking backend {name!r}; known: "
                          f"{', '.join(known_backends())}") from None
     return factory(**options)

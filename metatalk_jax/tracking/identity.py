@@ -29,6 +29,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from metatalk_jax.errors import InputError
 from metatalk_jax.tracking.backends import check_frame, default_dlib_model_path
 
 SAME_PERSON_DISTANCE = 0.6
@@ -297,11 +298,11 @@ def descriptor_at_point(frame, backend, describe, point: tuple[float, float], *,
     of target). Raises ValueError naming `where` and the faces found when none contains it."""
     faces = np.asarray(backend.detect(frame), np.float32).reshape(-1, 5)
     if len(faces) == 0:
-        raise ValueError(f"{where}: no face found there to choose with --face")
+        raise InputError(f"{where}: no face found there to choose with --face")
     i = face_at_point(faces, point)
     if i is None:
         found = "; ".join(f"({b[0]:.0f},{b[1]:.0f})-({b[2]:.0f},{b[3]:.0f})" for b in faces)
-        raise ValueError(f"{where}: no face contains --face {point[0]:g},{point[1]:g}; the faces "
+        raise InputError(f"{where}: no face contains --face {point[0]:g},{point[1]:g}; the faces "
                          f"found there are {found} (x0,y0)-(x1,y1) px")
     points = np.asarray(backend.landmarks(frame, faces[i]), np.float32)
     return describe(frame, faces[i], points), faces[i, :4]

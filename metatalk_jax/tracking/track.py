@@ -28,6 +28,7 @@ from typing import Iterable
 import numpy as np
 
 from metatalk_jax.atomic_files import write_npz
+from metatalk_jax.errors import InputError
 from scipy.ndimage import gaussian_filter1d
 
 from metatalk_jax.tracking.backends import FaceBackend
@@ -37,7 +38,7 @@ from metatalk_jax.tracking.identity import (FILLED, NO_FACE, OTHER_PERSON, STATU
 NUM_LANDMARKS = 68
 
 
-class TrackingError(ValueError):
+class TrackingError(InputError):
     """A video that cannot be tracked; the message is one line starting with the video's name."""
 
 
@@ -161,7 +162,7 @@ def smooth_track(points: np.ndarray, sigma_frames: float) -> np.ndarray:
     lip motion matters.
     """
     if sigma_frames < 0:
-        raise ValueError(f"sigma_frames must be >= 0, got {sigma_frames}")
+        raise InputError(f"sigma_frames must be >= 0, got {sigma_frames}")
     points = np.asarray(points)
     if sigma_frames == 0 or points.shape[0] < 2:
         return points.astype(np.float32, copy=True)
@@ -381,7 +382,7 @@ def track_video(frames: Iterable[np.ndarray], backend: FaceBackend, *, source: s
     than min_tracked_fraction of the kept frames have a detected face.
     """
     if max_gap < 0 or not 0.0 <= min_tracked_fraction <= 1.0:
-        raise ValueError(f"need max_gap >= 0 and 0 <= min_tracked_fraction <= 1, got "
+        raise InputError(f"need max_gap >= 0 and 0 <= min_tracked_fraction <= 1, got "
                          f"{max_gap} and {min_tracked_fraction}")
     name = os.path.basename(str(source)) or str(source)
     landmarks, boxes, found_status, cut_frames, frame_size, any_face = _scan(
