@@ -14,6 +14,8 @@ import importlib.util
 import os
 import pkgutil
 
+from metatalk_jax.errors import InputError
+
 # The packaged configs build on this module (configs/demo.py composes the others with
 # load_config), so they are found by name at run time, never imported here by statement.
 CONFIGS_PACKAGE = "metatalk_jax.configs"
@@ -34,7 +36,7 @@ def _config_module(path: str):
     names = packaged_config_names()
     if packaged and name in names:
         return importlib.import_module(f"{CONFIGS_PACKAGE}.{name}")
-    raise ValueError(f"{path}: config file not found (a packaged config is one of "
+    raise InputError(f"{path}: config file not found (a packaged config is one of "
                      f"{', '.join(names)}, e.g. --config renderer:gpu)")
 
 
@@ -49,7 +51,8 @@ def load_config(spec: str, overrides=()):
     overrides applied.
 
     Values are parsed as Python literals when possible (numbers, booleans, tuples), else kept as
-    strings. A missing file, an unknown variant or an unknown key is a ValueError naming it.
+    strings. A missing file, an unknown variant, an unknown key or a value of the wrong type is
+    an InputError naming it.
     """
     path, _, arg = spec.partition(":")
     config = _config_module(path).get_config(arg or None)
@@ -63,7 +66,7 @@ def apply_overrides(config, overrides, *, where: str = "config"):
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise ValueError(f"config override {item!r} is not key=value")
+            raise InputError(f"config override {item!r} is not key=value")
         try:
             values[key] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
@@ -80,18 +83,22 @@ def set_keys(config, values: dict, *, where: str = "config"):
         *parents, leaf = key.split(".")
         for p in parents:
             if p not in node:
-                raise ValueError(f"{where}: config has no key {key!r}")
+                raise InputError(f"{where}: config has no key {key!r}")
             node = node[p]
         if leaf not in node:
-            raise ValueError(f"{where}: config has no key {key!r}")
+            raise InputError(f"{where}: config has no key {key!r}")
         old = node[leaf]
         if isinstance(old, (int, float)) and not isinstance(old, bool):
             try:
                 value = type(old)(value)
             except (TypeError, ValueError):
-                raise ValueError(f"{where}: config key {key!r} takes a number, got {raw!r}"
+                raise InputError(f"{where}: config key {key!r} takes a number, got {raw!r}"
                                  ) from None
-        node[leaf] = value
+        try:
+            node[leaf] = value
+        except TypeError:   # ml_collections refuses a value of another type (5 for a str)
+            raise InputError(f"{where}: config key {key!r} takes a {type(old).__name__}, got "
+                             f"{raw!r}") from None
     return config
 
 

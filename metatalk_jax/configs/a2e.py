@@ -23,6 +23,7 @@ data.pseudo_ratio: the fraction of every global batch drawn from them (needs pse
 
 import ml_collections
 
+from metatalk_jax.errors import InputError
 from metatalk_jax.train.engine_config import (add_engine_fields, use_cpu_engine_settings,
                                               use_tiny_engine_settings)
 
@@ -106,5 +107,5 @@ def get_config(arg=None):
             # Sized for (compile-checked by `--compile-only`, benchmarks/BENCHMARKS.md "TPU fit")
             config.tpu_topology = "v5e:2x2"
     elif arg not in (None, ""):
-        raise ValueError(f"configs/a2e.py: unknown variant {arg!r} (known: tiny, cpu, gpu, tpu_pod)")
+        raise InputError(f"configs/a2e.py: unknown variant {arg!r} (known: tiny, cpu, gpu, tpu_pod)")
     return config

@@ -23,13 +23,14 @@ import ml_collections
 
 from metatalk_jax.config_loading import load_config, set_keys
 from metatalk_jax.configs.renderer import use_faithful_renderer
+from metatalk_jax.errors import InputError
 
 VARIANTS = ("tiny", "video")
 
 
 def get_config(arg=None):
     if arg not in (None, "", *VARIANTS):
-        raise ValueError(f"demo: unknown variant {arg!r} (known: {', '.join(VARIANTS)})")
+        raise InputError(f"demo: unknown variant {arg!r} (known: {', '.join(VARIANTS)})")
     tiny, video = arg == "tiny", arg == "video"
     config = ml_collections.ConfigDict()
     config.sentence = ("Hello there." if tiny else

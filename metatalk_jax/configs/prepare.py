@@ -8,6 +8,8 @@ Override any key:  --config.renderer_resolution=1024  --config.audio_required=Fa
 
 import ml_collections
 
+from metatalk_jax.errors import InputError
+
 
 def get_config(arg=None):
     config = ml_collections.ConfigDict()
@@ -76,5 +78,5 @@ def get_config(arg=None):
             # frames for the identity and albedo of a longer clip.
             config.fit.key_frames = 12
     elif arg not in (None, ""):
-        raise ValueError(f"configs/prepare.py: unknown variant {arg!r} (known: tiny, cpu)")
+        raise InputError(f"configs/prepare.py: unknown variant {arg!r} (known: tiny, cpu)")
     return config

@@ -10,6 +10,8 @@ validation_fraction, previews and model. Tuples are overridden as tuples, e.g.
 
 import ml_collections
 
+from metatalk_jax.errors import InputError
+
 
 def get_config(arg=None):
     config = ml_collections.ConfigDict()
@@ -51,5 +53,5 @@ def get_config(arg=None):
     v.max_delta_norm = 4.0                 # cap of |expression - neutral| per frame
     v.preview_resolution = 160             # pixels per viseme tile in previews/visemes.png
     if arg not in (None, ""):
-        raise ValueError(f"configs/pseudo.py: unknown variant {arg!r}")
+        raise InputError(f"configs/pseudo.py: unknown variant {arg!r}")
     return config

@@ -19,6 +19,7 @@ The subject must have been prepared at a crop resolution that the training resol
 
 import ml_collections
 
+from metatalk_jax.errors import InputError
 from metatalk_jax.train.engine_config import (add_engine_fields, use_cpu_engine_settings,
                                               use_tiny_engine_settings)
 
@@ -120,6 +121,6 @@ def get_config(arg=None):
             # AudioDVP's; BatchNorm statistics are over the global batch.
             config.tpu_topology = "v5e:4x4"
     elif arg not in (None, ""):
-        raise ValueError(f"configs/renderer.py: unknown variant {arg!r} "
+        raise InputError(f"configs/renderer.py: unknown variant {arg!r} "
                          "(known: tiny, cpu, gpu, tpu_pod)")
     return config
