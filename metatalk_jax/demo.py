@@ -18,7 +18,8 @@ Each stage calls the stage's library function with its nested config (configs/de
 command line it stands for is printed first, so the demo doubles as a walk-through. Stages
 resume: a second run reuses finished work in OUT/work/. The summary's headline lip-sync figure
 is measured on the output pixels (eval/pixel_lip_sync.py); the renderer's held-out L1/SSIM is
-the quality figure. Exit status 0, or 2 with one `error:` line.
+the quality figure. Exit status 0, 2 with one `error:` line for bad input, or 1 with a traceback
+for any other failure.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import time
 from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.config_loading import (OVERRIDE_HELP, changed_keys, config_overrides,
                                          load_config, override_arguments)
+from metatalk_jax.errors import InputError
 
 DEFAULT_CONFIG = "demo"
 STAGES = 6
@@ -256,14 +258,18 @@ def main(argv=None) -> int:
     use_xla_convolutions_on_cpu()
     enable_compilation_cache()
     spec = args.config or (f"{DEFAULT_CONFIG}:video" if args.video else DEFAULT_CONFIG)
+    from metatalk_jax.train.step_metrics import NonFiniteError
     try:
         if args.audio is not None:
             from metatalk_jax.media.ffmpeg_tools import check_input_file
             check_input_file(args.audio)
         config = load_config(spec, overrides)
         summary = run_demo(config, args.out, video=args.video, audio=args.audio)
-    except (ValueError, OSError, RuntimeError) as err:
+    except InputError as err:
         return report_bad_input(err)
+    except NonFiniteError as err:   # as the train CLI: training diverged, one line, exit 1
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(json.dumps(summary))
     return 0
 

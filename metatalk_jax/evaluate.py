@@ -19,7 +19,8 @@ r_background: eval/pixel_lip_sync.py); infer's previews (X.preview.mp4) and side
 taken for clips. Long steps (SyncNet windows, SSIM, Inception features) print progress lines
 with an ETA within each clip. Writes OUT/report.json and OUT/report.md (eval/report.py). Exit status 0, or
 2 with one `error:` line for bad input (missing file, unreadable video, a clip too short for
-SyncNet's +-15-frame offsets, a missing reference, a checkpoint of the wrong model).
+SyncNet's +-15-frame offsets, a missing reference, a checkpoint of the wrong model); any other
+failure exits 1 with its traceback.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import os
 import sys
 
 from metatalk_jax.cli_errors import report_bad_input
+from metatalk_jax.errors import InputError
 
 FID_METHODS = ("auto", "sqrtm", "eigh", "svd")
 REFERENCE_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -56,7 +58,7 @@ def comparison_fps(video: str, fps: float | None) -> float:
     else the generated video's own rate (25 when the file does not say)."""
     if fps is not None:
         if not fps > 0:
-            raise ValueError(f"--fps must be positive, got {fps}")
+            raise InputError(f"--fps must be positive, got {fps}")
         return float(fps)
     from metatalk_jax.media.video_read import probe_video
     return float(probe_video(video).fps or 25.0)
@@ -68,7 +70,7 @@ def find_reference(reference_dir: str, clip: str) -> str:
         path = os.path.join(reference_dir, clip + ext)
         if os.path.isfile(path):
             return path
-    raise ValueError(f"{reference_dir}: no reference video for clip {clip!r} "
+    raise InputError(f"{reference_dir}: no reference video for clip {clip!r} "
                      f"(looked for {clip}{{{','.join(REFERENCE_EXTENSIONS)}}})")
 
 
@@ -89,7 +91,7 @@ def _read_frames(path: str, fps: float):
     from metatalk_jax.media.video_read import read_frames
     frames = list(read_frames(path, fps=fps))
     if not frames:
-        raise ValueError(f"{path}: no video frames")
+        raise InputError(f"{path}: no video frames")
     return np.stack(frames)
 
 
@@ -116,7 +118,7 @@ def compare_with_reference(clip, fps: float, inception_vars, *, batch_size: int,
     from metatalk_jax.progress import Progress
     generated, truth = _read_frames(clip.video, fps), _read_frames(clip.reference, fps)
     if generated.shape[1:] != truth.shape[1:]:
-        raise ValueError(f"{clip.video}: frames are {generated.shape[2]}x{generated.shape[1]}, "
+        raise InputError(f"{clip.video}: frames are {generated.shape[2]}x{generated.shape[1]}, "
                          f"its reference {clip.reference} {truth.shape[2]}x{truth.shape[1]}: "
                          "SSIM compares aligned frames of one size")
     rates = {name: probe_video(path).fps for name, path in
@@ -180,10 +182,10 @@ def evaluate_videos(videos: list[str], *, out_dir: str, syncnet: str | None,
 
     videos = [v for v in videos if is_clip(v)]
     if not videos:
-        raise ValueError("no videos to evaluate (--videos)")
+        raise InputError("no videos to evaluate (--videos)")
     driven = {v for v in videos if os.path.isfile(drive_sidecar_path(v))}
     if not (syncnet or reference_dir or driven):
-        raise ValueError("nothing to compute: give --syncnet, and/or --reference (SSIM; FID "
+        raise InputError("nothing to compute: give --syncnet, and/or --reference (SSIM; FID "
                          "also needs --inception), or videos written by infer (their "
                          ".drive.json sidecar gives the pixel lip sync)")
     for video in videos:
@@ -277,7 +279,7 @@ def main(argv=None) -> int:
                         fid_method=args.fid_method, lip_sync_frames=args.lip_sync_frames,
                         fps=args.fps,
                         log=lambda text: print(text, flush=True))
-    except (ValueError, OSError, KeyError) as err:
+    except InputError as err:
         return report_bad_input(err)
     return 0
 

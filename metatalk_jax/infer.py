@@ -16,7 +16,7 @@ Each training run records the subject it was trained on (WORKDIR/trained_on.json
 renderer of another subject is refused unless --allow-other-subject is given.
 
 Prints a JSON summary on stdout. Exit status 0 on success, 2 on bad input (one `error:` line on
-stderr, nothing written).
+stderr, nothing written), 1 with a traceback on any other failure.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import signal
 import sys
 
 from metatalk_jax.cli_errors import report_bad_input, run_stage
+from metatalk_jax.errors import InputError
 
 
 def _exit_on_sigterm(signum, frame):
@@ -63,10 +64,10 @@ def main(argv=None) -> int:
                              "otherwise: each run records its subject)")
     args = parser.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
-        return report_bad_input(ValueError(f"--batch-size must be positive, got "
+        return report_bad_input(InputError(f"--batch-size must be positive, got "
                                            f"{args.batch_size}"))
     if not args.out.lower().endswith((".mp4", ".mov", ".mkv")):
-        return report_bad_input(ValueError(f"{args.out}: the output must be an .mp4 "
+        return report_bad_input(InputError(f"{args.out}: the output must be an .mp4 "
                                            "(or .mov/.mkv) file"))
 
     # A SIGTERM (a job scheduler, `kill`) unwinds like Ctrl-C, so the writers delete their

