@@ -7,9 +7,10 @@ Re-running the same command resumes from the work dir's latest checkpoint. Sever
 (TPU pod workers, GPU nodes; see launch/): `--coordinator HOST:PORT --num_processes N
 --process_id I`, or `--distributed auto` where JAX can detect them (Cloud TPU, SLURM). Local CPU
 processes (launch/local.py) use gloo collectives (JAX_CPU_COLLECTIVES_IMPLEMENTATION).
-Exit status: 0 finished or preempted (a checkpoint was saved), 1 stopped on NaN/Inf, 2 bad input
-(one `error:` line). `--compile-only --topology v5e:4x4` compiles the steps for a TPU topology on
-this machine instead of training and exits 1 when they do not fit (train/compile_check.py).
+Exit status: 0 finished or preempted (a checkpoint was saved), 1 stopped on NaN/Inf (one line)
+or failed (a traceback), 2 bad input (one `error:` line). `--compile-only --topology v5e:4x4`
+compiles the steps for a TPU topology on this machine instead of training and exits 1 when they
+do not fit (train/compile_check.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 
 from metatalk_jax.config_loading import config_overrides, load_config
 from metatalk_jax.cli_errors import report_bad_input
+from metatalk_jax.errors import InputError
 from metatalk_jax.runtime import enable_compilation_cache, use_xla_convolutions_on_cpu
 
 
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
         parser.error("--workdir is required (or --compile-only)")
     try:
         config = load_config(args.config, overrides)
-    except (ValueError, OSError) as err:
+    except InputError as err:
         return report_bad_input(err)
     if args.compile_only:
         from metatalk_jax.train.compile_check import main_compile_only
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
             return main_compile_only(config, args.config, args.topology,
                                      min_headroom=args.min_headroom, json_path=args.report_json,
                                      train_only=args.train_step_only)
-        except ValueError as err:
+        except InputError as err:
             return report_bad_input(err)
     initialize_distributed(args)
     # grain's worker processes (config.data.workers > 0) read absl flags; this CLI has none.
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
     except NonFiniteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except (ValueError, OSError) as err:
+    except InputError as err:  # anything else is a bug or a machine failure: its traceback, 1
         return report_bad_input(err)
     print(f"{result.status} at step {result.step}: {workdir_lib.resolve(args.workdir)}")
     return 0

@@ -35,6 +35,7 @@ import optax
 from metatalk_jax.data_pipelines.a2e_windows import a2e_windows, pseudo_frame_sources
 from metatalk_jax.data_pipelines.target_video import open_target_source
 from metatalk_jax.data_pipelines.windows import make_window_batches
+from metatalk_jax.errors import InputError
 from metatalk_jax.models.a2e import make_a2e
 from metatalk_jax.subject.face_model import prepared_morphable
 from metatalk_jax.subject.layout import load_training_subject
@@ -67,11 +68,11 @@ def mouth_vertex_gram(model, expression_dim: int) -> tuple[np.ndarray, int]:
     """
     basis = np.asarray(model.exp_basis)
     if basis.shape[-1] < expression_dim:
-        raise ValueError(f"{model.name}: {basis.shape[-1]} expression components, the subject "
+        raise InputError(f"{model.name}: {basis.shape[-1]} expression components, the subject "
                          f"has {expression_dim}")
     vertices = np.unique(np.asarray(model.triangles)[np.asarray(model.mouth_triangle_ids)])
     if vertices.size == 0:
-        raise ValueError(f"{model.name}: no mouth triangles")
+        raise InputError(f"{model.name}: no mouth triangles")
     rows = basis[vertices, :, :expression_dim].astype(np.float64).reshape(-1, expression_dim)
     return rows.T @ rows, int(vertices.size)
 
@@ -119,12 +120,12 @@ class A2ETask:
         roots = [d.strip() for d in str(data.pseudo_dirs).split(",") if d.strip()]
         self.pseudo_ratio = float(data.pseudo_ratio)
         if self.pseudo_ratio > 0 and not roots:
-            raise ValueError(f"config.data.pseudo_ratio={self.pseudo_ratio} but no pseudo data: "
+            raise InputError(f"config.data.pseudo_ratio={self.pseudo_ratio} but no pseudo data: "
                              "pass --config.data.pseudo_dirs=DIR[,DIR] or "
                              "--config.data.pseudo_ratio=0")
         if roots and self.pseudo_ratio == 0 and data.eval_on == "target":
             # e.g. the tiny/cpu test variants set the ratio to 0: say so, never drop them silently
-            raise ValueError(f"config.data.pseudo_dirs={','.join(roots)} would be ignored: "
+            raise InputError(f"config.data.pseudo_dirs={','.join(roots)} would be ignored: "
                              "config.data.pseudo_ratio is 0; pass --config.data.pseudo_ratio="
                              "0.5 (the fraction of each batch from them)")
         checks = dict(expression_dim=self.expression_dim,
@@ -136,12 +137,12 @@ class A2ETask:
         if self.pseudo_ratio > 0 and sum(map(len, pseudo["train"])):
             self.train_pseudo = a2e_windows(pseudo["train"], **windows)
         if data.eval_on not in ("target", "pseudo", "both"):
-            raise ValueError(f"config.data.eval_on must be target, pseudo or both, got "
+            raise InputError(f"config.data.eval_on must be target, pseudo or both, got "
                              f"{data.eval_on!r}")
         held_out = [target["validation"]] if data.eval_on in ("target", "both") else []
         if data.eval_on in ("pseudo", "both"):
             if not sum(map(len, pseudo["validation"])):
-                raise ValueError(f"config.data.eval_on={data.eval_on!r} but the pseudo corpora "
+                raise InputError(f"config.data.eval_on={data.eval_on!r} but the pseudo corpora "
                                  f"{roots} have no validation clips")
             held_out += pseudo["validation"]
         self.eval_source = a2e_windows(held_out, **windows)
@@ -290,7 +291,7 @@ def _optimizer(config) -> optax.GradientTransformation:
     elif o.schedule == "constant":
         lr = float(o.lr)
     else:
-        raise ValueError(f"config.optim.schedule must be cosine or constant, got {o.schedule!r}")
+        raise InputError(f"config.optim.schedule must be cosine or constant, got {o.schedule!r}")
     parts = [optax.clip_by_global_norm(float(o.grad_clip))] if o.grad_clip else []
     parts.append(optax.adamw(lr, weight_decay=float(o.weight_decay)))
     return optax.chain(*parts)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from metatalk_jax.train import workdir as workdir_lib
@@ -64,6 +65,17 @@ class Checkpoints:
                                           data=grain.checkpoint.CheckpointSave(data_iterator)),
             force=True)
 
+    def state_differences(self, step: int, abstract_state) -> list[str]:
+        """How checkpoint `step`'s stored state (orbax's metadata: key paths, shapes, dtypes)
+        differs from `abstract_state` (the ShapeDtypeStruct tree the config builds): one line
+        per difference (`tree_differences`); [] when the checkpoint fits, and when its metadata
+        cannot be read (a damaged checkpoint is no config of another model: the restore then
+        fails with orbax's own error)."""
+        directory = self.manager.directory / str(step) / "state"
+        stored = ocp.PyTreeCheckpointer().metadata(directory).item_metadata
+        stored = getattr(stored, "tree", stored)
+        return [] if stored is None else tree_differences(stored, abstract_state)
+
     def restore(self, step: int, abstract_state, shardings, data_iterator):
         """(state, data_iterator) of checkpoint `step`, the state placed with `shardings`
         (a pytree matching `abstract_state`, the ShapeDtypeStruct tree from jax.eval_shape)."""
@@ -84,11 +96,48 @@ class Checkpoints:
         self.manager.close()
 
 
+def _leaf_table(tree) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{"params.dense.kernel": (shape, dtype name)} of every array leaf of `tree`. Dict keys,
+    sequence indices and dataclass fields all become dotted names, so orbax's stored tree
+    (nested dicts and lists) and the live state (dataclasses, namedtuples) name a leaf alike."""
+    def name(entry) -> str:
+        for attribute in ("key", "idx", "name"):
+            if hasattr(entry, attribute):
+                return str(getattr(entry, attribute))
+        return str(entry)
+
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {".".join(name(entry) for entry in path): (
+                tuple(int(n) for n in getattr(leaf, "shape", ())),
+                str(np.dtype(leaf.dtype)) if hasattr(leaf, "dtype") else type(leaf).__name__)
+            for path, leaf in leaves}
+
+
+def tree_differences(stored, wanted) -> list[str]:
+    """How the checkpoint tree `stored` differs from the state `wanted`, one line each: key
+    paths `wanted` has and `stored` lacks ("missing"), then those only `stored` has
+    ("unexpected"), then leaves whose shape or dtype differ (checkpoint vs config)."""
+    have, want = _leaf_table(stored), _leaf_table(wanted)
+    lines = [f"{key} is missing from the checkpoint" for key in want if key not in have]
+    lines += [f"{key} is in the checkpoint but not in the config's state"
+              for key in have if key not in want]
+    for key, (shape, dtype) in want.items():
+        if key not in have:
+            continue
+        stored_shape, stored_dtype = have[key]
+        if stored_shape != shape:
+            lines.append(f"{key} has shape {stored_shape} in the checkpoint, {shape} in the "
+                         "config's model")
+        if stored_dtype != dtype:
+            lines.append(f"{key} has dtype {stored_dtype} in the checkpoint, {dtype} in the "
+                         "config's model")
+    return lines
+
+
 def read_state(path: str):
     """The state pytree of one checkpoint step directory (`.../checkpoints/<step>`, a local path
     or a URL such as gs://bucket/run/checkpoints/70000) as nested dicts of numpy arrays on this
     host, whatever devices or processes wrote it (for tests and tools such as export)."""
-    import numpy as np
     workdir_lib.check_client(path)
     directory = workdir_lib.join(workdir_lib.resolve(path), "state")
     checkpointer = ocp.PyTreeCheckpointer()

@@ -30,6 +30,8 @@ import os
 import jax
 import numpy as np
 
+from metatalk_jax.errors import InputError
+
 GIB = 2.0 ** 30
 
 
@@ -53,7 +55,7 @@ CHIPS = {
 def chip_of(topology: str) -> Chip:
     version = topology.split(":")[0].lower().replace("litepod", "e")
     if version not in CHIPS:
-        raise ValueError(f"--topology {topology}: unknown TPU version {version!r} "
+        raise InputError(f"--topology {topology}: unknown TPU version {version!r} "
                          f"(known: {', '.join(CHIPS)}; e.g. v5e:4x4, v5p:2x2x2, v6e:4x4)")
     return CHIPS[version]
 
@@ -66,7 +68,7 @@ def topology_devices(topology: str) -> list:
         return list(topologies.get_topology_desc(topology, "tpu").devices)
     except Exception as err:  # libtpu missing or the name unknown: many error types
         first = (str(err).strip().splitlines() or [type(err).__name__])[-1]
-        raise ValueError(f"--topology {topology}: libtpu cannot describe it ({first[:200]}); "
+        raise InputError(f"--topology {topology}: libtpu cannot describe it ({first[:200]}); "
                          "install the dev extra (pip install -e '.[dev]') for libtpu") from None
 
 
@@ -119,7 +121,7 @@ def shape_only_task(config, *, expression_dim: int = 64):
     elif config.task == "a2e":
         task, spec = _a2e_task(config, expression_dim)
     else:
-        raise ValueError(f"unknown training task {config.task!r} (known: renderer, a2e)")
+        raise InputError(f"unknown training task {config.task!r} (known: renderer, a2e)")
     spec.update(example_id=((), np.int64), example_valid=((), bool))
     return task, spec
 
@@ -237,7 +239,7 @@ def main_compile_only(config, name: str, topology: str, *, min_headroom: float,
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     topology = topology or str(config.get("tpu_topology", "") or "")
     if not topology:
-        raise ValueError(f"{name}: no --topology given and the config names none "
+        raise InputError(f"{name}: no --topology given and the config names none "
                          "(config.tpu_topology)")
     result = compile_for_topology(config, topology,
                                   steps=("train",) if train_only else ("train", "eval"))

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metatalk_jax.errors import InputError
 from metatalk_jax.models.renderer_layers import compiling_for
 from metatalk_jax.progress import Progress
 from metatalk_jax.train.checkpointing import Checkpoints
@@ -181,7 +182,19 @@ def _with_staged_subject(config):
 def _first(iterable):
     for item in iterable:
         return item
-    raise ValueError("the evaluation split is empty")
+    raise InputError("the evaluation split is empty")
+
+
+def _check_resumable(checkpoints: Checkpoints, step: int, abstract_state, workdir: str) -> None:
+    """InputError naming how checkpoint `step` differs from the state this config builds (the
+    first difference and how many there are), before orbax fails somewhere inside a restore."""
+    differences = checkpoints.state_differences(step, abstract_state)
+    if differences:
+        more = f" (the first of {len(differences)} differences)" if len(differences) > 1 else ""
+        raise InputError(
+            f"{checkpoints.manager.directory}/{step}: {differences[0]}{more}; this config "
+            f"builds another model than the run's ({workdir_lib.join(workdir, 'config.json')}): "
+            "resume with that config or use a new --workdir")
 
 
 def train_and_evaluate(config, workdir: str, task=None, *, log=print) -> RunResult:
@@ -197,22 +210,19 @@ def train_and_evaluate(config, workdir: str, task=None, *, log=print) -> RunResu
     check_run_subject(config, workdir, write=pid == 0, log=log)   # before the work dir is touched
     trainer = Trainer(task, config)
     writer = MetricWriter(workdir, enabled=pid == 0)
-    if pid == 0:
-        _write_config(workdir, run_config)
     checkpoints = Checkpoints(workdir, every_steps=config.checkpoint_every_steps,
                               keep=config.keep_checkpoints, async_save=config.async_checkpoints)
     data = iter(task.train_batches(seed=int(config.seed), process_index=pid, process_count=nproc))
     start = checkpoints.latest_step()
     if start is not None:
-        try:
-            state, data = checkpoints.restore(start, trainer.abstract_state, trainer.shardings,
-                                              data)
-        except Exception as err:  # orbax raises many types for a tree or shape mismatch
-            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ValueError(
-                f"{checkpoints.manager.directory}/{start}: this checkpoint does not match the "
-                f"config's model or data ({detail[:200]}); resume with the run's own config "
-                f"({workdir_lib.join(workdir, 'config.json')}) or use a new --workdir") from None
+        _check_resumable(checkpoints, start, trainer.abstract_state, workdir)
+    # Written after that check, so a refused resume leaves the run's own config.json in place.
+    if pid == 0:
+        _write_config(workdir, run_config)
+    if start is not None:
+        # Any failure here (a corrupt file, a data iterator of another pipeline) keeps its own
+        # type and traceback: the state's tree, shapes and dtypes were just found to fit.
+        state, data = checkpoints.restore(start, trainer.abstract_state, trainer.shardings, data)
         log(f"resumed from {checkpoints.manager.directory} step {start}")
     else:
         start = 0

@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from metatalk_jax.errors import InputError
+
 DATA, FSDP = "data", "fsdp"
 BATCH_AXES = (DATA, FSDP)
 
@@ -33,12 +35,12 @@ def make_mesh(mesh_config, devices=None) -> Mesh:
         n = int(mesh_config.get("num_devices", 0) or 0)
         if n:
             if n > len(devices):
-                raise ValueError(f"mesh.num_devices={n} but only {len(devices)} devices exist")
+                raise InputError(f"mesh.num_devices={n} but only {len(devices)} devices exist")
             devices = devices[:n]
     devices = sorted(devices, key=lambda d: (d.process_index, d.id))
     fsdp = int(mesh_config.get("fsdp", 1) or 1)
     if len(devices) % fsdp:
-        raise ValueError(f"mesh.fsdp={fsdp} does not divide the {len(devices)} devices")
+        raise InputError(f"mesh.fsdp={fsdp} does not divide the {len(devices)} devices")
     grid = np.array(devices, dtype=object).reshape(len(devices) // fsdp, fsdp)
     return Mesh(grid, BATCH_AXES)
 

@@ -24,6 +24,8 @@ import socket
 import sys
 import tempfile
 
+from metatalk_jax.cli_errors import report_bad_input
+from metatalk_jax.errors import InputError
 from metatalk_jax.train import workdir as workdir_lib
 
 
@@ -52,9 +54,12 @@ def copy_tree(source: str, destination: str) -> int:
     """Copies every file under `source` to `destination` (either may be a URL; a local
     destination is built beside itself and renamed); returns the number of files."""
     source, destination = workdir_lib.resolve(source), workdir_lib.resolve(destination)
-    files = listing(source)
+    try:
+        files = listing(source)
+    except FileNotFoundError:   # the source the user named is not there (a bucket may say so)
+        files = []
     if not files:
-        raise ValueError(f"{source}: no files to copy (not a directory, or empty)")
+        raise InputError(f"{source}: no files to copy (not a directory, or empty)")
     if workdir_lib.is_url(destination):
         for name, _ in files:
             workdir_lib.write_bytes(workdir_lib.join(destination, name),
@@ -101,9 +106,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         count = copy_tree(args.source, args.destination)
-    except (ValueError, OSError) as err:
-        print(f"error: {args.source}: {err}", file=sys.stderr)
-        return 2
+    except InputError as err:     # its message names the source; anything else is a traceback
+        return report_bad_input(err)
     print(f"copied {count} files: {args.source} -> {args.destination}")
     return 0
 

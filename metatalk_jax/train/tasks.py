@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from metatalk_jax.errors import InputError
+
 
 def make_task(config):
     """config.task: "renderer" (train/renderer_task.py) or "a2e" (train/a2e_task.py)."""
@@ -11,4 +13,4 @@ def make_task(config):
     if config.task == "a2e":
         from metatalk_jax.train.a2e_task import A2ETask
         return A2ETask(config)
-    raise ValueError(f"unknown training task {config.task!r} (known: renderer, a2e)")
+    raise InputError(f"unknown training task {config.task!r} (known: renderer, a2e)")

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 
+from metatalk_jax.errors import InputError
+
 RECORD = "trained_on.json"
 
 
@@ -61,7 +63,7 @@ def check_run_subject(config, workdir: str, *, write: bool = True, log=print) ->
     mine = subject_identity(read_subject_meta(path), path)
     recorded = read_record(workdir)
     if recorded is not None and recorded.get("fingerprint") != mine["fingerprint"]:
-        raise ValueError(f"{workdir}: this run was trained on subject {_describe(recorded)}, "
+        raise InputError(f"{workdir}: this run was trained on subject {_describe(recorded)}, "
                          f"not on {_describe(mine)}; resuming would train it on another "
                          "subject's data: use a new --workdir")
     if recorded is None and write:
@@ -90,5 +92,5 @@ def check_trained_on(subject, step_dir: str, what: str, *, allow_other: bool = F
     message = (f"{workdir}: the {what} was trained on subject {_describe(recorded)}, not on "
                f"{_describe(mine)}")
     if not allow_other:
-        raise ValueError(f"{message}; pass --allow-other-subject to use it anyway")
+        raise InputError(f"{message}; pass --allow-other-subject to use it anyway")
     return f"{what}: trained on another subject, used with --allow-other-subject ({message})"

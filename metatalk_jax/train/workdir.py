@@ -20,6 +20,8 @@ import os
 import posixpath
 import tempfile
 
+from metatalk_jax.errors import InputError
+
 SCHEME_CLIENTS = {"gs": ("gcsfs", "metatalk_jax[gcs]"), "s3": ("s3fs", "s3fs")}
 
 
@@ -55,7 +57,7 @@ def check_client(path) -> None:
     try:
         __import__(module)
     except ImportError:
-        raise ValueError(f"{path}: a {scheme}:// work dir needs the {module} package "
+        raise InputError(f"{path}: a {scheme}:// work dir needs the {module} package "
                          f"(pip install '{package}')") from None
 
 
