@@ -254,7 +254,9 @@ def main(argv=None) -> int:
     if args.text is not None:
         overrides.append(f"sentence={args.text}")
     # The train CLI's XLA:CPU setting must be in place before JAX starts.
-    from metatalk_jax.runtime import enable_compilation_cache, use_xla_convolutions_on_cpu
+    from metatalk_jax.runtime import (enable_compilation_cache, skip_absent_tpu,
+                                      use_xla_convolutions_on_cpu)
+    skip_absent_tpu()
     use_xla_convolutions_on_cpu()
     enable_compilation_cache()
     spec = args.config or (f"{DEFAULT_CONFIG}:video" if args.video else DEFAULT_CONFIG)

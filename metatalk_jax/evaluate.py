@@ -271,7 +271,8 @@ def main(argv=None) -> int:
     for pattern in args.videos:
         matches = sorted(glob.glob(pattern))
         videos.extend(matches if matches else [pattern])   # a missing file is reported below
-    from metatalk_jax.runtime import use_xla_convolutions_on_cpu
+    from metatalk_jax.runtime import skip_absent_tpu, use_xla_convolutions_on_cpu
+    skip_absent_tpu()
     use_xla_convolutions_on_cpu()          # before JAX starts: SyncNet / Inception convs on CPU
     try:
         evaluate_videos(videos, out_dir=args.out, syncnet=args.syncnet,

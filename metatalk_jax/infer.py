@@ -73,7 +73,8 @@ def main(argv=None) -> int:
     # A SIGTERM (a job scheduler, `kill`) unwinds like Ctrl-C, so the writers delete their
     # temporary files instead of leaving them behind.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    from metatalk_jax.runtime import enable_compilation_cache
+    from metatalk_jax.runtime import enable_compilation_cache, skip_absent_tpu
+    skip_absent_tpu()
     enable_compilation_cache()
     from metatalk_jax.inference.pipeline import InferenceSettings, run_inference
     settings = InferenceSettings(resolution=args.resolution, batch_size=args.batch_size,

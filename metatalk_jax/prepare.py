@@ -25,7 +25,7 @@ import sys
 from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.config_loading import config_overrides, load_config
 from metatalk_jax.errors import InputError
-from metatalk_jax.runtime import enable_compilation_cache
+from metatalk_jax.runtime import enable_compilation_cache, skip_absent_tpu
 
 DEFAULT_CONFIG = "prepare"
 
@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     if args.face_frame is not None and args.face is None:
         parser.error("--face-frame needs --face X,Y")
     from metatalk_jax.subject.prepare_subject import prepare_subject
+    skip_absent_tpu()
     enable_compilation_cache()
     try:
         config = load_config(args.config, overrides)

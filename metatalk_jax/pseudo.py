@@ -75,7 +75,9 @@ def main(argv=None) -> int:
         overrides.append(f"visemes.sentences_file={args.text}")
     if args.teacher == "visemes":
         return _run_visemes(args, overrides)
-    from metatalk_jax.runtime import enable_compilation_cache, use_xla_convolutions_on_cpu
+    from metatalk_jax.runtime import (enable_compilation_cache, skip_absent_tpu,
+                                      use_xla_convolutions_on_cpu)
+    skip_absent_tpu()
     use_xla_convolutions_on_cpu()        # before JAX starts: Wav2Lip's convs on XLA:CPU
     from metatalk_jax.pseudo_video.generate import generate_pseudo_videos
     enable_compilation_cache()

@@ -48,3 +48,32 @@ def enable_compilation_cache() -> str:
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_CACHED_COMPILE_S)
     return path
+
+
+def tpu_device_files() -> list[str]:
+    """The TPU device files of this host (/dev/accel* on v2-v5 VMs, /dev/vfio/<n> on v6e)."""
+    import glob
+    return glob.glob("/dev/accel*") + glob.glob("/dev/vfio/[0-9]*")
+
+
+def skip_absent_tpu() -> str | None:
+    """Leaves the TPU out of the platforms JAX starts when libtpu is installed on a host that
+    has no TPU; returns the platforms set, or None when nothing was changed.
+
+    Why: the dev extra installs libtpu for the compile-only TPU checks, and then every JAX start
+    on a laptop or GPU box first tries the TPU and prints a screen of libtpu warnings. Nothing
+    is changed when JAX_PLATFORMS is set, when the host has TPU device files, or when libtpu is
+    absent; a CUDA plugin keeps the GPU first ("cuda,cpu"). Call before JAX's first use of a
+    device (before `import jax` is best; afterwards jax.config is updated instead)."""
+    import importlib.util
+    import sys
+    if (os.environ.get("JAX_PLATFORMS") or tpu_device_files()
+            or importlib.util.find_spec("libtpu") is None):
+        return None
+    cuda = any(importlib.util.find_spec(name) is not None
+               for name in ("jax_cuda12_plugin", "jax_cuda13_plugin"))
+    platforms = "cuda,cpu" if cuda else "cpu"
+    os.environ["JAX_PLATFORMS"] = platforms
+    if "jax" in sys.modules:
+        sys.modules["jax"].config.update("jax_platforms", platforms)
+    return platforms

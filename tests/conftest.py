@@ -10,14 +10,17 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from metatalk_jax.runtime import use_xla_convolutions_on_cpu  # noqa: E402
 
 use_xla_convolutions_on_cpu()
-# One persistent compilation cache for the whole session, shared with the CLI subprocesses the
-# tests start (the train CLI reads METATALK_JAX_CACHE): the tiny renderer's step compiles once
-# (~20 s on 2 cores) instead of once per test and per process.
-if "METATALK_JAX_CACHE" not in os.environ:
-    import tempfile
-    os.environ["METATALK_JAX_CACHE"] = tempfile.mkdtemp(prefix="metatalk_test_jax_cache_")
+# One persistent compilation cache shared by the session, the CLI subprocesses its tests start
+# (the train CLI reads METATALK_JAX_CACHE) and the next sessions (CI's slow set after the default
+# run): the tiny renderer's step compiles once (~20 s on 2 cores) instead of once per test,
+# process and session. JAX keys each entry by the program, the compile options and its own
+# version, so a stale entry is never used; the folder is capped (least recently used go first).
+from metatalk_jax.runtime import default_cache_dir  # noqa: E402
+
+os.environ.setdefault("METATALK_JAX_CACHE", os.path.join(default_cache_dir(), "test_jax_cache"))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["METATALK_JAX_CACHE"])
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 * 2 ** 30))
 
 
 import pytest  # noqa: E402
@@ -33,9 +36,10 @@ def carphone_clip() -> str:
 @pytest.fixture(scope="session")
 def carphone_subject(carphone_clip, tmp_path_factory):
     """(subject dir, CompletedProcess): the carphone clip prepared with configs/prepare.py:tiny
-    (128-px crops, no audio), shared by the prepare and training tests (~1 minute once)."""
-    from tests.prepare_runner import run_prepare
+    (128-px crops, no audio), shared by the prepare and training tests (~1 minute once; a later
+    session with the same package source reuses it, tests/prepare_runner.py)."""
+    from tests.prepare_runner import prepare_once
     out = tmp_path_factory.mktemp("subjects") / "carphone"
-    done = run_prepare(carphone_clip, out, "--config.audio_required=False")
+    done = prepare_once(carphone_clip, out, "--config.audio_required=False")
     assert done.returncode == 0, done.stderr[-3000:]
     return out, done

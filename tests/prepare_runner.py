@@ -1,7 +1,10 @@
 """Runs `python -m metatalk_jax.prepare` with the tiny config, for the tests that need a
 prepared subject (tests/conftest.py's `carphone_subject`) and the prepare CLI tests."""
 
+import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,3 +16,47 @@ def run_prepare(video, out, *extra):
     cmd = [sys.executable, "-m", "metatalk_jax.prepare", "--video", str(video), "--out", str(out),
            "--config", TINY, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+
+
+def source_digest() -> str:
+    """sha256 (16 hex) of every .py file of the package: a prepared subject cached under one
+    digest was made by exactly this code."""
+    package = os.path.join(REPO, "metatalk_jax")
+    digest = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(package)):
+        dirs.sort()
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, package).encode() + b"\0")
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
+def prepare_once(video, out, *extra) -> subprocess.CompletedProcess:
+    """`run_prepare(video, out, *extra)`, reusing the result of an earlier test session with the
+    same package source, video and arguments (a copy of the subject, and the CLI's output, from
+    <metatalk cache>/test_subjects/<key>/). CI's slow set runs after the default set and needs
+    the same subject: this saves it a minute of tracking and fitting."""
+    from metatalk_jax.runtime import default_cache_dir
+    with open(video, "rb") as f:
+        video_digest = hashlib.sha256(f.read()).hexdigest()
+    key = hashlib.sha256(repr((source_digest(), video_digest, TINY, extra)).encode())
+    cached = os.path.join(default_cache_dir(), "test_subjects", key.hexdigest()[:16])
+    record = os.path.join(cached, "run.json")
+    if os.path.exists(record):
+        shutil.copytree(os.path.join(cached, "subject"), out)
+        with open(record) as f:
+            run = json.load(f)
+        # the copied subject.json names the video it was made from, which is `video` itself
+        return subprocess.CompletedProcess(run["args"], 0, run["stdout"], run["stderr"])
+    done = run_prepare(video, out, *extra)
+    if done.returncode == 0:
+        staging = f"{cached}.tmp{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(out, os.path.join(staging, "subject"))
+        with open(os.path.join(staging, "run.json"), "w") as f:
+            json.dump({"args": done.args, "stdout": done.stdout, "stderr": done.stderr}, f)
+        shutil.rmtree(cached, ignore_errors=True)
+        os.replace(staging, cached)             # complete or absent
+    return done

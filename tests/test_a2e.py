@@ -25,6 +25,7 @@ from metatalk_jax.models.a2e import AudioDVPA2E, AudioDVPHead, make_a2e
 from metatalk_jax.media.frame_audio import audio_window
 from metatalk_jax.train.a2e_task import A2ETask, pearson_from_moments
 from metatalk_jax.train.loop import train_and_evaluate
+from tests.test_previews import assert_labelled_preview
 from tests.step_reads import keys_read_by_steps
 from tests.train_runs import metric_rows
 
@@ -248,7 +249,7 @@ def test_tiny_a2e_learns_band_energies_to_pearson_0_9(corpus, tmp_path):
     assert after["pearson"] >= 0.9
     assert after["mse"] < 0.3 * before["mse"] and after["mouth_rms"] < before["mouth_rms"]
     preview = cv2.imread(str(tmp_path / "previews" / f"preview_{steps:07d}.png"))
-    assert preview.shape == (config.preview_examples * 4 * 42, 160, 3)
+    assert_labelled_preview(preview, config.preview_examples, 4 * 42, 160, columns=1)
 
 
 def test_pearson_from_moments_matches_numpy():

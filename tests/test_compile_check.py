@@ -76,6 +76,7 @@ def run_compile_only(spec, *args):
                                "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}, timeout=900)
 
 
+@pytest.mark.slow  # ~1.5 min on 2 cores (libtpu compiles two tiny steps each): `make test-slow`
 @pytest.mark.parametrize("spec", ["renderer:tiny", "a2e:tiny"])
 def test_tiny_configs_compile_and_fit_a_small_topology(spec, tmp_path):
     report = tmp_path / "fit.json"
@@ -93,9 +94,13 @@ def test_tiny_configs_compile_and_fit_a_small_topology(spec, tmp_path):
     assert result["train"]["aliased_gib"] > 0.5 * result["train"]["outputs_gib"]
 
 
-def test_headroom_and_bad_topologies():
+@pytest.mark.slow  # ~30 s on 2 cores (a libtpu compile): `make test-slow`
+def test_a_step_without_the_asked_headroom_exits_1():
     impossible = run_compile_only("a2e:tiny", "--topology", "v5e:2x2", "--min-headroom", "1.0")
     assert impossible.returncode == 1 and "fits v5e:2x2 with >= 100% HBM free: NO" in impossible.stdout
+
+
+def test_an_unknown_topology_is_one_line_exit_2():
     unknown = run_compile_only("a2e:tiny", "--topology", "v9z:2x2")
     assert unknown.returncode == 2 and "unknown TPU version" in unknown.stderr
     none = run_compile_only("a2e:tiny")

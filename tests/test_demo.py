@@ -16,6 +16,7 @@ from metatalk_jax.config_loading import load_config
 from metatalk_jax.media.video_read import count_frames, probe_video
 
 
+@pytest.mark.slow  # ~2 min on 2 cores (prepare, both trainings and infer at tiny settings)
 def test_tiny_demo_makes_a_talking_video_with_audio_and_previews(carphone_subject, tmp_path):
     config = load_config("demo:tiny")
     lines = []

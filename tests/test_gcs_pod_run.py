@@ -22,6 +22,7 @@ import time
 import pytest
 
 from metatalk_jax.train import staging, workdir
+from metatalk_jax.train.checkpointing import complete_steps
 from tests.gcs_emulator import running_emulator
 from tests.train_runs import MESH, REPO, TINY, max_relative_difference, flat_params
 
@@ -79,14 +80,16 @@ def test_bucket_pod_run_killed_and_restarted_on_fresh_hosts(carphone_subject, tm
         first_hosts = [tmp_path / "first_h0", tmp_path / "first_h1"]
         processes = start_hosts(killed, subject_url, first_hosts, str(tmp_path))
         deadline = time.time() + 600
-        while not (workdir.exists(f"{killed}/metrics.jsonl") and max(losses(killed), default=0) >= 3):
+        # Killed once a complete checkpoint is in the bucket (a step directory alone may still
+        # be mid-write: its commit marker comes last) and the run has gone on past it.
+        while not (workdir.exists(f"{killed}/checkpoints") and complete_steps(killed)
+                   and max(losses(killed), default=0) > complete_steps(killed)[0]):
             assert time.time() < deadline and all(p.poll() is None for p in processes)
             time.sleep(0.5)
         for p in processes:
             p.send_signal(signal.SIGKILL)
         assert wait_all(processes) == [-signal.SIGKILL] * 2
-        saved = sorted(int(e.name) for e in workdir.epath_of(f"{killed}/checkpoints").iterdir()
-                       if e.name.isdigit())
+        saved = complete_steps(killed)
         assert saved and saved[-1] < 6
 
         new_hosts = [tmp_path / "new_h0", tmp_path / "new_h1"]     # nothing local kept

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ from metatalk_jax.train.checkpointing import Checkpoints, read_state
 from metatalk_jax.train.metric_writers import MetricWriter
 from tests.gcs_emulator import running_emulator
 from tests.test_engine_loop import LeastSquares, config_for, numpy_sgd
+from tests.train_runs import REPO
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +70,25 @@ def test_training_loop_writes_and_resumes_in_the_bucket(bucket, tmp_path, monkey
     assert locate_checkpoint(f"{run}/checkpoints/6/", "least_squares").step == 6
     with pytest.raises(CheckpointError, match="not 'renderer'"):
         locate_checkpoint(run, "renderer")
+    # A save that a killed host left half-written (objects under 12/, no commit marker) is
+    # not the newest checkpoint.
+    workdir.write_bytes(f"{run}/checkpoints/12/state/partial", b"half")
+    assert locate_checkpoint(run, "least_squares").step == 10
+
+
+def test_a_reader_sees_what_another_process_wrote_after_it_listed(bucket):
+    """gcsfs answers from folder listings it cached: without dropping them, a process that
+    listed checkpoints/ never sees a step another host saved later (the restarted pod's final
+    checkpoint looked absent to the test that read it)."""
+    run = f"{bucket}/listing"
+    workdir.write_bytes(f"{run}/checkpoints/2/state/x", b"2")
+    assert [p.name for p in workdir.epath_of(f"{run}/checkpoints").iterdir()] == ["2"]
+    other_host = ("import sys; from metatalk_jax.train import workdir; "
+                  "workdir.write_bytes(sys.argv[1], b'6')")
+    subprocess.run([sys.executable, "-c", other_host, f"{run}/checkpoints/6/state/x"],
+                   check=True, cwd=REPO, env=os.environ)
+    assert workdir.exists(f"{run}/checkpoints/6/state")
+    assert workdir.read_bytes(f"{run}/checkpoints/6/state/x") == b"6"
 
 
 def test_metrics_events_and_previews_in_the_bucket(bucket):

@@ -53,3 +53,32 @@ def test_error_plot_shades_the_excluded_ranges_and_breaks_the_line():
     head = plot[30:60]
     assert np.all(head == EXCLUDED_COLOURS["other_person"], axis=-1).any()
     assert np.all(head == EXCLUDED_COLOURS["no_face"], axis=-1).any()
+
+
+def assert_labelled_preview(image, examples: int, height: int, width: int, *, columns: int):
+    """A training preview of `examples` stacked [height, width] examples: each enlarged by a
+    whole factor to >= 256 px (nearest: the factor-square blocks are uniform) under a label
+    band with text over each of its `columns` columns."""
+    factor = -(-256 // height)
+    band = image.shape[0] - examples * height * factor
+    assert image.shape[1:] == (width * factor, 3) and 18 <= band <= 40, image.shape
+    body = image[band:]
+    np.testing.assert_array_equal(body, np.repeat(np.repeat(body[::factor, ::factor], factor, 0),
+                                                  factor, 1))
+    step = image.shape[1] // columns
+    assert all(image[:band, k * step:(k + 1) * step].max() > 150 for k in range(columns))
+
+
+def test_labelled_columns_name_each_column_and_keep_even_heights():
+    from metatalk_jax.media.labelled_images import enlarge_to, label_columns
+    image = np.random.default_rng(0).integers(0, 256, (2 * 32, 3 * 32, 3), dtype=np.uint8)
+    big = enlarge_to(image, 256, rows=2)
+    assert big.shape == (2 * 256, 3 * 256, 3)                  # 32 px -> factor 8
+    labelled = label_columns(big, ("render", "generated", "real"))
+    assert_labelled_preview(labelled, 2, 32, 96, columns=3)
+    assert labelled.shape[0] % 2 == 0
+    np.testing.assert_array_equal(labelled[-big.shape[0]:], big)
+    blank = label_columns(big, ("render", "", "real"))         # a missing label shows
+    step = big.shape[1] // 3
+    assert blank[: blank.shape[0] - big.shape[0], step:2 * step].max() == 0
+    assert enlarge_to(image, 20, rows=2) is image               # tall enough: unchanged

@@ -25,6 +25,7 @@ from metatalk_jax.subject.renderer_inputs import random_flip, stack_window, wind
 from metatalk_jax.tracking.crop import CropBoxes
 from metatalk_jax.train.loop import train_and_evaluate
 from metatalk_jax.train.renderer_task import RendererTask
+from tests.test_previews import assert_labelled_preview
 from tests.step_reads import keys_read_by_steps
 from tests.train_runs import checkpoint_steps, metric_rows, tiny_config
 
@@ -137,5 +138,5 @@ def test_tiny_renderer_learns_the_held_out_frames(subject, tmp_path):
     assert checkpoint_steps(tmp_path) == [steps]
     assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
     preview = cv2.imread(str(tmp_path / "previews" / f"preview_{steps:07d}.png"))
-    r = config.data.resolution
-    assert preview.shape == (config.preview_examples * r, 3 * r, 3)
+    assert_labelled_preview(preview, config.preview_examples, config.data.resolution,
+                            3 * config.data.resolution, columns=3)

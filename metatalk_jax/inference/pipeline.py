@@ -39,6 +39,7 @@ from metatalk_jax.inference.trained_models import load_a2e, load_renderer
 from metatalk_jax.media.audio import frames_for_audio
 from metatalk_jax.media.audio_load import check_speech_audio, load_audio
 from metatalk_jax.media.ffmpeg_tools import MediaError
+from metatalk_jax.media.labelled_images import label_columns
 from metatalk_jax.media.video_read import probe_video
 from metatalk_jax.media.video_write import Mp4Writer
 from metatalk_jax.progress import Progress
@@ -171,15 +172,7 @@ def _preview_panel(render_u8, output_frame, original_frame, matrix, resolution, 
     if side != resolution:
         interpolation = cv2.INTER_AREA if side < resolution else cv2.INTER_CUBIC
         crops = [cv2.resize(c, (side, side), interpolation=interpolation) for c in crops]
-    band = max(18, side // 12)
-    band += (side + band) % 2               # H.264 (yuv420p) frames have even heights
-    panels = []
-    for crop, label in zip(crops, PREVIEW_LABELS):
-        head = np.zeros((band, side, 3), np.uint8)
-        cv2.putText(head, label, (4, band - 5), cv2.FONT_HERSHEY_SIMPLEX, band / 36,
-                    (255, 255, 255), 1, cv2.LINE_AA)
-        panels.append(np.concatenate([head, crop], axis=0))
-    return np.concatenate(panels, axis=1)
+    return label_columns(np.concatenate(crops, axis=1), PREVIEW_LABELS)
 
 
 def prepare_inference(subject_dir: str, renderer_path: str, settings: InferenceSettings):

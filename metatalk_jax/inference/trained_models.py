@@ -23,7 +23,7 @@ import numpy as np
 from metatalk_jax.errors import InputError
 from metatalk_jax.subject.renderer_inputs import stack_window
 from metatalk_jax.train import workdir as workdir_lib
-from metatalk_jax.train.checkpointing import CHECKPOINT_DIR
+from metatalk_jax.train.checkpointing import CHECKPOINT_DIR, complete_steps
 
 CONFIG_JSON = "config.json"
 
@@ -45,13 +45,12 @@ def locate_checkpoint(path: str, task: str) -> LocatedCheckpoint:
     path = workdir_lib.resolve(path)          # a URL stays a URL (never a local `gs:` folder)
     workdir_lib.check_client(path)
     here = workdir_lib.epath_of(path)
-    if not here.exists():
+    if not workdir_lib.exists(path):
         raise CheckpointError(f"{path}: no such checkpoint (pass a training work dir or its "
                               f"{CHECKPOINT_DIR}/<step> directory)")
     if (here / CHECKPOINT_DIR).is_dir():
         workdir = path
-        steps = sorted(int(p.name) for p in (here / CHECKPOINT_DIR).iterdir()
-                       if p.name.isdigit())
+        steps = complete_steps(path)      # a save a killed run left half-written is skipped
         if not steps:
             raise CheckpointError(f"{path}: the work dir has no finished checkpoint")
         step = steps[-1]

@@ -21,7 +21,8 @@ import sys
 from metatalk_jax.config_loading import config_overrides, load_config
 from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.errors import InputError
-from metatalk_jax.runtime import enable_compilation_cache, use_xla_convolutions_on_cpu
+from metatalk_jax.runtime import (enable_compilation_cache, skip_absent_tpu,
+                                  use_xla_convolutions_on_cpu)
 
 
 def initialize_distributed(args) -> None:
@@ -38,6 +39,7 @@ def initialize_distributed(args) -> None:
 
 
 def main(argv=None) -> int:
+    skip_absent_tpu()
     use_xla_convolutions_on_cpu()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="config file[:variant]")

@@ -230,6 +230,8 @@ class A2ETask:
             out["pearson"] = pearson_from_moments(means)
         return out
 
+    preview_labels = ("coefficients over the window: true green, predicted red",)
+
     def preview_step(self, state, batch, constants) -> jax.Array:
         """[B, P*(40+2), 160, 3] in [0, 1]: the first P coefficients over each example's window,
         true (green) and predicted (red), standardised, +-3 std full scale; columns of frames

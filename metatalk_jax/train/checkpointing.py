@@ -30,6 +30,19 @@ def checkpoint_dir(workdir: str) -> str:
     return workdir_lib.join(workdir_lib.resolve(workdir), CHECKPOINT_DIR)
 
 
+def complete_steps(workdir: str) -> list[int]:
+    """The steps under `workdir`/checkpoints that a restart would restore from, ascending: only
+    complete saves (a step directory that a killed run left mid-write, or whose commit marker is
+    missing on GCS, is not one)."""
+    workdir_lib.forget_cached_listings(workdir)
+    options = ocp.CheckpointManagerOptions(read_only=True)
+    manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+    try:
+        return sorted(manager.all_steps())
+    finally:
+        manager.close()
+
+
 class Checkpoints:
     """Save / restore of (train state, data iterator) under `workdir/checkpoints`.
 
@@ -139,6 +152,7 @@ def read_state(path: str):
     or a URL such as gs://bucket/run/checkpoints/70000) as nested dicts of numpy arrays on this
     host, whatever devices or processes wrote it (for tests and tools such as export)."""
     workdir_lib.check_client(path)
+    workdir_lib.forget_cached_listings(path)         # another process may have written it
     directory = workdir_lib.join(workdir_lib.resolve(path), "state")
     checkpointer = ocp.PyTreeCheckpointer()
     tree = checkpointer.metadata(directory).item_metadata

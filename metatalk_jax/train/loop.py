@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metatalk_jax.errors import InputError
+from metatalk_jax.media.labelled_images import enlarge_to, label_columns
 from metatalk_jax.models.renderer_layers import compiling_for
 from metatalk_jax.progress import Progress
 from metatalk_jax.train.checkpointing import Checkpoints
@@ -42,6 +43,8 @@ from metatalk_jax.train.metric_writers import MetricWriter
 from metatalk_jax.train.preemption import PreemptionWatch
 from metatalk_jax.train.step_metrics import NonFiniteError, PendingMetrics
 from metatalk_jax.train import workdir as workdir_lib
+
+PREVIEW_MIN_HEIGHT = 256     # px per example in the training previews
 
 
 @dataclasses.dataclass
@@ -128,12 +131,15 @@ class Trainer:
         return finish(means) if finish else means
 
     def preview(self, state, local_batch: dict) -> np.ndarray:
-        """uint8 image grid (examples stacked vertically) of the task's preview_step."""
+        """uint8 image grid of the task's preview_step: examples stacked vertically, each
+        enlarged to at least PREVIEW_MIN_HEIGHT px, under a band naming the task's
+        `preview_labels` columns."""
         images = np.asarray(jax.device_get(
             self._preview(state, global_batch(local_batch, self.mesh), self.constants)))
         images = images[: int(self.config.preview_examples)]
-        grid = np.concatenate(list(images), axis=0)
-        return np.clip(np.round(grid * 255.0), 0, 255).astype(np.uint8)
+        grid = np.clip(np.round(np.concatenate(list(images), axis=0) * 255.0), 0, 255)
+        grid = enlarge_to(grid.astype(np.uint8), PREVIEW_MIN_HEIGHT, rows=len(images))
+        return label_columns(grid, getattr(self.task, "preview_labels", ("preview",)))
 
 
 def _traced_for(platform: str, fn):

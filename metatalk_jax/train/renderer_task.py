@@ -123,6 +123,8 @@ class RendererTask:
         return {"l1": jnp.sum(l1 * weight), "l1_mouth": jnp.sum(l1_mouth * weight),
                 "ssim": jnp.sum(scores * weight), "count": jnp.sum(weight)}
 
+    preview_labels = ("3DMM render (centre frame)", "generated", "real frame")
+
     def preview_step(self, state, batch, constants) -> jax.Array:
         """[B, R, 3R, 3] float in [0, 1]: centre-frame render | generated | real, per example."""
         inputs, target = self._inputs_and_target(batch)

@@ -66,8 +66,21 @@ def epath_of(path):
     return epath.Path(os.fspath(path))
 
 
+def forget_cached_listings(path) -> None:
+    """Drops the folder listings this process's fsspec client cached for `path`'s scheme
+    (nothing for local paths). gcsfs answers `exists` and `open` from a listing it cached
+    earlier, so a process that listed a folder never sees what another process (another host,
+    a restarted run) wrote into it afterwards; readers of a bucket call this first."""
+    if is_url(path):
+        from etils.epath import backend
+        backend.fsspec_backend.fs(os.fspath(path)).invalidate_cache()
+
+
 def exists(path) -> bool:
-    return epath_of(path).exists() if is_url(path) else os.path.exists(path)
+    if not is_url(path):
+        return os.path.exists(path)
+    forget_cached_listings(path)
+    return epath_of(path).exists()
 
 
 def makedirs(path) -> None:
@@ -81,6 +94,7 @@ def makedirs(path) -> None:
 
 def read_bytes(path) -> bytes:
     if is_url(path):
+        forget_cached_listings(path)
         return epath_of(path).read_bytes()
     with open(path, "rb") as f:
         return f.read()
