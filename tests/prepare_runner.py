@@ -1,6 +1,7 @@
 """Runs `python -m metatalk_jax.prepare` with the tiny config, for the tests that need a
 prepared subject (tests/conftest.py's `carphone_subject`) and the prepare CLI tests."""
 
+import fcntl
 import hashlib
 import json
 import os
@@ -33,16 +34,30 @@ def source_digest() -> str:
     return digest.hexdigest()[:16]
 
 
+def cached_subject_dir(video, extra) -> str:
+    """Where prepare_once keeps the subject of (this package source, `video`, `extra`)."""
+    from metatalk_jax.runtime import default_cache_dir
+    with open(video, "rb") as f:
+        video_digest = hashlib.sha256(f.read()).hexdigest()
+    key = hashlib.sha256(repr((source_digest(), video_digest, TINY, tuple(extra))).encode())
+    return os.path.join(default_cache_dir(), "test_subjects", key.hexdigest()[:16])
+
+
 def prepare_once(video, out, *extra) -> subprocess.CompletedProcess:
     """`run_prepare(video, out, *extra)`, reusing the result of an earlier test session with the
     same package source, video and arguments (a copy of the subject, and the CLI's output, from
     <metatalk cache>/test_subjects/<key>/). CI's slow set runs after the default set and needs
     the same subject: this saves it a minute of tracking and fitting."""
-    from metatalk_jax.runtime import default_cache_dir
-    with open(video, "rb") as f:
-        video_digest = hashlib.sha256(f.read()).hexdigest()
-    key = hashlib.sha256(repr((source_digest(), video_digest, TINY, extra)).encode())
-    cached = os.path.join(default_cache_dir(), "test_subjects", key.hexdigest()[:16])
+    cached = cached_subject_dir(video, extra)
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    # Parallel test workers (`make test`: pytest -n 2) wait for the one that prepares instead of
+    # repeating it.
+    with open(f"{cached}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _copy_or_prepare(cached, video, out, extra)
+
+
+def _copy_or_prepare(cached, video, out, extra) -> subprocess.CompletedProcess:
     record = os.path.join(cached, "run.json")
     if os.path.exists(record):
         shutil.copytree(os.path.join(cached, "subject"), out)

@@ -192,7 +192,10 @@ def test_dropout_levels_follow_audiodvp_construction():
     assert unet_dropout_levels(8) == (5, 6, 7)
 
 
-@pytest.mark.parametrize("num_downs,ngf,size,batch", [(6, 8, 64, 4), (8, 4, 256, 2)])
+@pytest.mark.parametrize("num_downs,ngf,size,batch", [
+    (6, 8, 64, 4),
+    # AudioDVP's full depth at 256 px: ~30 s, so in the slow set (`make test-slow`)
+    pytest.param(8, 4, 256, 2, marks=pytest.mark.slow)])
 def test_unet_generator_equals_torch(num_downs, ngf, size, batch):
     """Eval mode (dropout layers present but inactive) and train mode (batch statistics, no
     dropout), then the running statistics after that one train-mode forward. (8, 4, 256) is

@@ -140,6 +140,7 @@ def test_folded_batch_norm_equals_unfolded_and_torch(reference):
     assert_close_relative(got, expected)
 
 
+@pytest.mark.slow  # ~30 s on 2 cores (the eval-mode parity above stays in the default run)
 def test_train_mode_batch_norm_matches_torch_train_forward(reference):
     """use_running_average=False normalises with batch statistics as torch's train mode. At the
     1x1 layers a batch of B gives B values per channel, so fp32 results are ill-conditioned at
