@@ -14,6 +14,7 @@ the client libraries production uses (gcsfs via etils.epath, tensorstore via orb
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import pytest
 
 from metatalk_jax.inference.trained_models import CheckpointError, locate_checkpoint, read_parts
 from metatalk_jax.train import loop, staging, workdir
-from metatalk_jax.train.checkpointing import Checkpoints, read_state
+from metatalk_jax.train.checkpointing import Checkpoints, complete_steps, read_state
 from metatalk_jax.train.metric_writers import MetricWriter
 from tests.gcs_emulator import running_emulator
 from tests.test_engine_loop import LeastSquares, config_for, numpy_sgd
@@ -129,3 +130,14 @@ def test_subject_tree_staged_from_the_bucket(bucket, tmp_path):
     assert staging.staged_copy(url, cache_root=str(tmp_path / "host_a")) == local
     assert os.path.getmtime(local) == mtime                    # staged once per host
     assert staging.main([f"{bucket}/no/such/subject", str(tmp_path / "x")]) == 2
+
+
+
+def test_reading_a_run_logs_no_orbax_warnings(tmp_path, caplog):
+    """infer (locate_checkpoint) lists a run's complete steps through a read-only orbax manager,
+    which warns through absl about the options it adjusts; a normal run prints no third-party
+    warnings."""
+    (tmp_path / "checkpoints").mkdir()
+    with caplog.at_level(logging.WARNING):
+        assert complete_steps(str(tmp_path)) == []
+    assert [r.getMessage() for r in caplog.records if r.name == "absl"] == []

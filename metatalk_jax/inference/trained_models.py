@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 
 import jax
@@ -23,7 +22,7 @@ import numpy as np
 from metatalk_jax.errors import InputError
 from metatalk_jax.subject.renderer_inputs import stack_window
 from metatalk_jax.train import workdir as workdir_lib
-from metatalk_jax.train.checkpointing import CHECKPOINT_DIR, complete_steps
+from metatalk_jax.train.checkpointing import CHECKPOINT_DIR, absl_warnings_held, complete_steps
 
 CONFIG_JSON = "config.json"
 
@@ -78,11 +77,13 @@ def read_parts(step_dir: str, names: tuple[str, ...]) -> dict:
     directory = workdir_lib.join(step_dir, "state")
     checkpointer = ocp.PyTreeCheckpointer()
     # orbax logs "WARNING:absl:Metadata file does not exist" when it opens an item of a
-    # composite checkpoint on its own (the metadata file sits one level up): harmless, so the
-    # absl logger is held at ERROR while the item is read.
-    absl_logger = logging.getLogger("absl")
-    level = absl_logger.level
-    absl_logger.setLevel(logging.ERROR)
+    # composite checkpoint on its own (the metadata file sits one level up): harmless.
+    with absl_warnings_held():
+        return _read_entries(checkpointer, directory, step_dir, names)
+
+
+def _read_entries(checkpointer, directory, step_dir, names):
+    import orbax.checkpoint as ocp
     try:
         tree = checkpointer.metadata(directory).item_metadata
         tree = getattr(tree, "tree", tree)
@@ -100,8 +101,6 @@ def read_parts(step_dir: str, names: tuple[str, ...]) -> dict:
         raise CheckpointError(f"{step_dir}: unreadable checkpoint "
                               f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
                               ) from None
-    finally:
-        absl_logger.setLevel(level)
 
 
 def check_tree(path: str, got, expected, what: str) -> None:

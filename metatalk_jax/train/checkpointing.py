@@ -14,6 +14,9 @@ complete checkpoint. Only the newest `keep` checkpoints are kept.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import grain
 import jax
 import numpy as np
@@ -30,17 +33,32 @@ def checkpoint_dir(workdir: str) -> str:
     return workdir_lib.join(workdir_lib.resolve(workdir), CHECKPOINT_DIR)
 
 
+@contextlib.contextmanager
+def absl_warnings_held():
+    """Holds the absl logger at ERROR inside the block: orbax warns (through absl) about things
+    that are expected when a checkpoint is only read: a read-only manager's option changes, an
+    item of a composite checkpoint opened on its own without its metadata file one level up."""
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logger.setLevel(level)
+
+
 def complete_steps(workdir: str) -> list[int]:
     """The steps under `workdir`/checkpoints that a restart would restore from, ascending: only
     complete saves (a step directory that a killed run left mid-write, or whose commit marker is
     missing on GCS, is not one)."""
     workdir_lib.forget_cached_listings(workdir)
-    options = ocp.CheckpointManagerOptions(read_only=True)
-    manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
-    try:
-        return sorted(manager.all_steps())
-    finally:
-        manager.close()
+    with absl_warnings_held():
+        options = ocp.CheckpointManagerOptions(read_only=True)
+        manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+        try:
+            return sorted(manager.all_steps())
+        finally:
+            manager.close()
 
 
 class Checkpoints:
