@@ -23,7 +23,7 @@ import argparse
 import sys
 
 from metatalk_jax.cli_errors import report_bad_input
-from metatalk_jax.config_loading import config_overrides, load_config
+from metatalk_jax.config_loading import OVERRIDE_HELP, config_overrides, load_config
 from metatalk_jax.errors import InputError
 from metatalk_jax.runtime import enable_compilation_cache, skip_absent_tpu
 
@@ -31,7 +31,8 @@ DEFAULT_CONFIG = "prepare"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog=OVERRIDE_HELP)
     parser.add_argument("--video", required=True, help="target video (any container ffmpeg reads)")
     parser.add_argument("--out", required=True, help="subject directory to write")
     parser.add_argument("--model", default=None, help="morphable model .npz (default: offline)")

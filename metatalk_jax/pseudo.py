@@ -30,14 +30,15 @@ import sys
 
 from metatalk_jax.cli_errors import report_bad_input, run_stage
 from metatalk_jax.errors import InputError
-from metatalk_jax.config_loading import config_overrides, load_config
+from metatalk_jax.config_loading import OVERRIDE_HELP, config_overrides, load_config
 
 TEACHERS = ("wav2lip", "visemes")
 CONFIG_FILE = "pseudo"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog=OVERRIDE_HELP)
     parser.add_argument("--teacher", choices=TEACHERS, default="wav2lip",
                         help="wav2lip (default): Wav2Lip pseudo videos; visemes: espeak-ng "
                              "speech with rule-based mouth shapes (no weights, no audio)")

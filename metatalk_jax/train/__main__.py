@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from metatalk_jax.config_loading import config_overrides, load_config
+from metatalk_jax.config_loading import OVERRIDE_HELP, config_overrides, load_config
 from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.errors import InputError
 from metatalk_jax.runtime import (enable_compilation_cache, skip_absent_tpu,
@@ -41,7 +41,8 @@ def initialize_distributed(args) -> None:
 def main(argv=None) -> int:
     skip_absent_tpu()
     use_xla_convolutions_on_cpu()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog=OVERRIDE_HELP)
     parser.add_argument("--config", required=True, help="config file[:variant]")
     parser.add_argument("--workdir", default=None,
                         help="checkpoints, metrics, previews: a local path or a bucket URL "
