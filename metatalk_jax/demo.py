@@ -139,13 +139,14 @@ def _clip_frames(video: str, fps: float) -> int:
 
 
 def run_demo(config, out_dir: str, *, video: str | None = None, audio: str | None = None,
-             log=None, prepared_subject: str | None = None) -> dict:
+             log=None, prepared_subject: str | None = None, given_keys=()) -> dict:
     """Runs the six stages into out_dir (module docstring); returns a summary dict.
 
     video: your clip (config variant `video`; its steps are scaled to its length here), None =
     the carphone clip. audio: a speech file to drive the result, None = config.sentence spoken by
     espeak-ng. prepared_subject: an already prepared subject to use instead of stage 2 (the
-    tests share one).
+    tests share one). given_keys: the config keys the user set ("renderer.total_steps"); the
+    scaling to the clip leaves them as given.
     """
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     out_dir = os.path.abspath(out_dir)
@@ -158,7 +159,7 @@ def run_demo(config, out_dir: str, *, video: str | None = None, audio: str | Non
     if video is not None:
         from metatalk_jax.configs.demo import scale_to_clip
         frames = _clip_frames(video, float(config.prepare.fps))
-        scale_to_clip(config, frames)
+        scale_to_clip(config, frames, given_keys)
         clip = stages.run("assets", "assets_s", f"your clip {video} ({frames} frames) and the "
                           "offline face model", lambda: (ensure_offline_model("audiodvp"), video)[1])
     else:
@@ -266,7 +267,8 @@ def main(argv=None) -> int:
             from metatalk_jax.media.ffmpeg_tools import check_input_file
             check_input_file(args.audio)
         config = load_config(spec, overrides)
-        summary = run_demo(config, args.out, video=args.video, audio=args.audio)
+        summary = run_demo(config, args.out, video=args.video, audio=args.audio,
+                           given_keys=[item.split("=", 1)[0] for item in overrides])
     except InputError as err:
         return report_bad_input(err)
     except NonFiniteError as err:   # as the train CLI: training diverged, one line, exit 1

@@ -85,6 +85,26 @@ def test_own_video_settings_grow_with_the_clip_within_bounds():
         assert scaled.renderer.checkpoint_every_steps == renderer_steps // 2
 
 
+def test_own_video_scaling_keeps_the_steps_the_user_gave(tmp_path, monkeypatch):
+    """`--config.renderer.total_steps=500` on an own clip: the scaling to the clip's length
+    leaves the user's value (and sets the checkpoint/eval steps from it); the A2E, not given,
+    is still scaled. Checked on the keys `demo.main` hands on and on the scaling itself."""
+    from metatalk_jax import demo
+    from metatalk_jax.configs.demo import scale_to_clip
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda config, out, **kw: seen.update(kw) or {})
+    assert demo.main(["--video", "clip.mp4", "--out", str(tmp_path),
+                      "--config.renderer.total_steps=500",
+                      "--config.a2e.eval_every_steps=100"]) == 0
+    assert sorted(seen["given_keys"]) == ["a2e.eval_every_steps", "renderer.total_steps"]
+    config = load_config("demo:video", ["renderer.total_steps=500", "a2e.eval_every_steps=100"])
+    scaled = scale_to_clip(config, 1000, seen["given_keys"])
+    assert scaled.renderer.total_steps == 500 and scaled.renderer.checkpoint_every_steps == 250
+    assert scaled.renderer.eval_every_steps == 500
+    assert scaled.a2e.total_steps == 1000 and scaled.a2e.eval_every_steps == 100
+    assert scaled.a2e.checkpoint_every_steps == 500
+
+
 @pytest.mark.slow  # ~4 min: prepare of a 4 s clip with sound, small training runs, infer
 def test_own_video_with_its_sound_and_a_given_sentence(carphone_clip, tmp_path, capsys):
     """`demo --video clip.mp4 --text ...`: the user's clip (here the carphone clip with speech

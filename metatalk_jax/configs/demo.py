@@ -3,7 +3,7 @@ from your own clip.
 
 Launch:  python -m metatalk_jax.demo --out demo_out                  (<= 10 min on 2 CPU cores)
          python -m metatalk_jax.demo --video my.mp4 --text "Hello." --out my_demo
-                                        (your own 30-60 s clip: ~30 min on 2 cores; variant video)
+                                        (your own 30-60 s clip: 11-20 min on 2 quiet cores; variant video)
          python -m metatalk_jax.demo --config demo:tiny               (the tests' smaller run)
 Override any key:  --config.renderer.total_steps=2000 --config.sentence="Hello there."
 
@@ -48,7 +48,8 @@ def get_config(arg=None):
     config.a2e = load_config(config.bases.a2e)
     config.renderer = load_config(config.bases.renderer)
     if video:
-        # steps = clip(steps_per_frame x frames, min, max): ~30 min for a 30-60 s clip
+        # steps = clip(steps_per_frame x frames, min, max): a 36 s clip took 11 min on 2 quiet
+        # cores (README, "Your own video on a laptop"); a 60 s clip about 18 min
         config.scale = ml_collections.ConfigDict(dict(
             a2e_steps_per_frame=1.0, a2e_steps=(700, 1500),
             renderer_steps_per_frame=2.0, renderer_steps=(1200, 3000)))
@@ -63,12 +64,21 @@ def get_config(arg=None):
     return config
 
 
-def scale_to_clip(config, frames: int):
+def scale_to_clip(config, frames: int, given=()):
     """Sets the A2E's and the renderer's training steps for a clip of `frames` frames (variant
-    `video`), with checkpoints at the middle and the end and one evaluation at the end."""
+    `video`), with checkpoints at the middle and the end and one evaluation at the end.
+
+    given: the keys the user set on the command line ("renderer.total_steps", ...); those are
+    kept, and a given total_steps sets the middle and end of the others in place of the scaled
+    one (a user's `--config.renderer.total_steps=500` is not overwritten by the scaling)."""
+    given = set(given)
     for stage in ("a2e", "renderer"):
         low, high = config.scale[f"{stage}_steps"]
         steps = int(min(max(config.scale[f"{stage}_steps_per_frame"] * frames, low), high))
-        set_keys(config[stage], {"total_steps": steps, "checkpoint_every_steps": steps // 2,
-                                 "eval_every_steps": steps, "preview_every_steps": steps})
+        if f"{stage}.total_steps" in given:
+            steps = int(config[stage].total_steps)
+        wanted = {"total_steps": steps, "checkpoint_every_steps": max(steps // 2, 1),
+                  "eval_every_steps": steps, "preview_every_steps": steps}
+        set_keys(config[stage], {key: value for key, value in wanted.items()
+                                 if f"{stage}.{key}" not in given})
     return config
