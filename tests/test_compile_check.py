@@ -30,15 +30,22 @@ from tests.train_runs import REPO, cli_env, tiny_config  # noqa: E402
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 
-def test_report_accounting_matches_a_sharded_matmul():
+def _sharded_matmul(m, k, n):
+    """A bf16 matmul with its rows split over a v5e:2x2 topology: (jitted, x, w, rows)."""
     devices = compile_check.topology_devices("v5e:2x2")
     assert len(devices) == 4 and devices[0].platform == "tpu"
     mesh = jax.sharding.Mesh(np.array(devices), ("data",))
-    m, k, n = 4096, 2048, 1024
     rows, full = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
     x = jax.ShapeDtypeStruct((m, k), jnp.bfloat16, sharding=rows)
     w = jax.ShapeDtypeStruct((k, n), jnp.bfloat16, sharding=full)
-    compiled = jax.jit(lambda x, w: x @ w, out_shardings=rows).lower(x, w).compile()
+    return jax.jit(lambda x, w: x @ w, out_shardings=rows), x, w
+
+
+def test_report_accounting_matches_a_sharded_matmul():
+    m, k, n = 4096, 2048, 1024
+    jitted, x, w = _sharded_matmul(m, k, n)
+    compiled, oom = compile_check._compile(jitted, x, w)
+    assert oom is None
     chip = compile_check.CHIPS["v5e"]
     r = compile_check.step_report(compiled, chip, chips=4, batch_size=m)
     assert r["tflop_per_chip"] * 1e12 == pytest.approx(2 * (m // 4) * n * k, rel=0.01)
@@ -49,6 +56,33 @@ def test_report_accounting_matches_a_sharded_matmul():
                                   r["gb_accessed_per_chip"] * 1e9 / 819e9)
     assert r["ridge_flop_per_byte"] == pytest.approx(197e12 / 819e9)
 
+
+
+def test_repeated_topology_compiles_with_the_persistent_cache_on_do_not_warn(tmp_path):
+    """The persistent cache on (as the tests and the training CLI have it), the same step
+    compiled for a topology twice with the cache reset between (a second process): no
+    "Error reading persistent compilation cache entry" warning, no entry written, and the
+    cache setting as it was afterwards. Without persistent_cache_off the second compile warns."""
+    import warnings
+    from jax.experimental.compilation_cache import compilation_cache
+    folder, min_s = jax.config.jax_compilation_cache_dir, \
+        jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    try:
+        for _ in range(2):
+            compilation_cache.reset_cache()
+            jitted, x, w = _sharded_matmul(512, 256, 128)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                assert compile_check._compile(jitted, x, w)[1] is None
+            assert not [c for c in caught if "compilation cache" in str(c.message)]
+        assert list(tmp_path.iterdir()) == []
+        assert jax.config.jax_enable_compilation_cache
+    finally:
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_s)
+        compilation_cache.reset_cache()
 
 def _leaves(tree):
     return [(jax.tree_util.keystr(p), l.shape, l.dtype)

@@ -24,6 +24,7 @@ minutes and ~11 GB of host memory to compile on 2 cores; the tiny configs take a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -162,10 +163,32 @@ def step_report(compiled, chip: Chip, chips: int, batch_size: int) -> dict:
             "images_per_s": batch_size / step_s if step_s else float("inf")}
 
 
+@contextlib.contextmanager
+def persistent_cache_off():
+    """JAX's persistent compilation cache off for the block, then as it was.
+
+    Why: a step compiled for a topology has no client to load a cached executable into, so a
+    cache entry from an earlier run cannot be used and JAX warns "Error reading persistent
+    compilation cache entry ... PjRtCompiler must be constructed with a Client" on every later
+    compile-only run in a process with the cache on (and writes entries nothing can read).
+    JAX decides once per process whether the cache is used: reset_cache makes it decide again.
+    """
+    from jax.experimental.compilation_cache import compilation_cache
+    was = bool(jax.config.jax_enable_compilation_cache)
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", was)
+        compilation_cache.reset_cache()
+
+
 def _compile(jitted, *args):
     """(compiled, None) or (None, the compiler's one-line reason) for an out-of-memory step."""
     try:
-        return jitted.lower(*args).compile(), None
+        with persistent_cache_off():
+            return jitted.lower(*args).compile(), None
     except Exception as err:  # XlaRuntimeError RESOURCE_EXHAUSTED / CompileTimeHbmOom
         text = str(err)
         if "RESOURCE_EXHAUSTED" in text or "HbmOom" in text or "hbm" in text.lower():
