@@ -41,6 +41,12 @@ def test_every_frame_is_tracked_and_fitted(subject, carphone_clip):
     for key in ("expression", "gamma", "angles", "translation"):
         assert s.coefficients[key].shape[0] == 100 and np.isfinite(s.coefficients[key]).all()
     assert "ETA" in done.stderr                                   # progress lines per stage
+    # the last two stages (they were silent for minutes on long clips): a line with an ETA
+    # while they run and a done line with the frame count
+    for stage in ("fit report", "shards + overlay preview"):
+        lines = [ln for ln in done.stderr.splitlines() if ln.startswith(f"{stage}: ")]
+        assert any("ETA" in ln for ln in lines), (stage, lines)
+        assert lines[-1].startswith(f"{stage}: 100/100 (100%)") and lines[-1].endswith("(done)")
 
 
 def test_mean_landmark_error_within_5_percent_of_inter_ocular_distance(subject):
