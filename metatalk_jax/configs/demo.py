@@ -49,7 +49,7 @@ def get_config(arg=None):
     config.renderer = load_config(config.bases.renderer)
     if video:
         # steps = clip(steps_per_frame x frames, min, max): a 36 s clip took 11 min on 2 quiet
-        # cores (README, "Your own video on a laptop"); a 60 s clip about 18 min
+        # cores, a 59 s clip 17 min (README, "Your own video on a laptop")
         config.scale = ml_collections.ConfigDict(dict(
             a2e_steps_per_frame=1.0, a2e_steps=(700, 1500),
             renderer_steps_per_frame=2.0, renderer_steps=(1200, 3000)))
