@@ -31,7 +31,7 @@ os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 
 def _sharded_matmul(m, k, n):
-    """A bf16 matmul with its rows split over a v5e:2x2 topology: (jitted, x, w, rows)."""
+    """A bf16 matmul with its rows split over a v5e:2x2 topology: (jitted, x, w)."""
     devices = compile_check.topology_devices("v5e:2x2")
     assert len(devices) == 4 and devices[0].platform == "tpu"
     mesh = jax.sharding.Mesh(np.array(devices), ("data",))
@@ -55,7 +55,6 @@ def test_report_accounting_matches_a_sharded_matmul():
     assert r["roofline_s"] == max(r["tflop_per_chip"] * 1e12 / 197e12,
                                   r["gb_accessed_per_chip"] * 1e9 / 819e9)
     assert r["ridge_flop_per_byte"] == pytest.approx(197e12 / 819e9)
-
 
 
 def test_repeated_topology_compiles_with_the_persistent_cache_on_do_not_warn(tmp_path):
@@ -83,6 +82,7 @@ def test_repeated_topology_compiles_with_the_persistent_cache_on_do_not_warn(tmp
         jax.config.update("jax_compilation_cache_dir", folder)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", min_s)
         compilation_cache.reset_cache()
+
 
 def _leaves(tree):
     return [(jax.tree_util.keystr(p), l.shape, l.dtype)

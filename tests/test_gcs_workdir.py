@@ -132,7 +132,6 @@ def test_subject_tree_staged_from_the_bucket(bucket, tmp_path):
     assert staging.main([f"{bucket}/no/such/subject", str(tmp_path / "x")]) == 2
 
 
-
 def test_reading_a_run_logs_no_orbax_warnings(tmp_path, caplog):
     """infer (locate_checkpoint) lists a run's complete steps through a read-only orbax manager,
     which warns through absl about the options it adjusts; a normal run prints no third-party

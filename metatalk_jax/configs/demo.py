@@ -3,7 +3,7 @@ from your own clip.
 
 Launch:  python -m metatalk_jax.demo --out demo_out                  (<= 10 min on 2 CPU cores)
          python -m metatalk_jax.demo --video my.mp4 --text "Hello." --out my_demo
-                                        (your own 30-60 s clip: 11-20 min on 2 quiet cores; variant video)
+                               (your own 30-60 s clip: 11-17 min on 2 quiet cores; variant video)
          python -m metatalk_jax.demo --config demo:tiny               (the tests' smaller run)
 Override any key:  --config.renderer.total_steps=2000 --config.sentence="Hello there."
 
