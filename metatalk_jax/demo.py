@@ -63,22 +63,55 @@ class _Stages:
         return result
 
 
-def contact_sheet(preview_mp4: str, out_png: str, tiles: int = 8, min_side: int = 192) -> str:
-    """A PNG of `tiles` frames of the preview video, evenly spaced, two columns of panels, each
-    at least `min_side` pixels high."""
+def contact_sheet(preview_mp4: str, out_png: str, tiles: int = 8, min_side: int = 192,
+                  voiced=None) -> str:
+    """A PNG of `tiles` frames of the preview video, one per row, each at least `min_side`
+    pixels high. voiced: [N] speech flags of the driving audio (the drive sidecar's); with
+    pauses, a quarter of the tiles (at least one) are frames deep inside them, marked "pause",
+    the rest spread over the speech, so the sheet shows how the mouth rests as well as talks."""
+    import cv2
     import numpy as np
 
     from metatalk_jax.media.video_read import read_frames
     from metatalk_jax.media.video_write import write_png
     frames = list(read_frames(preview_mp4))
     if frames[0].shape[0] < min_side:       # small demo crops: enlarge so a person can look
-        import cv2
         size = (frames[0].shape[1] * min_side // frames[0].shape[0], min_side)
         frames = [cv2.resize(f, size, interpolation=cv2.INTER_CUBIC) for f in frames]
-    picks = np.linspace(0, len(frames) - 1, tiles).round().astype(int)
-    rows = [np.concatenate([frames[picks[i]], frames[picks[i + 1]]], axis=1)
-            for i in range(0, tiles - 1, 2)]
+    picks, paused = _sheet_frames(len(frames), tiles, voiced)
+    rows = []
+    for i in picks:
+        tile = frames[i].copy()
+        if i in paused:
+            cv2.putText(tile, "pause", (8, tile.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
+                        (255, 220, 0), 2, cv2.LINE_AA)
+        rows.append(tile)
     return write_png(out_png, np.concatenate(rows, axis=0))
+
+
+def _sheet_frames(count: int, tiles: int, voiced) -> tuple[list[int], set[int]]:
+    """(frame indices in order, those in pauses) for the contact sheet."""
+    import numpy as np
+    from scipy.ndimage import distance_transform_edt
+    if voiced is None or np.all(voiced) or len(voiced) != count:
+        return list(np.linspace(0, count - 1, tiles).round().astype(int)), set()
+    voiced = np.asarray(voiced, bool)
+    # frames deepest inside the pauses first: the mouth has settled there
+    depth = distance_transform_edt(~voiced)
+    quiet = max(1, tiles // 4)
+    paused = set(int(i) for i in np.argsort(-depth, kind="stable")[:quiet] if depth[i] > 0)
+    talking = np.flatnonzero(voiced)
+    spoken = talking[np.linspace(0, len(talking) - 1, tiles - len(paused)).round().astype(int)]
+    return sorted(paused | set(int(i) for i in spoken)), paused
+
+
+def spoken_text(config):
+    """config.sentence spoken by espeak-ng (config.voice, config.rate_wpm), its sentences
+    separated by config.pause_s seconds of silence (a media.speech.Speech)."""
+    from metatalk_jax.media.speech import sentences_of, synthesize, with_pauses
+    parts = [synthesize(text, voice=config.voice, rate_wpm=int(config.rate_wpm))
+             for text in sentences_of(config.sentence)]
+    return with_pauses(parts, float(config.get("pause_s", 0.0)))
 
 
 def a2e_lip_sync_check(subject_dir: str, a2e_dir: str, speech) -> dict:
@@ -207,9 +240,9 @@ def run_demo(config, out_dir: str, *, video: str | None = None, audio: str | Non
     speech = None
     if audio is None:
         from metatalk_jax.media.audio_load import write_wav
-        from metatalk_jax.media.speech import synthesize
-        speech = synthesize(config.sentence, voice=config.voice, rate_wpm=int(config.rate_wpm))
+        speech = spoken_text(config)
         audio = write_wav(os.path.join(out_dir, "speech.wav"), speech.audio, speech.sample_rate)
+    from metatalk_jax.eval.pixel_lip_sync import DriveRecord
     from metatalk_jax.inference.pipeline import InferenceSettings, run_inference
     out_video = os.path.join(out_dir, "demo.mp4")
     settings = InferenceSettings(preview=True, lip_sync_frames=int(config.lip_sync_frames))
@@ -217,13 +250,17 @@ def run_demo(config, out_dir: str, *, video: str | None = None, audio: str | Non
         "metatalk_jax.infer", ["--subject", subject, "--a2e", a2e, "--renderer", renderer,
                                "--audio", audio, "--out", out_video, "--preview"]),
         lambda: run_inference(subject, a2e, renderer, audio, out_video, settings))
-    sheet = contact_sheet(infer["preview"], os.path.join(out_dir, "demo_preview.png"))
+    sheet = contact_sheet(infer["preview"], os.path.join(out_dir, "demo_preview.png"),
+                          voiced=DriveRecord.read(infer["drive_sidecar"]).voiced)
     stages.timings["total_s"] = time.perf_counter() - t0
     pixels = infer.get("lip_sync", {})
     if pixels:
-        log(f"[demo] lip sync on the output pixels: r_drive = {pixels['r_drive']}, "
-            f"r_background = {pixels['r_background']} (detection rate "
-            f"{pixels['detection_rate']}, {pixels['frames']} frames)")
+        log(f"[demo] the mouth on the output pixels: r_drive = {pixels['r_drive']}, "
+            f"r_background = {pixels['r_background']}, sharpness = "
+            f"{pixels['mouth_sharpness']} of the real frames', opening in pauses = "
+            f"{pixels['silence_ratio']} of that in speech (drive: "
+            f"{pixels['drive_silence_ratio']}; detection rate {pixels['detection_rate']}, "
+            f"{pixels['frames']} frames)")
     summary = {"video": out_video, "preview": infer["preview"], "preview_png": sheet,
                "speech": audio, "drive_sidecar": infer["drive_sidecar"],
                "sentence": config.sentence if speech is not None else None, "work": work,

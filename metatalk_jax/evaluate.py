@@ -14,8 +14,9 @@ and its 23.976 fps reference are compared at the same moments); FID is pytorch-f
 the clip's generated and ground-truth frames. Checkpoints may be the original files or converted folders
 (`python -m metatalk_jax.convert syncnet|inception IN OUT`); a metric whose checkpoint is not
 given is left out. Videos written by `python -m metatalk_jax.infer` have a drive sidecar
-(X.drive.json): their lip sync is also measured on the pixels, with no weights (r_drive,
-r_background: eval/pixel_lip_sync.py); infer's previews (X.preview.mp4) and sidecars are never
+(X.drive.json): their mouth is also measured on the pixels, with no weights (r_drive,
+r_background, the sharpness against the real frames, the opening in pauses against speech:
+eval/pixel_lip_sync.py); infer's previews (X.preview.mp4) and sidecars are never
 taken for clips. Long steps (SyncNet windows, SSIM, Inception features) print progress lines
 with an ETA within each clip. Writes OUT/report.json and OUT/report.md (eval/report.py). Exit status 0, or
 2 with one `error:` line for bad input (missing file, unreadable video, a clip too short for
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
 import os
 import sys
 
@@ -220,6 +222,10 @@ def evaluate_videos(videos: list[str], *, out_dir: str, syncnet: str | None,
             pixels = pixel_lip_sync(clip.video, max_frames=lip_sync_frames or None)
             clip.r_drive, clip.r_background = pixels.r_drive, pixels.r_background
             clip.lip_detection_rate = pixels.detection_rate
+            clip.mouth_sharpness = pixels.mouth_sharpness
+            # NaN (no pauses in the drive) is "not computed" here, not a failed clip
+            clip.silence_ratio = (pixels.silence_ratio if math.isfinite(pixels.silence_ratio)
+                                  else None)
             clip.frames = clip.frames or pixels.frames
         if embedders is not None:
             duration = probe_video(clip.video).duration_s

@@ -4,13 +4,19 @@
         --audio speech.wav --out out.mp4 [--resolution 256|512|1024] [--preview]
         [--batch-size N] [--max-seconds 600] [--crf 18] [--preset medium]
         [--lip-sync-frames 250] [--model bfm.npz] [--video talk.mp4] [--allow-other-subject]
+        [--no-rest-in-pauses]
 
 --a2e / --renderer: a training work dir (its newest checkpoint) or one step directory
 (WORKDIR/checkpoints/<step>). --resolution must match the renderer's training resolution (it is
 checked; default: the renderer's). --preview also writes OUT.preview.mp4 (3DMM render | output |
-background frame, labelled face crops). Beside the video, OUT.drive.json records each frame's
-background frame and the 3DMM mouth opening that drove it; the summary's `lip_sync` is measured
-on the written pixels against both (metatalk_jax/eval/pixel_lip_sync.py). --model: the morphable model .npz `prepare` used (default: the offline
+background frame, labelled face crops, then the mouth of output and background frame enlarged).
+The driving audio is brought to the front end's loudness first (any recording level drives the
+same mouth), and in its pauses (>= 0.4 s) the drive settles on the subject's own closed mouth
+(--no-rest-in-pauses keeps the A2E's expressions there). Beside the video, OUT.drive.json
+records each frame's background frame, the 3DMM mouth opening that drove it and whether the
+audio speaks there; the summary's `lip_sync` is measured on the written pixels against them
+(metatalk_jax/eval/pixel_lip_sync.py: r_drive, r_background, the mouth's sharpness against the
+real frames, its opening in pauses against speech). --model: the morphable model .npz `prepare` used (default: the offline
 model); --video: the subject's source video if it moved since `prepare`.
 Each training run records the subject it was trained on (WORKDIR/trained_on.json); an A2E or
 renderer of another subject is refused unless --allow-other-subject is given.
@@ -59,6 +65,9 @@ def main(argv=None) -> int:
                              "pixels after writing, for the summary; 0 = skip (default 250)")
     parser.add_argument("--model", default=None, help="morphable model .npz prepare used")
     parser.add_argument("--video", default=None, help="the subject's source video, if moved")
+    parser.add_argument("--no-rest-in-pauses", action="store_true",
+                        help="keep the A2E's expressions in the audio's pauses (default: the "
+                             "mouth settles on the subject's closed mouth there)")
     parser.add_argument("--allow-other-subject", action="store_true",
                         help="use an A2E / renderer trained on another subject (refused "
                              "otherwise: each run records its subject)")
@@ -81,7 +90,8 @@ def main(argv=None) -> int:
                                  max_seconds=args.max_seconds, model_path=args.model,
                                  video=args.video, preview=args.preview, crf=args.crf,
                                  preset=args.preset, lip_sync_frames=max(0, args.lip_sync_frames),
-                                 allow_other_subject=args.allow_other_subject)
+                                 allow_other_subject=args.allow_other_subject,
+                                 rest_in_pauses=not args.no_rest_in_pauses)
     return run_stage(lambda: run_inference(args.subject, args.a2e, args.renderer, args.audio,
                                            args.out, settings))
 

@@ -39,9 +39,10 @@ def random_renderer(workdir: str, subject: str, *, resolution: int = 32, seed: i
     config = load_config(f"renderer:{variant}",
                          [f"data.subject={subject}", f"data.resolution={resolution}",
                           *overrides])
-    generator, discriminator = make_renderer(config.model)
+    reference = bool(config.data.mouth_reference)
+    generator, discriminator = make_renderer(config.model, reference=reference)
     g_tx, d_tx = gan_step.make_gan_optimizers(config.optim)
-    c = 3 * int(config.data.window)
+    c = 3 * int(config.data.window) + (3 if reference else 0)
     state = gan_step.create_gan_state(jax.random.key(seed), generator, discriminator, g_tx, d_tx,
                                       (1, resolution, resolution, c),
                                       (1, resolution, resolution, 3))

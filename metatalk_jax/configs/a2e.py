@@ -62,6 +62,17 @@ def get_config(arg=None):
     config.loss.smooth = 0.5               # frame-to-frame velocity error
     config.loss.centre_only = False        # train the window's centre frame only (AudioDVP)
 
+    # Mel-window augmentations in training (metatalk_jax/train/mel_augment.py): voices, levels and
+    # rooms the corpus lacks. All zero = off.
+    config.augment = ml_collections.ConfigDict()
+    config.augment.level_db = 6.0          # +- dB on every example
+    config.augment.warp = 0.12             # vocal-tract warp of the mel bands, +- fraction
+    config.augment.warp_prob = 0.5
+    config.augment.reverb_rt60_s = (0.15, 0.8)
+    config.augment.reverb_prob = 0.3
+    config.augment.noise_snr_db = (8.0, 30.0)
+    config.augment.noise_prob = 0.3
+
     config.optim = ml_collections.ConfigDict()
     config.optim.lr = 1e-3
     config.optim.schedule = "cosine"       # "cosine" (with warmup) or "constant" (AudioDVP: Adam)
@@ -87,6 +98,9 @@ def get_config(arg=None):
         config.optim.lr = 3e-3
         config.optim.warmup_steps = 10
         config.optim.weight_decay = 0.0
+        if arg == "tiny":      # tests in seconds: the plain features
+            config.augment.update(dict(level_db=0.0, warp_prob=0.0, reverb_prob=0.0,
+                                       noise_prob=0.0))
         use_tiny_engine_settings(config)
         if arg == "cpu":
             # Your own clip on a laptop (and the demo): a model a 2-core CPU trains in a minute.

@@ -38,6 +38,7 @@ def get_config(arg=None):
                        "My lips move with every word you hear.")
     config.voice = "en-us"
     config.rate_wpm = 150
+    config.pause_s = 1.0                       # silence between the sentence's sentences
     config.viseme_clips = 6 if tiny else 40    # espeak-ng sentences the A2E learns from
     config.lip_sync_frames = 250               # output frames measured on pixels (0 = off)
     variant = "tiny" if tiny else "cpu"

@@ -47,6 +47,8 @@ def get_config(arg=None):
     v.smoothing_s = 0.03                   # Gaussian sigma of the mouth-control tracks, s
     v.min_pause_s = 0.1                    # shorter pauses are word gaps (no rest)
     v.opening_scale = 1.0                  # multiplies every viseme's lip opening
+    v.match_subject_opening = True         # ... after scaling it to the subject's own range
+                                           # (95th percentile of its fitted openings)
     v.width_scale = 1.0                    # ... mouth-width change (spread/rounded)
     v.protrusion_scale = 1.0               # ... lip protrusion
     v.closed_gap = 0.0                     # inner-lip gap of closed lips, fraction of face height

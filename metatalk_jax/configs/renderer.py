@@ -11,8 +11,8 @@ Launch:
       --config.data.subject=S                                  # CPU tests: seconds per step
 
 Variants: (default) AudioDVP's unet_256 at 256x256; tiny: 32x32 crops and a small U-Net for the
-tests; cpu: 64x64 crops, a small U-Net and Meta Talk's conditioning, trained for real on a 2-core
-CPU (the demo's); gpu: the HD generator at 1024 in bf16; tpu_pod: the same on a v5e:4x4 slice with
+tests; cpu: 128x128 crops from the mouth reference, corrected by a small U-Net at 64, and Meta
+Talk's conditioning, trained for real on a 2-core CPU (the demo's); gpu: the HD generator at 1024 in bf16; tpu_pod: the same on a v5e:4x4 slice with
 FSDP (config.tpu_topology; check a slice with `--compile-only [--topology T]`).
 The subject must have been prepared at a crop resolution that the training resolution divides.
 """
@@ -28,11 +28,15 @@ def use_faithful_renderer(config) -> None:
     """Meta Talk's expression-faithful renderer: the mouth cavity drawn into the renders (the
     3DMM's closed mesh otherwise hides how open the driven mouth is) and augmentations that take
     away what else identifies a training frame (where the face sits in the crop, its lighting),
-    so the generator draws the mouth its input shows, not the one it saw on that frame.
-    Measured on pixels in benchmarks/BENCHMARKS.md, "Expression-faithful renderer"."""
+    so the generator draws the mouth its input shows, not the one it saw on that frame; and the
+    mouth reference, a real crop of the subject with the nearest mouth redrawn in the frame's
+    geometry, which the generator corrects rather than redraws, so the mouth keeps the
+    footage's detail. Measured on pixels in benchmarks/BENCHMARKS.md, "Expression-faithful
+    renderer" and "A sharp mouth"."""
     config.data.conditioning = "mouth_cavity"
     config.data.augment_shift = 0.06
     config.data.augment_gain = 0.2
+    config.data.mouth_reference = True
 
 
 def get_config(arg=None):
@@ -53,6 +57,10 @@ def get_config(arg=None):
     config.data.conditioning = "audiodvp"  # or "mouth_cavity" (subject/renderer_inputs.py)
     config.data.augment_shift = 0.0        # random shifts of input + target, fraction of the side
     config.data.augment_gain = 0.0         # random per-channel gains of the renders, +-fraction
+    # A real crop of the subject with the nearest mouth, redrawn in the frame's 3DMM geometry,
+    # as 3 more input channels (subject/mouth_references.py): the mouth's detail from footage.
+    config.data.mouth_reference = False
+    config.data.reference_gap_s = 0.2      # training references are at least this far in time
     config.data.workers = 0                # grain worker processes per host (0 = in-process)
 
     config.model = ml_collections.ConfigDict()
@@ -65,6 +73,9 @@ def get_config(arg=None):
     config.model.use_refine = True
     config.model.use_dropout = True
     config.model.dtype = "float32"         # compute dtype; parameters stay float32
+    # With data.mouth_reference: the generator's correction of the reference is computed at
+    # resolution / correction_factor (models/renderer.py OnReference).
+    config.model.correction_factor = 1
     # arch "hd" only: the U-Net runs at resolution / hd_global_factor (4: unet_256 at 1024), a
     # local enhancer with hd_local_ngf channels at full resolution and hd_local_blocks residual
     # blocks in the fused trunk (metatalk_jax/models/renderer.py HDGenerator).
@@ -95,10 +106,12 @@ def get_config(arg=None):
         config.model.n_layers_d = 2
         use_tiny_engine_settings(config)
         if arg == "cpu":
-            # Your own clip on a laptop (and the demo): 64-px faces, about 3 minutes on 2 cores,
+            # Your own clip on a laptop (and the demo): 128-px faces drawn from the mouth
+            # reference, the generator's correction at 64 px (about 3.5 minutes on 2 cores),
             # with Meta Talk's expression-faithful conditioning.
             config.total_steps = 1200
-            config.data.resolution = 64
+            config.data.resolution = 128
+            config.model.correction_factor = 2
             use_faithful_renderer(config)
             config.model.num_downs = 6
             config.model.ngf = 16

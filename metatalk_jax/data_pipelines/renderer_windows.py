@@ -12,6 +12,8 @@ of the target-video shards holds exactly what the renderer task reads:
   mouth_mask   uint8   [W, R, R]      its mouth mask (dilated by prepare), 0/255
   valid        bool    [W]            the position holds a frame of the split
   target       uint8   [R, R, 3]      the RGB face crop of frame i, 0..255
+  reference    uint8   [R, R, 3]      (with a reference cache) frame i's mouth reference redrawn
+                                      in its geometry (subject/render_cache.py), 0..255
 
 Batches add example_id and example_valid (windows.py). Windows never reach across the split's
 ends: validation is the end of the video, so train windows never see validation frames nor
@@ -53,19 +55,22 @@ class RendererFrames:
 
     reads_centre = True   # the target crop is megabytes at 1024 px: read, never kept
 
-    def __init__(self, render_cache: str, stored_resolution: int, resolution: int):
-        self.render_cache = render_cache
+    def __init__(self, render_cache: str, stored_resolution: int, resolution: int,
+                 reference_cache: str | None = None):
+        self.render_cache, self.reference_cache = render_cache, reference_cache
         self.stored, self.resolution = int(stored_resolution), int(resolution)
-        self._renders = None
+        self._renders = self._references = None
+
+    def _mapped(self, path: str) -> np.ndarray:
+        array = np.load(path, mmap_mode="r")
+        r = self.resolution
+        if array.ndim != 4 or array.shape[1:] != (r, r, 3):
+            raise ValueError(f"{path}: images of shape {array.shape}, expected [T, {r}, {r}, 3]")
+        return array
 
     def _render_array(self) -> np.ndarray:
         if self._renders is None:
-            renders = np.load(self.render_cache, mmap_mode="r")
-            r = self.resolution
-            if renders.ndim != 4 or renders.shape[1:] != (r, r, 3):
-                raise ValueError(f"{self.render_cache}: renders of shape {renders.shape}, "
-                                 f"expected [T, {r}, {r}, 3]")
-            self._renders = renders
+            self._renders = self._mapped(self.render_cache)
         return self._renders
 
     def keep(self, record: dict) -> dict:
@@ -80,8 +85,13 @@ class RendererFrames:
         return {"render": self._render_array()[frame_index], "mouth_mask": mask}
 
     def centre(self, record: dict) -> dict[str, np.ndarray]:
-        return {"target": self._reduce(decode_image(record["face_crop"], "face_crop"),
-                                       "face_crop")}
+        out = {"target": self._reduce(decode_image(record["face_crop"], "face_crop"),
+                                      "face_crop")}
+        if self.reference_cache is not None:
+            if self._references is None:
+                self._references = self._mapped(self.reference_cache)
+            out["reference"] = np.asarray(self._references[int(record["frame_index"])])
+        return out
 
     def _reduce(self, image: np.ndarray, key: str) -> np.ndarray:
         if image.shape[:2] != (self.stored, self.stored):
@@ -92,19 +102,21 @@ class RendererFrames:
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_renders": None}
+        return {**self.__dict__, "_renders": None, "_references": None}
 
 
 def renderer_windows(data_dir_or_builder_dir: str | os.PathLike, split: str, *,
                      render_cache: str, window: int = DEFAULT_WINDOW,
-                     resolution: int | None = None,
+                     resolution: int | None = None, reference_cache: str | None = None,
                      cache_frames: int = DEFAULT_CACHE_FRAMES) -> WindowSource:
     """Renderer windows over `split` ("train" or "validation") of a subject's target-video
     shards. render_cache: the uint8 [T, R, R, 3] .npy of every frame's render at R
-    (resolution, None = the stored crop side S)."""
+    (resolution, None = the stored crop side S); reference_cache: the same of every frame's
+    mouth reference (None: no `reference` key)."""
     frames = open_target_source(data_dir_or_builder_dir, split)
     if len(frames) == 0:
         raise InputError(f"split {split!r} has no frames")
     stored, resolution = crop_resolutions(frames, resolution)
-    return WindowSource([frames], RendererFrames(render_cache, stored, resolution),
+    return WindowSource([frames], RendererFrames(render_cache, stored, resolution,
+                                                 reference_cache),
                         window=window, cache_frames=cache_frames)

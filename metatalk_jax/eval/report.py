@@ -1,6 +1,7 @@
 """The evaluation report: per-clip scores -> report.json and report.md in the layout of the paper's
 Table 2 (one row per method: mean LSE-D, LSE-C, FID, SSIM over its clips), plus the pixel lip-sync
-columns (eval/pixel_lip_sync.py: r_drive, r_background) and every clip's row.
+columns (eval/pixel_lip_sync.py: r_drive, r_background, the mouth's sharpness against the real
+frames, its opening in pauses against speech) and every clip's row.
 
 A clip's method is the name of the folder its video is in (results/wav2lip/A.mp4 -> method
 "wav2lip", clip "A"), so `--videos results/*/*.mp4` compares every method on every test audio at
@@ -17,12 +18,16 @@ import os
 
 from metatalk_jax.atomic_files import atomic_path, write_json
 
-METRICS = ("lse_d", "lse_c", "fid", "ssim", "r_drive", "r_background")
+METRICS = ("lse_d", "lse_c", "fid", "ssim", "r_drive", "r_background", "mouth_sharpness",
+           "silence_ratio")
 HEADERS = {"lse_d": "LSE-D (lower better)", "lse_c": "LSE-C (higher)", "fid": "FID (lower)",
            "ssim": "SSIM (higher)", "r_drive": "pixel r_drive (higher)",
-           "r_background": "pixel r_background (lower)"}
-# the paper's precision (Table 3); the pixel correlations to 3 places
-DIGITS = {"lse_d": 3, "lse_c": 3, "fid": 2, "ssim": 3, "r_drive": 3, "r_background": 3}
+           "r_background": "pixel r_background (lower)",
+           "mouth_sharpness": "mouth sharpness vs real (1 = as crisp)",
+           "silence_ratio": "opening in pauses / speech (lower)"}
+# the paper's precision (Table 3); the pixel measures to 3 places
+DIGITS = {"lse_d": 3, "lse_c": 3, "fid": 2, "ssim": 3, "r_drive": 3, "r_background": 3,
+          "mouth_sharpness": 3, "silence_ratio": 3}
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 
 
@@ -30,8 +35,9 @@ REPORT_JSON, REPORT_MD = "report.json", "report.md"
 class ClipScores:
     """One video's scores. offset: SyncNet's AV offset in frames (None without SyncNet);
     frames: frames scored; reference: the ground-truth video FID/SSIM used (None without);
-    r_drive / r_background / lip_detection_rate: the pixel lip sync (None without a drive
-    sidecar)."""
+    r_drive / r_background / lip_detection_rate / mouth_sharpness / silence_ratio: the pixel
+    measures (eval/pixel_lip_sync.py; None without a drive sidecar, silence_ratio also None
+    without pauses in the driving audio)."""
     video: str
     method: str
     clip: str
@@ -43,6 +49,8 @@ class ClipScores:
     r_drive: float | None = None
     r_background: float | None = None
     lip_detection_rate: float | None = None
+    mouth_sharpness: float | None = None
+    silence_ratio: float | None = None
     frames: int = 0
     reference: str | None = None
 

@@ -1,6 +1,8 @@
 """Audio -> one 3DMM expression per output video frame, through the trained A2E.
 
-Features are exactly the training ones: for frame i (time i / fps) the subject's audio window
+Features are exactly the training ones: the whole clip is brought to the front end's loudness
+(media/loudness.at_front_end_level, as prepare and the pseudo corpora store their audio), then
+for frame i (time i / fps) the subject's audio window
 (`audio_samples` samples centred on that time, zero past the audio's ends, as `prepare` stores
 them) and its `frame_mel` columns. Every frame is predicted as the centre of its own W-frame
 window (as the A2E task evaluates), in chunks, so memory does not grow with the audio's length.
@@ -14,6 +16,7 @@ from metatalk_jax.fixed_batches import index_batches
 from metatalk_jax.inference.trained_models import TrainedA2E
 from metatalk_jax.media.audio import WAV2LIP_NUM_MELS
 from metatalk_jax.media.frame_audio import audio_window, frame_mel
+from metatalk_jax.media.loudness import at_front_end_level
 from metatalk_jax.progress import Progress
 
 
@@ -33,6 +36,7 @@ def expressions_from_audio(a2e: TrainedA2E, audio: np.ndarray, num_frames: int, 
     """float32 [num_frames, E] expressions for frames 0..num_frames-1 of `audio` (float32 [N]
     at sample_rate Hz). batch: centre frames per A2E call (a fixed shape: compiled once)."""
     half, m = a2e.window // 2, a2e.mel_columns
+    audio = at_front_end_level(audio, sample_rate)
     out = np.zeros((num_frames, a2e.expression_dim), np.float32)
     progress = Progress("audio -> expressions", num_frames, enabled=show_progress)
     offsets = np.arange(-half, half + 1)

@@ -1,17 +1,20 @@
 """The inference pipeline: audio + subject + A2E + renderer -> lip-synced mp4 (streaming).
 
     audio (any file ffmpeg reads) --A2E--> expression of every output frame (audio_drive.py)
+        --pauses--> settled on the subject's closed mouth where the audio is silent (silence.py)
     output frame k <- subject frame j = pingpong(k) (background.py): its pose, lighting and crop
     3DMM (subject identity + albedo, expression k, pose/light j) rendered in crop j at R x R,
-        with its mouth mask dilated as in training
-    renderer: the 7 renders around k (masked) -> the face crop of frame k
+        with its mouth mask dilated as in training (and, for renderers that read one, the
+        subject frame with the nearest mouth redrawn in that geometry: mouth_references.py)
+    renderer: the 7 renders around k (masked) [+ the mouth reference] -> the face crop of k
     blend the face into frame j by the eroded, blurred mouth mask (face_blend.py), feathered
         paste-back into the full-resolution frame -> H.264 mp4 with the audio muxed
 
 Only a few batches of frames are alive at once: the background is decoded as a stream,
 renders are made batch by batch, and each output frame is written as soon as the renders of
 its window exist, so memory does not depend on the audio's length. `--preview` writes a second
-video, 3DMM render | output | original (face crops), for looking at the result.
+video, 3DMM render | output | original (face crops) | the mouth of output and original enlarged,
+for looking at the result.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from metatalk_jax.fixed_batches import pad_to_batch
 from metatalk_jax.inference.audio_drive import expressions_from_audio
 from metatalk_jax.inference.background import BackgroundFrames
 from metatalk_jax.inference.face_blend import blend_mask, composite_frame
+from metatalk_jax.inference.silence import silent_drive
 from metatalk_jax.inference.trained_models import load_a2e, load_renderer
 from metatalk_jax.media.audio import frames_for_audio
 from metatalk_jax.media.audio_load import check_speech_audio, load_audio
@@ -46,8 +50,10 @@ from metatalk_jax.progress import Progress
 from metatalk_jax.subject.face_model import subject_camera, subject_face_model
 from metatalk_jax.subject.layout import Subject, load_subject
 from metatalk_jax.train.trained_on import check_trained_on
-from metatalk_jax.subject.renderer_inputs import (cavity_colour, crop_renders, dilated_mouth_mask,
-                                                  mouth_dilation_steps)
+from metatalk_jax.subject.mouth_references import (ReferenceCrops, choose_references,
+                                                   mouth_shapes)
+from metatalk_jax.subject.renderer_inputs import (ReferenceFrames, cavity_colour, crop_renders,
+                                                  dilated_mouth_mask, mouth_dilation_steps)
 from metatalk_jax.tracking.crop import crop_frame
 
 FEATURE_SAMPLE_RATE = 16000       # the A2E's audio (Wav2Lip's features)
@@ -73,6 +79,8 @@ class InferenceSettings:
     `<out>.preview.mp4`. crf/preset: libx264 settings. lip_sync_frames: output frames (spread
     evenly) whose pixel lip sync is measured after writing (eval/pixel_lip_sync.py); 0: none.
     allow_other_subject: use an A2E / renderer trained on another subject (else refused).
+    rest_in_pauses: in the driving audio's pauses (>= 0.4 s), settle the drive on the subject's
+    closed mouth (inference/silence.py); False keeps the A2E's expressions there.
     """
 
     resolution: int | None = None
@@ -86,6 +94,7 @@ class InferenceSettings:
     crf: int = 18
     preset: str = "medium"
     lip_sync_frames: int = 250
+    rest_in_pauses: bool = True
     show_progress: bool = True
     allow_other_subject: bool = False
 
@@ -125,13 +134,16 @@ def source_video(subject: Subject, override: str | None) -> str:
 
 class FaceRenders:
     """The subject's 3DMM with audio-driven expressions, rendered in each frame's crop as the
-    renderer was trained to see it (its conditioning)."""
+    renderer was trained to see it (its conditioning), with each frame's mouth reference when
+    the renderer reads one (subject/mouth_references.py: the training frame whose mouth is
+    nearest the driven one, kept across frames unless another is clearly nearer)."""
 
     def __init__(self, subject: Subject, resolution: int, model_path: str | None,
-                 conditioning: str = "audiodvp"):
+                 conditioning: str = "audiodvp", mouth_reference: bool = False):
         self.subject = subject
         self.coefficients = subject.coefficients
-        model = jax.device_put(subject_face_model(subject, model_path).as_jax())
+        folded = subject_face_model(subject, model_path)
+        model = jax.device_put(folded.as_jax())
         camera = subject_camera(subject, resolution)
         boxes = subject.crop_boxes()
         self.screens = boxes.screen_transform(resolution)
@@ -139,40 +151,102 @@ class FaceRenders:
         mouth_dilation = int(subject.meta.get("config", {}).get("mouth_dilation", 4))
         self.dilations = mouth_dilation_steps(mouth_dilation, resolution)
         colour = cavity_colour(conditioning)
+        self.references = None
+        if mouth_reference:
+            # The bank is the training frames: the references the renderer learnt from (and a
+            # held-out frame driven by its own expression never finds itself there).
+            self.references = ReferenceCrops(subject.tfds_dir)
+            train = len(self.references.splits[0])
+            self._bank = mouth_shapes(folded, self.coefficients["expression"][:train])
+            self._model_np = folded
+            self._reference_screens = boxes.screen_transform(self.references[0].shape[0])
+            self._previous = None
 
-        def draw(model, *coefficients):
-            out = crop_renders(model, camera, *coefficients, mouth_cavity=colour)
-            image = jnp.clip(jnp.round(out.image * 255.0), 0, 255).astype(jnp.uint8)
-            return image, out.mouth, mouth_opening(out.landmarks)
+        def draw(model, expression, gamma, angles, translation, screen, reference):
+            out = crop_renders(model, camera, expression, gamma, angles, translation, screen,
+                               mouth_cavity=colour, reference=reference)
+
+            def u8(x):
+                return jnp.clip(jnp.round(x * 255.0), 0, 255).astype(jnp.uint8)
+            refs = None if out.reference is None else u8(out.reference)
+            return u8(out.image), out.mouth, mouth_opening(out.landmarks), refs
 
         self._draw = jax.jit(draw)
         self._model = model
 
-    def __call__(self, expressions: np.ndarray, sources: np.ndarray):
-        """expressions [B, E], source frames [B] -> (renders uint8 [B, R, R, 3], dilated mouth
-        masks uint8 [B, R, R], the 3DMM's mouth opening [B] (eval.mouth_opening))."""
+    def _reference_frames(self, expressions: np.ndarray, real: int) -> ReferenceFrames:
+        """The mouth references of a batch of driven expressions [B, E] (the first `real` are
+        frames of the video, the rest padding that does not move the choice)."""
+        query = mouth_shapes(self._model_np, expressions)
+        chosen = choose_references(query[:real], self._bank, previous=self._previous)
+        if real:
+            self._previous = int(chosen[-1])
+        chosen = np.concatenate([chosen, np.full(len(expressions) - real,
+                                                 chosen[-1] if real else 0)])
+        c = self.coefficients
+        return ReferenceFrames(*(jnp.asarray(a, jnp.float32) for a in (
+            c["expression"][chosen], c["angles"][chosen], c["translation"][chosen],
+            self._reference_screens[chosen])), jnp.asarray(self.references.take(chosen)))
+
+    def __call__(self, expressions: np.ndarray, sources: np.ndarray, real: int | None = None):
+        """expressions [B, E], source frames [B] (the first `real` of them frames of the
+        output, the rest padding) -> (renders uint8 [B, R, R, 3], dilated mouth masks uint8
+        [B, R, R], the 3DMM's mouth opening [B] (eval.mouth_opening), mouth references uint8
+        [B, R, R, 3] or None)."""
         c = self.coefficients
         arrays = [expressions, c["gamma"][sources], c["angles"][sources],
                   c["translation"][sources], self.screens[sources]]
-        images, mouths, openings = jax.device_get(self._draw(
-            self._model, *(jnp.asarray(a, jnp.float32) for a in arrays)))
+        reference = None
+        if self.references is not None:
+            reference = self._reference_frames(np.asarray(expressions),
+                                               len(expressions) if real is None else real)
+        images, mouths, openings, refs = jax.device_get(self._draw(
+            self._model, *(jnp.asarray(a, jnp.float32) for a in arrays), reference))
         masks = np.stack([dilated_mouth_mask(m, self.dilations) for m in mouths])
-        return images, masks, openings
+        return images, masks, openings, refs
 
 
-PREVIEW_LABELS = ("3DMM render (drive)", "output", "background frame")
+PREVIEW_LABELS = ("3DMM render (drive)", "output", "background frame", "mouth: output",
+                  "mouth: background")
 PREVIEW_MIN_SIDE = 256
+# The mouth zoom: this part of the face crop (rows, columns as fractions of the side), which the
+# crop module's face-centred boxes put around the lips and chin.
+MOUTH_ZOOM = ((0.52, 0.97), (0.22, 0.78))
+
+
+def mouth_zoom(crop: np.ndarray, side: int) -> np.ndarray:
+    """[side, side, 3]: the mouth region of a face crop (MOUTH_ZOOM), enlarged without
+    smoothing (nearest neighbour) so its own pixels, sharp or blurred, are what one sees."""
+    r = crop.shape[0]
+    (y0, y1), (x0, x1) = ((int(round(a * r)), int(round(b * r))) for a, b in MOUTH_ZOOM)
+    return cv2.resize(crop[y0:y1, x0:x1], (side, side), interpolation=cv2.INTER_NEAREST)
 
 
 def _preview_panel(render_u8, output_frame, original_frame, matrix, resolution, side):
-    """[side + label, 3 side, 3] uint8: the drive's render | the output | the background frame,
-    face crops at `side` px, each under its label."""
-    crops = [render_u8, crop_frame(output_frame, matrix, resolution),
-             crop_frame(original_frame, matrix, resolution)]
+    """[side + label, 5 side, 3] uint8: the drive's render | the output | the background frame,
+    face crops at `side` px, then the mouth of the output and of the background frame enlarged
+    to `side` (the frame's own pixels, for judging sharpness), each under its label."""
+    out_crop = crop_frame(output_frame, matrix, resolution)
+    original_crop = crop_frame(original_frame, matrix, resolution)
+    crops = [render_u8, out_crop, original_crop]
     if side != resolution:
         interpolation = cv2.INTER_AREA if side < resolution else cv2.INTER_CUBIC
         crops = [cv2.resize(c, (side, side), interpolation=interpolation) for c in crops]
-    return label_columns(np.concatenate(crops, axis=1), PREVIEW_LABELS)
+    # The zooms take the frame's own pixels (no resampling of the crop to smooth them).
+    zooms = [mouth_zoom(native_crop(f, matrix, resolution), side)
+             for f in (output_frame, original_frame)]
+    return label_columns(np.concatenate(crops + zooms, axis=1), PREVIEW_LABELS)
+
+
+def native_crop(frame: np.ndarray, matrix: np.ndarray, resolution: int) -> np.ndarray:
+    """The face crop of `frame` at the frame's own scale (one crop pixel per frame pixel,
+    nearest neighbour); matrix: the frame-to-crop map at `resolution`."""
+    matrix = np.asarray(matrix, np.float64)
+    native = max(8, int(round(resolution / float(matrix[0, 0]))))
+    k = native / resolution                  # crop pixel u at R is (u + 0.5) k - 0.5 at native
+    scaled = np.concatenate([k * matrix[:, :2], k * (matrix[:, 2:] + 0.5) - 0.5], axis=1)
+    return cv2.warpAffine(frame, scaled, (native, native), flags=cv2.INTER_NEAREST,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def prepare_inference(subject_dir: str, renderer_path: str, settings: InferenceSettings):
@@ -215,8 +289,14 @@ def run_inference(subject_dir: str, a2e_path: str, renderer_path: str, audio_pat
     expressions = expressions_from_audio(
         a2e, audio, num_frames, fps=fps, audio_samples=int(subject.meta["audio_samples"]),
         sample_rate=FEATURE_SAMPLE_RATE, show_progress=settings.show_progress)
+    settled, voiced = silent_drive(expressions, audio, FEATURE_SAMPLE_RATE, fps,
+                                   subject_face_model(subject, settings.model_path),
+                                   subject.coefficients["expression"])
+    if settings.rest_in_pauses:
+        expressions = settled
     summary = render_video(subject, renderer, video, expressions, out_path, settings,
-                           audio=load_audio(audio_path, MUX_SAMPLE_RATE), started=t0)
+                           audio=load_audio(audio_path, MUX_SAMPLE_RATE), started=t0,
+                           voiced=voiced)
     summary["a2e_step"] = a2e.checkpoint.step
     summary["trained_on"] = trained_on
     return summary
@@ -224,13 +304,14 @@ def run_inference(subject_dir: str, a2e_path: str, renderer_path: str, audio_pat
 
 def render_video(subject: Subject, renderer, video: str, expressions: np.ndarray,
                  out_path: str, settings: InferenceSettings, *, audio: np.ndarray | None = None,
-                 started: float | None = None) -> dict:
+                 started: float | None = None, voiced: np.ndarray | None = None) -> dict:
     """Draws output frame k with expression k on background frame pingpong(k), streaming, and
     writes out_path (+ its drive sidecar, + the preview if asked); then measures the written
     video's pixel lip sync unless settings.lip_sync_frames is 0.
 
     expressions: [N, E] float, one per output frame; audio: 48 kHz mono samples to mux (None:
-    a silent video). Returns the summary dict.
+    a silent video); voiced: [N] bool speech frames of the driving audio, for the sidecar and
+    the silence measures (None: unknown). Returns the summary dict.
     """
     t0 = time.perf_counter() if started is None else started
     fps = float(subject.meta["fps"])
@@ -240,7 +321,8 @@ def render_video(subject: Subject, renderer, video: str, expressions: np.ndarray
     batch = DEFAULT_BATCH.get(r, 8 if r < 256 else 2)
     batch = int(settings.batch_size or (min(batch, LARGE_BATCH) if large else batch))
     num_frames = int(len(expressions))
-    faces = FaceRenders(subject, r, settings.model_path, renderer.conditioning)
+    faces = FaceRenders(subject, r, settings.model_path, renderer.conditioning,
+                        renderer.mouth_reference)
     background = BackgroundFrames(video, fps, subject.num_frames, block=max(8, batch),
                                   decoder_threads=1 if large else None)
     stream = _FrameStream(renderer, faces, np.asarray(expressions, np.float32), batch,
@@ -267,7 +349,7 @@ def render_video(subject: Subject, renderer, video: str, expressions: np.ndarray
     progress.close()
     record = DriveRecord(fps=fps, source_video=os.path.abspath(video), source_fps=fps,
                          source_frame=background.indices(num_frames),
-                         drive_opening=np.asarray(stream.drive_openings))
+                         drive_opening=np.asarray(stream.drive_openings), voiced=voiced)
     sidecar = record.write(drive_sidecar_path(out_path))
     t_done = time.perf_counter()
     seconds = num_frames / fps
@@ -301,7 +383,8 @@ class _FrameStream:
         self.half = renderer.window // 2
         self.count = len(expressions)
         self.drive_openings: list[float] = []
-        # entries[k - first]: (source j, frame or None, render, mask) of output frame k.
+        # entries[k - first]: (source j, frame or None, render, mask, mouth reference or None)
+        # of output frame k.
         self.entries: deque = deque()
         self.first = 0            # output index of entries[0]
         self.rendered = 0         # output frames rendered so far
@@ -310,9 +393,10 @@ class _FrameStream:
         b, n = self.batch, len(chunk)
         sources = pad_to_batch([j for j, _ in chunk], b)
         exprs = pad_to_batch(self.expressions[self.rendered:self.rendered + n], b)
-        images, masks, openings = self.faces(exprs, sources)
+        images, masks, openings, refs = self.faces(exprs, sources, real=n)
         for i, (j, frame) in enumerate(chunk):
-            self.entries.append((j, frame, images[i], masks[i]))
+            self.entries.append((j, frame, images[i], masks[i],
+                                 None if refs is None else refs[i]))
         self.drive_openings.extend(float(v) for v in openings[:len(chunk)])
         self.rendered += len(chunk)
 
@@ -325,14 +409,18 @@ class _FrameStream:
         renders = np.stack([[self.entries[i][2] for i in row] for row in index])
         masks = np.stack([[self.entries[i][3] for i in row] for row in index])
         masks = np.where(valid[..., None, None], masks, 0).astype(np.uint8)
-        generated = np.asarray(self.renderer.faces(renders, masks, valid))
+        references = None
+        if self.renderer.mouth_reference:
+            references = np.stack([self.entries[i][4] for i in index[:, half]])
+        generated = np.asarray(self.renderer.faces(renders, masks, valid, references))
         for b, k in enumerate(centres):
-            j, frame, render_u8, mask = self.entries[k - first]
+            j, frame, render_u8, mask, _ = self.entries[k - first]
             matrix = self.faces.matrices[j]
             out = composite_frame(frame, generated[b], matrix, blend_mask(mask))
             yield out, (None if self.preview_side is None else
                         _preview_panel(render_u8, out, frame, matrix, r, self.preview_side))
-            self.entries[k - first] = (j, None, render_u8, mask)   # the frame is done
+            self.entries[k - first] = (j, None, render_u8, mask,     # the frame is done
+                                       self.entries[k - first][4])
 
     def frames(self, background, progress):
         """Yields (output frame, preview panel) for every output frame, in order."""

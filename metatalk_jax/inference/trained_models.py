@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from metatalk_jax.errors import InputError
-from metatalk_jax.subject.renderer_inputs import stack_window
+from metatalk_jax.subject.renderer_inputs import stack_window, with_reference
 from metatalk_jax.train import workdir as workdir_lib
 from metatalk_jax.train.checkpointing import CHECKPOINT_DIR, absl_warnings_held, complete_steps
 
@@ -170,9 +170,11 @@ def load_a2e(path: str) -> TrainedA2E:
 
 @dataclasses.dataclass
 class TrainedRenderer:
-    """faces(renders, masks, valid) -> generated face crops (jit-compiled, eval mode: BatchNorm
-    running statistics, no dropout). conditioning: how its input renders are drawn
-    (subject.renderer_inputs.CONDITIONINGS; runs from before the field are "audiodvp")."""
+    """faces(renders, masks, valid[, references]) -> generated face crops (jit-compiled, eval
+    mode: BatchNorm running statistics, no dropout). conditioning: how its input renders are
+    drawn (subject.renderer_inputs.CONDITIONINGS; runs from before the field are "audiodvp");
+    mouth_reference: whether it also reads each frame's mouth reference (configs/renderer.py
+    data.mouth_reference); reference_gap_s: the gap its training references kept."""
 
     checkpoint: LocatedCheckpoint
     generator: object
@@ -180,24 +182,33 @@ class TrainedRenderer:
     resolution: int
     window: int
     conditioning: str = "audiodvp"
+    mouth_reference: bool = False
 
     def __post_init__(self):
-        generator = self.generator
+        generator, half = self.generator, self.window // 2
 
-        def faces(variables, renders, masks, valid):
-            inputs = stack_window(renders.astype(jnp.float32) / 255.0,
-                                  masks.astype(jnp.float32) / 255.0, valid)
+        def faces(variables, renders, masks, valid, references):
+            masks = masks.astype(jnp.float32) / 255.0
+            inputs = stack_window(renders.astype(jnp.float32) / 255.0, masks, valid)
+            if references is not None:
+                inputs = with_reference(inputs, references.astype(jnp.float32) / 255.0,
+                                        masks[:, half])
             out = generator.apply(variables, inputs, train=False).astype(jnp.float32)
             return jnp.clip(jnp.round((out + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
         self._faces = jax.jit(faces)
 
-    def faces(self, renders, masks, valid) -> jax.Array:
+    def faces(self, renders, masks, valid, references=None) -> jax.Array:
         """renders uint8 [B, W, R, R, 3], dilated mouth masks uint8 [B, W, R, R] ({0, 255}),
-        valid bool [B, W] (window positions inside the video) -> uint8 [B, R, R, 3] faces, the
-        training's input convention (subject/renderer_inputs.stack_window)."""
+        valid bool [B, W] (window positions inside the video), references uint8 [B, R, R, 3]
+        (the centre frames' mouth references; required exactly when mouth_reference) -> uint8
+        [B, R, R, 3] faces, the training's input convention (subject/renderer_inputs)."""
+        if (references is not None) != self.mouth_reference:
+            raise ValueError(f"this renderer {'needs' if self.mouth_reference else 'takes no'} "
+                             "mouth references")
         return self._faces(self.variables, jnp.asarray(renders), jnp.asarray(masks),
-                           jnp.asarray(valid))
+                           jnp.asarray(valid),
+                           None if references is None else jnp.asarray(references))
 
 
 def load_renderer(path: str) -> TrainedRenderer:
@@ -205,12 +216,15 @@ def load_renderer(path: str) -> TrainedRenderer:
     from metatalk_jax.models.renderer import make_renderer
     found = locate_checkpoint(path, "renderer")
     parts = read_parts(found.step_dir, ("g_params", "g_stats"))
-    generator, _ = make_renderer(found.config.model)
-    resolution, window = int(found.config.data.resolution), int(found.config.data.window)
+    data = found.config.data
+    reference = bool(data.get("mouth_reference", False))
+    generator, _ = make_renderer(found.config.model, reference=reference)
+    resolution, window = int(data.resolution), int(data.window)
+    channels = 3 * window + (3 if reference else 0)
     expected = jax.eval_shape(lambda: generator.init(
-        jax.random.key(0), jnp.zeros((1, resolution, resolution, 3 * window)), train=False))
+        jax.random.key(0), jnp.zeros((1, resolution, resolution, channels)), train=False))
     check_tree(path, parts["g_params"], expected["params"], "renderer")
     check_tree(path, parts["g_stats"], expected.get("batch_stats", {}), "renderer")
     variables = {"params": parts["g_params"], "batch_stats": parts["g_stats"]}
     return TrainedRenderer(found, generator, jax.device_put(variables), resolution, window,
-                           found.config.data.get("conditioning", "audiodvp"))
+                           data.get("conditioning", "audiodvp"), reference)

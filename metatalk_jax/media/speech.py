@@ -271,3 +271,31 @@ def synthesize(text: str, *, voice: str = "en-us", rate_wpm: int = 160, pitch: i
     duration = len(audio) / float(sample_rate)
     return Speech(audio=audio, phonemes=phoneme_spans(events, duration),
                   sample_rate=int(sample_rate), text=text, voice=voice)
+
+
+def with_pauses(parts: list[Speech], pause_s: float) -> Speech:
+    """The parts one after the other with `pause_s` seconds of silence between them (phoneme
+    times shifted, a "_" pause span for each gap): speech with the pauses a reader makes."""
+    if not parts:
+        raise InputError("with_pauses: no speech")
+    rate = parts[0].sample_rate
+    if any(p.sample_rate != rate for p in parts):
+        raise ValueError("with_pauses: the parts have different sample rates")
+    gap = np.zeros(int(round(pause_s * rate)), np.float32)
+    audio, phonemes, offset = [], [], 0.0
+    for i, part in enumerate(parts):
+        if i:
+            audio.append(gap)
+            phonemes.append((offset, offset + len(gap) / rate, "_:"))
+            offset += len(gap) / rate
+        audio.append(part.audio)
+        phonemes.extend((a + offset, b + offset, s) for a, b, s in part.phonemes)
+        offset += part.duration_s
+    return Speech(audio=np.concatenate(audio), phonemes=phonemes, sample_rate=rate,
+                  text=" ".join(p.text for p in parts), voice=parts[0].voice)
+
+
+def sentences_of(text: str) -> list[str]:
+    """The sentences of `text`, split after . ! or ? (the punctuation kept)."""
+    import re
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s.strip()]

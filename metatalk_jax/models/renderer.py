@@ -140,6 +140,41 @@ class UnetGenerator(nn.Module):
         return jnp.tanh(y.astype(at_least_float32(self.dtype))) if self.final_tanh else y
 
 
+class OnReference(nn.Module):
+    """A generator that corrects its mouth reference instead of drawing the face anew:
+    x [B,H,W,Cin] whose last 3 channels are the reference in [-1,1] (subject/renderer_inputs
+    .with_reference) -> clip(reference + generator(x), -1, 1) [B,H,W,3] float32.
+
+    factor > 1: the generator sees x box-averaged by `factor` and its correction is resized
+    back (bilinear), so the correction costs a generator at H / factor while the reference keeps
+    every pixel of H (a 128-px face for the price of a 64-px generator).
+
+    The reference is a real crop of the subject redrawn in the frame's 3DMM geometry, so its
+    fine detail (lip texture, teeth, stubble) is already the footage's; what it lacks is smooth
+    (the frame's lighting, an inner mouth the mesh does not carry). With the generator's output
+    added to it, that detail reaches the output through an identity path from the first step,
+    where a generator that redraws everything regresses it to an average in the few thousand
+    steps a laptop gives it (benchmarks/BENCHMARKS.md, "A sharp mouth")."""
+    generator: nn.Module
+    factor: int = 1
+
+    @property
+    def dtype(self):
+        return self.generator.dtype
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        f = int(self.factor)
+        b, h, w, c = x.shape
+        small = x if f == 1 else x.reshape(b, h // f, f, w // f, f, c).mean(axis=(2, 4))
+        correction = self.generator(small, train=train)
+        if f > 1:
+            correction = jax.image.resize(correction, (b, h, w, correction.shape[-1]),
+                                          "bilinear")
+        reference = x[..., -3:].astype(correction.dtype)
+        return jnp.clip(reference + correction, -1.0, 1.0)
+
+
 def _check_divisible(shape, factor: int, who: str):
     if len(shape) != 4 or shape[1] % factor or shape[2] % factor:
         raise ValueError(f"{who}: input must be [B,H,W,C] with H and W divisible by {factor}, "
@@ -301,8 +336,10 @@ def compute_dtype(name: str):
     return _DTYPES[name]
 
 
-def make_renderer(config) -> tuple[nn.Module, nn.Module]:
-    """(generator, discriminator) from a model ConfigDict.
+def make_renderer(config, *, reference: bool = False) -> tuple[nn.Module, nn.Module]:
+    """(generator, discriminator) from a model ConfigDict; reference: the input ends with a
+    mouth reference (data.mouth_reference), which the generator corrects (OnReference, at
+    resolution / config.correction_factor).
 
     Fields: arch ("unet" | "hd"), num_downs, ngf, ndf, n_layers_d, num_d_scales (1: one
     PatchDiscriminator, as AudioDVP; >1: MultiScaleDiscriminator), use_refine, use_dropout,
@@ -324,6 +361,8 @@ def make_renderer(config) -> tuple[nn.Module, nn.Module]:
                                 dtype=dtype)
     else:
         raise InputError(f"unknown renderer arch {config.arch!r}; expected 'unet' or 'hd'")
+    if reference:
+        generator = OnReference(generator, int(config.get("correction_factor", 1)))
     if config.num_d_scales == 1:
         discriminator = PatchDiscriminator(ndf=config.ndf, n_layers=config.n_layers_d, dtype=dtype)
     else:

@@ -22,6 +22,7 @@ from metatalk_jax.errors import InputError
 from metatalk_jax.media.audio import frames_for_audio, wav2lip_mel, wav2lip_mel_chunks
 from metatalk_jax.media.ffmpeg_tools import MediaError
 from metatalk_jax.media.frame_audio import audio_window
+from metatalk_jax.media.loudness import at_front_end_level
 from metatalk_jax.media.video_read import pingpong_indices
 from metatalk_jax.media.video_write import write_png
 from metatalk_jax.progress import Progress
@@ -216,7 +217,8 @@ class PseudoGenerator:
             self._write_preview(clip, shots, expression[preview_frame], source[preview_frame],
                                 fitter)
         times = np.arange(count) / self.fps
-        windows = np.stack([audio_window(audio, t, self.audio_samples, self.sample_rate)
+        heard = at_front_end_level(audio, self.sample_rate)     # as inference hears audio
+        windows = np.stack([audio_window(heard, t, self.audio_samples, self.sample_rate)
                             for t in times])
         return PseudoClip(clip.clip_id, expression, windows, source,
                           frame_index=np.arange(count), time_s=times.astype(np.float32))

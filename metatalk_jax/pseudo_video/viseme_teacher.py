@@ -4,7 +4,8 @@ corpus (`python -m metatalk_jax.pseudo --teacher visemes`, and the built-in demo
 For each sentence (a built-in list, or a text file with one sentence per line):
   espeak-ng speaks it (media/speech.py) with a voice, rate, pitch and gain drawn per clip from
   config.visemes -> the phoneme timings become per-frame mouth controls with coarticulation
-  (pseudo_video/visemes.py) -> expressions = the subject's neutral expression (median of its
+  (pseudo_video/visemes.py), their openings scaled to the subject's own range
+  (`subject_opening_gain`, config.visemes.match_subject_opening) -> expressions = the subject's neutral expression (median of its
   fitted ones) + mouth-shape deltas solved in the subject's own expression basis -> a
   PseudoClip exactly as the Wav2Lip path builds it (pseudo_video/generate.py): frame k at
   t = k / fps, the 16 kHz audio window centred on t, source_frame = pingpong(k).
@@ -20,6 +21,7 @@ trained only on it learns timing and coarse mouth shapes, not a person's articul
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -30,6 +32,7 @@ from metatalk_jax.data_pipelines.pseudo_video import PseudoClip, PseudoVideoWrit
 from metatalk_jax.errors import InputError
 from metatalk_jax.media.audio import frames_for_audio
 from metatalk_jax.media.frame_audio import audio_window
+from metatalk_jax.media.loudness import at_front_end_level
 from metatalk_jax.media.video_read import pingpong_indices
 from metatalk_jax.progress import Progress
 from metatalk_jax.pseudo_video import visemes
@@ -83,6 +86,23 @@ BUILTIN_SENTENCES = (
     "Whoever wins the game buys the pizza.",
     "Ahoy! The ship is ready, so lift the anchor and sail away.",
 )
+
+
+CALIBRATION_SENTENCES = 8          # of BUILTIN_SENTENCES, for `subject_opening_gain`
+OPENING_GAIN_LIMITS = (0.5, 4.0)
+
+
+@functools.lru_cache(maxsize=4)
+def _calibration_phonemes(fps: float) -> tuple:
+    """((phoneme spans, frame count), ...) of the first CALIBRATION_SENTENCES built-in sentences
+    spoken by espeak-ng's default voice at 150 words per minute."""
+    from metatalk_jax.media.speech import synthesize
+    out = []
+    for text in BUILTIN_SENTENCES[:CALIBRATION_SENTENCES]:
+        speech = synthesize(text, voice="en-us", rate_wpm=150)
+        out.append((tuple(speech.phonemes), frames_for_audio(len(speech.audio),
+                                                             speech.sample_rate, fps)))
+    return tuple(out)
 
 
 def read_sentences(path: str) -> list[str]:
@@ -139,8 +159,28 @@ class VisemeTeacher:
         s = self.settings
         self.shapes = visemes.MouthShapes(self.model, self.neutral,
                                           max_delta_norm=float(s.max_delta_norm))
-        self.table = visemes.control_table(float(s.opening_scale), float(s.width_scale),
-                                           float(s.protrusion_scale))
+        self.opening_gain = (self.subject_opening_gain(fitted)
+                             if s.get("match_subject_opening", False) else 1.0)
+        self.table = visemes.control_table(float(s.opening_scale) * self.opening_gain,
+                                           float(s.width_scale), float(s.protrusion_scale))
+
+    def subject_opening_gain(self, fitted: np.ndarray) -> float:
+        """How much wider this person opens the mouth than the viseme table: the 95th
+        percentile of the subject's fitted inner-lip gaps over that of the table's mouths on
+        the calibration sentences (CALIBRATION_SENTENCES of the built-in list, the default
+        voice), clipped to OPENING_GAIN_LIMITS. A person who talks with a wide jaw gets a teacher
+        who does too; the A2E learns the range it will be asked to draw."""
+        s = self.settings
+        tracks = [visemes.control_tracks(phonemes, count, self.fps,
+                                         table=visemes.control_table(),
+                                         smoothing_s=float(s.smoothing_s),
+                                         min_pause_s=float(s.min_pause_s))[:, 0]
+                  for phonemes, count in _calibration_phonemes(self.fps)]
+        teacher = float(np.percentile(np.concatenate(tracks), 95))
+        person = float(np.percentile(self.shapes.measure(fitted)[:, 0], 95)) - float(
+            s.closed_gap)
+        low, high = OPENING_GAIN_LIMITS
+        return float(np.clip(person / max(teacher, 1e-6), low, high))
 
     @property
     def expression_dim(self) -> int:
@@ -170,7 +210,8 @@ class VisemeTeacher:
         count = frames_for_audio(len(audio), self.sample_rate, self.fps)
         expression = self.expressions(phonemes, count)
         times = np.arange(count) / self.fps
-        windows = np.stack([audio_window(audio, t, self.audio_samples, self.sample_rate)
+        heard = at_front_end_level(audio, self.sample_rate)     # as inference hears audio
+        windows = np.stack([audio_window(heard, t, self.audio_samples, self.sample_rate)
                             for t in times])
         return PseudoClip(f"{CLIP_PREFIX}{index:04d}", expression, windows,
                           pingpong_indices(count, self.subject.num_frames),
@@ -179,7 +220,7 @@ class VisemeTeacher:
     def preview(self, path: str) -> str:
         """Writes the viseme classes' renders side by side (labelled) to `path` (PNG)."""
         from metatalk_jax.media.video_write import write_png
-        expressions = self.shapes.viseme_expressions(self.table,
+        expressions = visemes.viseme_expressions(self.shapes, self.table,
                                                      float(self.settings.closed_gap))
         image = viseme_preview_image(self.subject, self.model, expressions,
                                      visemes.VISEME_CLASSES,

@@ -9,6 +9,11 @@ its own devices, so no host waits for, or reads the disk of, another), keyed by 
 subject's coefficients and crops, the model, R, the conditioning and the source of the rendering
 code (`code_version`); it is read memory-mapped, so only the touched frames are in memory (a
 3-minute video is 0.9 GB at 256 and 14 GB at 1024 on disk).
+
+The mouth-reference cache (`ensure_reference_cache`, renderers with data.mouth_reference) is a
+second array of the same shape beside it: each frame's training reference (the nearest other
+mouth, subject/mouth_references.py) redrawn in that frame's render geometry, plus the chosen
+reference frames [T] in `<cache>_frames.npy`.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from metatalk_jax.fixed_batches import index_batches
 from metatalk_jax.progress import Progress
 from metatalk_jax.subject.face_model import subject_camera
 from metatalk_jax.subject.layout import Subject
-from metatalk_jax.subject.renderer_inputs import cavity_colour, window_renders
+from metatalk_jax.subject.renderer_inputs import (ReferenceFrames, cavity_colour, crop_renders,
+                                                  window_renders)
 
 CACHE_VERSION = 2
 
@@ -37,7 +43,8 @@ def frame_screen_transforms(subject: Subject, resolution: int) -> np.ndarray:
 
 
 def cache_path(subject: Subject, model: MorphableModel, resolution: int,
-               cache_dir: str | None = None, conditioning: str = "audiodvp") -> str:
+               cache_dir: str | None = None, conditioning: str = "audiodvp",
+               reference_gap: int | None = None) -> str:
     from metatalk_jax.checksums import file_sha256
     from metatalk_jax.runtime import default_cache_dir
     from metatalk_jax.subject import layout
@@ -47,17 +54,21 @@ def cache_path(subject: Subject, model: MorphableModel, resolution: int,
                 for name in (layout.COEFFICIENTS, layout.CROPS)]
     key = hashlib.sha256(repr((CACHE_VERSION, code_version(), contents,
                                subject.meta.get("model", {}).get("sha256"), model.name,
-                               int(resolution), conditioning)).encode()).hexdigest()[:24]
+                               int(resolution), conditioning, reference_gap)
+                               ).encode()).hexdigest()[:24]
     # Per host: each host renders with its own devices into its own disk; the host name keeps
     # hosts apart when METATALK_CACHE is on a file system several hosts share.
     root = cache_dir or os.path.join(default_cache_dir(), "render_cache", socket.gethostname())
-    return os.path.join(root, f"{key}_{int(resolution)}.npy")
+    kind = "" if reference_gap is None else "_reference"
+    return os.path.join(root, f"{key}_{int(resolution)}{kind}.npy")
 
 
 # The modules whose code decides a render's pixels (relative to the package root).
 RENDER_CODE = ("face3d/antialias.py", "face3d/geometry.py", "face3d/mouth_interior.py",
                "face3d/raster.py", "face3d/render.py", "face3d/shading.py",
-               "subject/face_model.py", "subject/render_cache.py", "subject/renderer_inputs.py")
+               "face3d/texture_transfer.py", "subject/face_model.py",
+               "subject/mouth_references.py", "subject/render_cache.py",
+               "subject/renderer_inputs.py")
 
 
 def code_version(files=RENDER_CODE) -> str:
@@ -124,3 +135,50 @@ def ensure_render_cache(subject: Subject, model: MorphableModel, resolution: int
         del out
     progress.close()
     return path
+
+
+def ensure_reference_cache(subject: Subject, model: MorphableModel, resolution: int, *,
+                           gap: int, batch: int = 16, cache_dir: str | None = None,
+                           show_progress: bool = True) -> str:
+    """Path of the mouth-reference cache of `subject` at `resolution` (module docstring),
+    building it when missing: uint8 [T, R, R, 3], frame t's reference (the nearest training
+    mouth more than `gap` frames away) redrawn in frame t's geometry, 0 outside the face."""
+    from metatalk_jax.data_pipelines.target_video import open_target_source
+    from metatalk_jax.subject.mouth_references import (ReferenceCrops, mouth_shapes,
+                                                       training_references)
+    path = cache_path(subject, model, resolution, cache_dir, reference_gap=int(gap))
+    if os.path.exists(path):
+        return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    c, t = subject.coefficients, subject.num_frames
+    train_frames = len(open_target_source(subject.tfds_dir, "train"))
+    chosen = training_references(mouth_shapes(model, c["expression"]), train_frames, int(gap))
+    crops = ReferenceCrops(subject.tfds_dir)
+    stored = crops[0].shape[0]
+    here, there = (frame_screen_transforms(subject, r) for r in (resolution, stored))
+    camera = subject_camera(subject, resolution)
+    draw = jax.jit(lambda model, e, g, a, tr, st, *ref: crop_renders(
+        model, camera, e, g, a, tr, st, reference=ReferenceFrames(*ref)).reference)
+    model = jax.device_put(model.as_jax(), jax.local_devices()[0])
+    progress = Progress(f"mouth references {resolution}px", t, enabled=show_progress)
+    with atomic_path(path, ".npy") as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                        shape=(t, resolution, resolution, 3))
+        for index, padded in index_batches(t, batch):
+            ref = chosen[padded]
+            args = [c["expression"][padded], c["gamma"][padded], c["angles"][padded],
+                    c["translation"][padded], here[padded], c["expression"][ref],
+                    c["angles"][ref], c["translation"][ref], there[ref]]
+            images = draw(model, *(np.asarray(a, np.float32) for a in args), crops.take(ref))
+            out[index] = np.round(np.asarray(images)[:len(index)] * 255.0).astype(np.uint8)
+            progress.update(len(index))
+        out.flush()
+        del out
+        np.save(reference_frames_path(path), chosen)    # before the cache appears
+    progress.close()
+    return path
+
+
+def reference_frames_path(reference_cache: str) -> str:
+    """The [T] int64 reference frame of each frame, beside a mouth-reference cache."""
+    return reference_cache[:-len(".npy")] + "_frames.npy"

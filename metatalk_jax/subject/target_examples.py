@@ -23,6 +23,7 @@ import numpy as np
 from metatalk_jax.face3d.render import FaceCoeffs, posed_vertices, project_to_screen
 from metatalk_jax.fixed_batches import index_batches, pad_to_batch
 from metatalk_jax.media.frame_audio import audio_window
+from metatalk_jax.media.loudness import at_front_end_level
 from metatalk_jax.media.video_read import read_frames
 from metatalk_jax.media.video_write import Mp4Writer
 from metatalk_jax.recon.fit import FitResult, landmark_points
@@ -95,7 +96,10 @@ class TargetExamples:
                  preview_path: str | None = None):
         self.video, self.fit, self.boxes = video, fit, boxes
         self.tracked = tracked_landmarks
-        self.audio, self.config = audio, config
+        # The A2E's audio front end: the whole track at its loudness (media/loudness.py), as
+        # inference and the pseudo corpora bring theirs.
+        self.audio = None if audio is None else at_front_end_level(audio, config.sample_rate)
+        self.config = config
         # The subject as training and inference draw it: identity and albedo folded in.
         self.model = folded_face_model(model, fit.identity, fit.albedo).as_jax()
         self.resolution = int(config.renderer_resolution)

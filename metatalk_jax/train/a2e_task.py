@@ -13,13 +13,18 @@ centre one with config.loss.centre_only):
   smooth      the frame-to-frame velocity error |(p[t+1]-p[t]) - (y[t+1]-y[t])|^2, which
               penalises jitter the truth does not have.
 
+Training batches' mel windows are augmented (config.augment, train/mel_augment.py: level, noise,
+reverb, a vocal-tract warp) so voices, levels and rooms it never heard drive the same mouth.
+
 Evaluation (each held-out frame once, as the centre of its window): `mse` (per coefficient),
 `mouth_rms` (RMS distance of the lower-face vertices between predicted and true expression, in
 the morphable model's units) and `mouth_rms_mm` (the same in millimetres: BFM is in micrometres
 before the convention's scale), and the Pearson correlation of predicted vs true expressions
 (coefficients standardised by the training frames' mean and std, pooled over coefficients and
-frames). The engine averages per-frame sums, so eval_step returns the correlation's moments
-(`corr_*`); `finalize_eval` turns them into `pearson`.
+frames), and `mouth_range_ratio`, the predicted mouth's RMS deviation from the training mean over
+the fitted one's (1: as wide a range of motion as the fitted mouth; below 1: damped). The engine
+averages per-frame sums, so eval_step returns moments (`corr_*`, `range_*`); `finalize_eval`
+turns them into `pearson` and `mouth_range_ratio`.
 """
 
 from __future__ import annotations
@@ -39,8 +44,10 @@ from metatalk_jax.errors import InputError
 from metatalk_jax.models.a2e import make_a2e
 from metatalk_jax.subject.face_model import prepared_morphable
 from metatalk_jax.subject.layout import load_training_subject
+from metatalk_jax.train.mel_augment import augment_mel
 
 MOMENT_KEYS = ("corr_p", "corr_t", "corr_pp", "corr_tt", "corr_pt")
+RANGE_KEYS = ("range_p", "range_t")
 _PLOT_COEFFICIENTS = 4      # preview: first coefficients drawn
 _PANEL_HEIGHT, _PANEL_WIDTH = 40, 160
 _TRUE_RGB, _PRED_RGB = (0.25, 0.95, 0.3), (1.0, 0.3, 0.3)
@@ -107,6 +114,7 @@ class A2ETask:
         self.tx = _optimizer(config)
         b = int(config.batch_size)
         self._mel_shape = (b, self.window, 80, self.mel_columns)
+        self.augment = mel_augmentation(config)
 
     def _data_sources(self, subject, data) -> None:
         """Windows of the training target and pseudo frames and of the held-out frames
@@ -192,6 +200,10 @@ class A2ETask:
         return total, {"loss": total, "mse": mse, "mouth": mouth, "smooth": smooth}
 
     def train_step(self, state: A2EState, batch, rng, constants):
+        if self.augment is not None:
+            augment_key, rng = jax.random.split(rng)
+            batch = {**batch, "mel": augment_mel(augment_key, batch["example_id"], batch["mel"],
+                                                 self.augment)}
         grad_fn = jax.grad(self.losses, has_aux=True)
         grads, metrics = grad_fn(state.params, batch, rng, constants, train=True)
         updates, opt = self.tx.update(grads, state.opt, state.params)
@@ -214,7 +226,14 @@ class A2ETask:
         mouth_rms = jnp.sqrt(jnp.maximum(mouth_ms, 0.0))
         zp = (pred - constants["expr_mean"]) / constants["expr_std"]
         zt = (true - constants["expr_mean"]) / constants["expr_std"]
-        sums = {"mse": jnp.mean(err * err, -1), "mouth_rms": mouth_rms,
+        # The held-out mouth's range of motion, predicted against fitted: RMS mouth-weighted
+        # deviation from the training mean (finalize_eval: mouth_range_ratio).
+        centred_p, centred_t = pred - constants["expr_mean"], true - constants["expr_mean"]
+        sums = {"range_p": jnp.einsum("be,ef,bf->b", centred_p, constants["mouth_gram"],
+                                      centred_p),
+                "range_t": jnp.einsum("be,ef,bf->b", centred_t, constants["mouth_gram"],
+                                      centred_t),
+                "mse": jnp.mean(err * err, -1), "mouth_rms": mouth_rms,
                 "mouth_rms_mm": mouth_rms * self.mm_per_unit,
                 "corr_p": jnp.mean(zp, -1), "corr_t": jnp.mean(zt, -1),
                 "corr_pp": jnp.mean(zp * zp, -1), "corr_tt": jnp.mean(zt * zt, -1),
@@ -225,9 +244,12 @@ class A2ETask:
 
     def finalize_eval(self, means: dict) -> dict:
         """The engine's per-frame means -> reported metrics (`pearson` from the moments)."""
-        out = {k: v for k, v in means.items() if k not in MOMENT_KEYS}
+        out = {k: v for k, v in means.items() if k not in MOMENT_KEYS + RANGE_KEYS}
         if all(k in means for k in MOMENT_KEYS):
             out["pearson"] = pearson_from_moments(means)
+        if all(k in means for k in RANGE_KEYS):
+            out["mouth_range_ratio"] = float(np.sqrt(max(float(means["range_p"]), 0.0) / max(
+                float(means["range_t"]), 1e-12)))
         return out
 
     preview_labels = ("coefficients over the window: true green, predicted red",)
@@ -280,6 +302,16 @@ def _panel(true_hit, pred_hit, valid) -> jax.Array:
     image = jnp.where(pred_hit[..., None], jnp.maximum(image, jnp.asarray(_PRED_RGB)), image)
     separator = jnp.ones((b, 2, _PANEL_WIDTH, 3))
     return jnp.concatenate([image, separator], axis=1)
+
+
+def mel_augmentation(config):
+    """config.augment (train/mel_augment.py's settings) when it changes anything, else None
+    (configs from before the field: None)."""
+    settings = config.get("augment")
+    if settings is None or not (settings.level_db or settings.warp_prob
+                                or settings.reverb_prob or settings.noise_prob):
+        return None
+    return settings
 
 
 def _optimizer(config) -> optax.GradientTransformation:

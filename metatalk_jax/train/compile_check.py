@@ -86,12 +86,16 @@ def _renderer_task(config):
     task.config, task.window, task.resolution = config, int(data.window), int(data.resolution)
     task.shift = int(round(float(data.get("augment_shift", 0.0)) * task.resolution))
     task.gain = float(data.get("augment_gain", 0.0))
-    task.generator, task.discriminator = make_renderer(config.model)
+    task.reference = bool(data.get("mouth_reference", False))
+    task.generator, task.discriminator = make_renderer(config.model, reference=task.reference)
     task.g_tx, task.d_tx = gan_step.make_gan_optimizers(config.optim)
     b, r, w = int(config.batch_size), task.resolution, task.window
-    task.input_shape, task.target_shape = (b, r, r, 3 * w), (b, r, r, 3)
+    task.input_shape = (b, r, r, 3 * w + (3 if task.reference else 0))
+    task.target_shape = (b, r, r, 3)
     spec = {"render": ((w, r, r, 3), np.uint8), "mouth_mask": ((w, r, r), np.uint8),
             "valid": ((w,), bool), "target": ((r, r, 3), np.uint8)}
+    if task.reference:
+        spec["reference"] = ((r, r, 3), np.uint8)
     return task, spec
 
 

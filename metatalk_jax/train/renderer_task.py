@@ -5,8 +5,12 @@ renderer_windows.py), read through grain, with each frame's 3DMM render taken fr
 render cache (subject/render_cache.py: every frame rendered once at the training resolution
 when the task starts). Each step masks the window's renders and the real crop with the mouth
 masks (subject/renderer_inputs.py), flips examples at random (AudioDVP trains with flips), and
-takes one pix2pix GAN step (train/gan_step.py). Evaluation reports the held-out L1 (in [0, 1] pixel units, over the whole
-crop and inside the mouth mask) and SSIM of the eval-mode generator on the validation frames.
+takes one pix2pix GAN step (train/gan_step.py). With config.data.mouth_reference, each example
+also carries the centre frame's mouth reference (subject/mouth_references.py: the nearest other
+training mouth, redrawn in the frame's geometry, from a second cache), 3 more input channels.
+Evaluation reports the held-out L1 (in [0, 1] pixel units, over the whole
+crop and inside the mouth mask) and SSIM (over the crop and over the windows centred in the mouth
+mask) of the eval-mode generator on the validation frames.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from metatalk_jax.data_pipelines.windows import make_window_batches
 from metatalk_jax.models.renderer import make_renderer
 from metatalk_jax.subject.face_model import subject_face_model
 from metatalk_jax.subject.layout import load_training_subject
-from metatalk_jax.subject.render_cache import ensure_render_cache
+from metatalk_jax.subject.render_cache import ensure_reference_cache, ensure_render_cache
 from metatalk_jax.subject.renderer_inputs import (masked_target, random_flip, random_gain,
-                                                  random_shift, stack_window)
+                                                  random_shift, stack_window, with_reference)
 from metatalk_jax.train import gan_step
 
 
@@ -48,18 +52,31 @@ class RendererTask:
         cache = ensure_render_cache(self.subject, face_model, self.resolution,
                                     conditioning=data.get("conditioning", "audiodvp"),
                                     show_progress=jax.process_index() == 0)
+        self.reference = bool(data.get("mouth_reference", False))
+        if self.reference:
+            self.preview_labels = ("3DMM render (centre frame)", "mouth reference",
+                                   "generated", "real frame")
+        references = None
+        if self.reference:
+            gap = int(round(float(data.get("reference_gap_s", 0.2))
+                            * float(self.subject.meta["fps"])))
+            references = ensure_reference_cache(self.subject, face_model, self.resolution,
+                                                gap=gap, show_progress=jax.process_index() == 0)
         self.train_source, self.eval_source = (
             renderer_windows(self.subject.tfds_dir, split, render_cache=cache,
-                             window=self.window, resolution=self.resolution)
+                             window=self.window, resolution=self.resolution,
+                             reference_cache=references)
             for split in ("train", "validation"))
         # Augmentations that take away what identifies a training frame besides its mouth
         # (configs/renderer.py data.augment_*): whole-pixel shifts and render colour gains.
         self.shift = int(round(float(data.get("augment_shift", 0.0)) * self.resolution))
         self.gain = float(data.get("augment_gain", 0.0))
-        self.generator, self.discriminator = make_renderer(config.model)
+        self.generator, self.discriminator = make_renderer(config.model,
+                                                           reference=self.reference)
         self.g_tx, self.d_tx = gan_step.make_gan_optimizers(config.optim)
         b = int(config.batch_size)
-        self.input_shape = (b, self.resolution, self.resolution, 3 * self.window)
+        channels = 3 * self.window + (3 if self.reference else 0)
+        self.input_shape = (b, self.resolution, self.resolution, channels)
         self.target_shape = (b, self.resolution, self.resolution, 3)
 
     # -- constants and state ---------------------------------------------------------------
@@ -91,7 +108,11 @@ class RendererTask:
             renders = random_gain(gain_key, batch["example_id"], self.gain, renders)
         masks = batch["mouth_mask"].astype(jnp.float32) / 255.0
         inputs = stack_window(renders, masks, batch["valid"])
-        target = masked_target(batch["target"], masks[:, self.window // 2])
+        centre = masks[:, self.window // 2]
+        if self.reference:
+            inputs = with_reference(inputs, batch["reference"].astype(jnp.float32) / 255.0,
+                                    centre)
+        target = masked_target(batch["target"], centre)
         return inputs, target
 
     def train_step(self, state, batch, rng, constants):
@@ -119,16 +140,26 @@ class RendererTask:
         l1_mouth = jnp.sum(abs_err * mask, axis=(1, 2, 3)) / jnp.maximum(
             3.0 * jnp.sum(mask, axis=(1, 2, 3)), 1.0)
         # dm-pix's defaults: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03 (REFERENCES).
-        scores = dm_pix.ssim(fake01, target01, max_val=1.0)
+        scores = dm_pix.ssim(fake01, target01, max_val=1.0, return_map=True)
+        # The map covers the windows wholly inside the crop ([R-10, R-10]): the mouth's SSIM is
+        # its mean over the windows centred in the mouth mask.
+        inset = (mask.shape[1] - scores.shape[1]) // 2
+        centred = mask[:, inset:inset + scores.shape[1], inset:inset + scores.shape[2]]
+        ssim_mouth = jnp.sum(scores * centred, axis=(1, 2, 3)) / jnp.maximum(
+            3.0 * jnp.sum(centred, axis=(1, 2, 3)), 1.0)
         return {"l1": jnp.sum(l1 * weight), "l1_mouth": jnp.sum(l1_mouth * weight),
-                "ssim": jnp.sum(scores * weight), "count": jnp.sum(weight)}
+                "ssim": jnp.sum(jnp.mean(scores, axis=(1, 2, 3)) * weight),
+                "ssim_mouth": jnp.sum(ssim_mouth * weight), "count": jnp.sum(weight)}
 
     preview_labels = ("3DMM render (centre frame)", "generated", "real frame")
 
     def preview_step(self, state, batch, constants) -> jax.Array:
-        """[B, R, 3R, 3] float in [0, 1]: centre-frame render | generated | real, per example."""
+        """[B, R, 3R, 3] float in [0, 1]: centre-frame render | generated | real, per example
+        ([B, R, 4R, 3] with the mouth reference after the render)."""
         inputs, target = self._inputs_and_target(batch)
         fake = gan_step.generate(state, inputs, generator=self.generator)
         c = 3 * (self.window // 2)
-        render = inputs[..., c:c + 3]
-        return (jnp.concatenate([render, fake, target], axis=2) + 1.0) / 2.0
+        panels = [inputs[..., c:c + 3]]
+        if self.reference:
+            panels.append(inputs[..., 3 * self.window:])
+        return (jnp.concatenate(panels + [fake, target], axis=2) + 1.0) / 2.0
