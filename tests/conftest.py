@@ -45,3 +45,22 @@ def carphone_subject(carphone_clip, tmp_path_factory):
     done = prepare_once(carphone_clip, out, *CARPHONE_PREPARE_ARGS)
     assert done.returncode == 0, done.stderr[-3000:]
     return out, done
+
+
+@pytest.fixture(scope="session")
+def carphone_frames(carphone_clip):
+    """The carphone clip's RGB frames at 25 fps, uint8 [100, 144, 176, 3]."""
+    import numpy as np
+
+    from metatalk_jax.media.video_read import read_frames
+    return np.stack(list(read_frames(carphone_clip, fps=25.0)))
+
+
+@pytest.fixture(scope="session")
+def carphone_openings(carphone_frames):
+    """[100] mouth openings of the carphone frames on their pixels (dlib; NaN: no face)."""
+    import numpy as np
+
+    from metatalk_jax.eval.mouth_opening import MouthMeter
+    meter = MouthMeter()
+    return np.array([meter(f) for f in carphone_frames])

@@ -16,24 +16,11 @@ import pytest
 
 from metatalk_jax.eval.mouth_detail import (box_patch, laplacian_variance, mouth_box,
                                             sharpness_ratio)
-from metatalk_jax.eval.mouth_opening import MouthMeter
 from metatalk_jax.eval.pixel_lip_sync import (DriveRecord, drive_sidecar_path, pixel_lip_sync,
                                               silence_ratio)
-from metatalk_jax.media.video_read import read_frames
 from metatalk_jax.media.video_write import Mp4Writer
 
 FPS = 25.0
-
-
-@pytest.fixture(scope="module")
-def frames(carphone_clip):
-    return np.stack(list(read_frames(carphone_clip, fps=FPS)))
-
-
-@pytest.fixture(scope="module")
-def openings(frames):
-    meter = MouthMeter()
-    return np.array([meter(f) for f in frames])
 
 
 def _video(path, frames, crf=12):
@@ -61,7 +48,8 @@ def test_detail_is_the_variance_of_the_laplacian_in_the_lip_box():
 
 
 def test_a_real_clip_is_as_sharp_as_itself_and_its_blurred_copy_is_not(tmp_path, carphone_clip,
-                                                                       frames):
+                                                                       carphone_frames):
+    frames = carphone_frames
     n = len(frames)
     record = DriveRecord(FPS, carphone_clip, FPS, np.arange(n), np.zeros(n))
     same = pixel_lip_sync(_video(tmp_path / "same.mp4", frames), record, max_frames=40,
@@ -74,11 +62,12 @@ def test_a_real_clip_is_as_sharp_as_itself_and_its_blurred_copy_is_not(tmp_path,
     assert blurred.r_background > 0.9               # the blur keeps the mouth's shape
 
 
-def test_a_mouth_open_in_the_pauses_scores_high_and_a_closed_one_low(tmp_path, carphone_clip,
-                                                                     frames, openings):
+def test_a_mouth_open_in_the_pauses_scores_high_and_a_closed_one_low(
+        tmp_path, carphone_clip, carphone_frames, carphone_openings):
     """100 output frames: speech in frames 0-29 and 60-99, a pause in 30-59. Both videos show
     the clip's frames in order in speech; in the pause one shows its most closed mouths, the
     other its most open ones."""
+    frames, openings = carphone_frames, carphone_openings
     n = 100
     voiced = np.ones(n, bool)
     voiced[30:60] = False

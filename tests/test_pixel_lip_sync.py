@@ -20,7 +20,6 @@ from metatalk_jax.eval.mouth_opening import MouthMeter, mouth_opening
 from metatalk_jax.eval.pixel_lip_sync import (DriveRecord, drive_sidecar_path, pearson,
                                               pixel_lip_sync, score_openings)
 from metatalk_jax.face3d.mouth_interior import paint_mouth_cavity, polygon_coverage
-from metatalk_jax.media.video_read import read_frames
 from metatalk_jax.media.video_write import Mp4Writer
 
 FPS = 25.0
@@ -89,17 +88,6 @@ def test_mouth_opening_is_the_inner_lip_gap_over_the_eye_distance():
     assert mouth_opening(points) == pytest.approx(16 / 3 / 40)
     scaled = points * 3.0 + 11.0                                   # the face 3x bigger, moved
     assert mouth_opening(scaled) == pytest.approx(16 / 3 / 40)
-
-
-@pytest.fixture(scope="module")
-def carphone_frames(carphone_clip):
-    return np.stack(list(read_frames(carphone_clip, fps=FPS)))
-
-
-@pytest.fixture(scope="module")
-def carphone_openings(carphone_frames):
-    meter = MouthMeter()
-    return np.array([meter(f) for f in carphone_frames])
 
 
 def test_the_meter_reads_the_carphone_mouth_and_nothing_on_an_empty_frame(

@@ -22,7 +22,7 @@ clip's length (`scale_to_clip`, settings under `scale`).
 import ml_collections
 
 from metatalk_jax.config_loading import load_config, set_keys
-from metatalk_jax.configs.renderer import use_faithful_renderer
+from metatalk_jax.configs.renderer import use_faithful_renderer, use_mouth_reference
 from metatalk_jax.errors import InputError
 
 VARIANTS = ("tiny", "video")
@@ -62,6 +62,7 @@ def get_config(arg=None):
         set_keys(config.a2e, {"total_steps": 20})
         set_keys(config.renderer, {"total_steps": 4})
         use_faithful_renderer(config.renderer)
+        use_mouth_reference(config.renderer)
     return config
 
 

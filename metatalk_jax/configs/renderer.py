@@ -28,15 +28,20 @@ def use_faithful_renderer(config) -> None:
     """Meta Talk's expression-faithful renderer: the mouth cavity drawn into the renders (the
     3DMM's closed mesh otherwise hides how open the driven mouth is) and augmentations that take
     away what else identifies a training frame (where the face sits in the crop, its lighting),
-    so the generator draws the mouth its input shows, not the one it saw on that frame; and the
-    mouth reference, a real crop of the subject with the nearest mouth redrawn in the frame's
-    geometry, which the generator corrects rather than redraws, so the mouth keeps the
-    footage's detail. Measured on pixels in benchmarks/BENCHMARKS.md, "Expression-faithful
-    renderer" and "A sharp mouth"."""
+    so the generator draws the mouth its input shows, not the one it saw on that frame.
+    Measured on pixels in benchmarks/BENCHMARKS.md, "Expression-faithful renderer"."""
     config.data.conditioning = "mouth_cavity"
     config.data.augment_shift = 0.06
     config.data.augment_gain = 0.2
+
+
+def use_mouth_reference(config, correction_factor: int = 1) -> None:
+    """The mouth reference: a real crop of the subject with the nearest mouth, redrawn in the
+    frame's 3DMM geometry, which the generator corrects (at resolution / correction_factor)
+    rather than redraws, so the mouth keeps the footage's detail. Measured on pixels in
+    benchmarks/BENCHMARKS.md, "A sharp mouth"."""
     config.data.mouth_reference = True
+    config.model.correction_factor = int(correction_factor)
 
 
 def get_config(arg=None):
@@ -53,7 +58,9 @@ def get_config(arg=None):
     config.data.window = 7                 # consecutive renders per example (AudioDVP: 7)
     config.data.flip = True                # random left-right flips (AudioDVP trains with them)
     # AudioDVP's renderer (the default) sees the 3DMM as it is; Meta Talk's configs (cpu, gpu,
-    # tpu_pod, the demo) use the expression-faithful settings of `use_faithful_renderer`.
+    # tpu_pod, the demo) use the expression-faithful settings of `use_faithful_renderer`, and
+    # cpu and the demo the mouth reference of `use_mouth_reference` (gpu and tpu_pod: not yet,
+    # their TPU fit check is to be re-run with it).
     config.data.conditioning = "audiodvp"  # or "mouth_cavity" (subject/renderer_inputs.py)
     config.data.augment_shift = 0.0        # random shifts of input + target, fraction of the side
     config.data.augment_gain = 0.0         # random per-channel gains of the renders, +-fraction
@@ -111,8 +118,8 @@ def get_config(arg=None):
             # with Meta Talk's expression-faithful conditioning.
             config.total_steps = 1200
             config.data.resolution = 128
-            config.model.correction_factor = 2
             use_faithful_renderer(config)
+            use_mouth_reference(config, correction_factor=2)
             config.model.num_downs = 6
             config.model.ngf = 16
             use_cpu_engine_settings(config)
