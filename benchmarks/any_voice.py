@@ -32,8 +32,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __package__ in (None, ""):
     sys.path.insert(0, REPO)
 
-KEYS = ("r_drive", "r_background", "mouth_sharpness", "silence_ratio", "drive_silence_ratio",
-        "detection_rate")
+KEYS = ("r_drive", "r_background", "r_drive_background", "r_background_given_drive",
+        "mouth_sharpness", "silence_ratio", "drive_silence_ratio", "detection_rate")
 
 
 def _peak(audio, dbfs: float):

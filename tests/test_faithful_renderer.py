@@ -36,10 +36,13 @@ def drive_twice(subject: str, workdir: str, out_dir) -> dict:
 def train(subject: str, workdir: str, *overrides: str, steps: int = STEPS) -> str:
     # one device: the test session forces 8 host devices, which would split a batch of 8 over
     # 2 cores eight ways
+    # 64 px, the generator drawing the whole mouth: the settings this A/B is about (the mouth
+    # reference, on in renderer:cpu, has its own tests and benchmark)
     config = load_config("renderer:cpu", [f"data.subject={subject}", f"total_steps={steps}",
                                           f"checkpoint_every_steps={steps}", "eval_every_steps=0",
                                           "preview_every_steps=0", "mesh.num_devices=1",
-                                          *overrides])
+                                          "data.resolution=64", "data.mouth_reference=False",
+                                          "model.correction_factor=1", *overrides])
     train_and_evaluate(config, workdir, log=lambda *_: None)
     return workdir
 

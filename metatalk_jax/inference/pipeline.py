@@ -5,7 +5,7 @@
     output frame k <- subject frame j = pingpong(k) (background.py): its pose, lighting and crop
     3DMM (subject identity + albedo, expression k, pose/light j) rendered in crop j at R x R,
         with its mouth mask dilated as in training (and, for renderers that read one, the
-        subject frame with the nearest mouth redrawn in that geometry: mouth_references.py)
+        training frame with the nearest mouth redrawn in that geometry: mouth_references.py)
     renderer: the 7 renders around k (masked) [+ the mouth reference] -> the face crop of k
     blend the face into frame j by the eroded, blurred mouth mask (face_blend.py), feathered
         paste-back into the full-resolution frame -> H.264 mp4 with the audio muxed

@@ -112,6 +112,7 @@ def _a2e_task(config, expression_dim: int):
                        "expr_std": np.ones((e,), np.float32)}
     task.model = make_a2e(config.model, e)
     task.tx = a2e_task._optimizer(config)
+    task.augment = a2e_task.mel_augmentation(config)
     task._mel_shape = (int(config.batch_size), w, 80, m)
     spec = {"mel": ((w, 80, m), np.float32), "expression": ((w, e), np.float32),
             "valid": ((w,), bool)}
