@@ -33,6 +33,13 @@ def drive_twice(subject: str, workdir: str, out_dir) -> dict:
             for name, expressions in (("own", own), ("reversed", own[::-1]))}
 
 
+def follows_the_drive(scores: dict) -> bool:
+    """The check of the A/B, on a reversed drive (drive and background unrelated): the output's
+    mouth follows the drive, and clearly more than the background frame's (by 0.3 in r; a
+    renderer that copies the background half the time scores about level)."""
+    return scores["r_drive"] >= 0.5 and scores["r_background"] < scores["r_drive"] - 0.3
+
+
 def train(subject: str, workdir: str, *overrides: str, steps: int = STEPS) -> str:
     # one device: the test session forces 8 host devices, which would split a batch of 8 over
     # 2 cores eight ways
@@ -61,19 +68,19 @@ def test_the_faithful_renderer_follows_a_reversed_drive_not_the_background(
     # (ii) reversed: drive and background are unrelated (r ~0.1); the output follows the drive
     assert abs(reversed_["r_drive_background"]) < 0.3, reversed_
     assert reversed_["detection_rate"] > 0.9, reversed_
-    assert reversed_["r_drive"] >= 0.5 and reversed_["r_background"] < reversed_["r_drive"], \
-        reversed_
+    assert follows_the_drive(reversed_), reversed_
 
 
 @pytest.mark.slow  # ~2.5 min: AudioDVP's renderer settings, trained as above
 def test_the_check_fails_for_audiodvps_renderer(carphone_subject, tmp_path):
     """The A/B's other half: AudioDVP's conditioning without the augmentations, trained the
     same 400 steps, draws the background frame's mouth on the reversed drive, so the check above
-    fails (measured: r_background 0.71 against r_drive 0.63; at the demo's 1200 steps 0.75
-    against 0.53: the longer it trains, the more it memorises)."""
+    fails (measured: r_background 0.71 against r_drive 0.63, another run 0.63 against 0.65; at
+    the demo's 1200 steps 0.75 against 0.53: the longer it trains, the more it memorises; the
+    faithful renderer: 0.12 against 0.97)."""
     subject = str(carphone_subject[0])
     run = train(subject, str(tmp_path / "run"), "data.conditioning=audiodvp",
                 "data.augment_shift=0.0", "data.augment_gain=0.0")
     reversed_ = drive_twice(subject, run, tmp_path)["reversed"]
     print(reversed_)
-    assert reversed_["r_background"] > reversed_["r_drive"], reversed_
+    assert not follows_the_drive(reversed_), reversed_

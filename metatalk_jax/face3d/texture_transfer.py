@@ -49,20 +49,10 @@ def _cubic_weights(t):
     return jnp.stack([far(1.0 + t), near(t), near(1.0 - t), far(2.0 - t)], axis=-1)
 
 
-def sample_bilinear(images, points) -> jax.Array:
-    """Bilinear samples of images [B, S, S', C] at points [B, H, W, 2] (x, y continuous pixels),
-    the border repeated outside -> [B, H, W, C] in the images' dtype promoted to float."""
-    return _sample(images, points, order=1)
-
-
 def sample_bicubic(images, points) -> jax.Array:
     """Bicubic samples (OpenCV's INTER_CUBIC kernel) of images [B, S, S', C] at points
     [B, H, W, 2], the border repeated: keeps the fine detail bilinear sampling averages away
     at fractional positions (the texture's lip edges and teeth)."""
-    return _sample(images, points, order=3)
-
-
-def _sample(images, points, order: int) -> jax.Array:
     images = jnp.asarray(images)
     images = images.astype(jnp.promote_types(images.dtype, jnp.float32))
     h, w = images.shape[1:3]
@@ -70,11 +60,7 @@ def _sample(images, points, order: int) -> jax.Array:
     y = jnp.clip(points[..., 1] - 0.5, 0.0, h - 1.0)
     x0, y0 = jnp.floor(x), jnp.floor(y)
     fx, fy = x - x0, y - y0
-    if order == 1:
-        taps, wx = jnp.arange(2), jnp.stack([1.0 - fx, fx], -1)
-        wy = jnp.stack([1.0 - fy, fy], -1)
-    else:
-        taps, wx, wy = jnp.arange(-1, 3), _cubic_weights(fx), _cubic_weights(fy)
+    taps, wx, wy = jnp.arange(-1, 3), _cubic_weights(fx), _cubic_weights(fy)
     cols = jnp.clip(x0.astype(jnp.int32)[..., None] + taps, 0, w - 1)      # [B, H, W, K]
     rows = jnp.clip(y0.astype(jnp.int32)[..., None] + taps, 0, h - 1)
     gather = jax.vmap(lambda image, r, c: image[r[..., :, None], c[..., None, :]])
