@@ -23,8 +23,6 @@ RATE = 16000
 FPS = 25
 EDGE_FRAMES = 2
 
-needs_espeak = pytest.mark.skipif(not speech.espeak_available(),
-                                  reason=f"no espeak-ng library ({speech.INSTALL_HINT})")
 
 
 def _said(text):
@@ -51,8 +49,6 @@ def _join(pieces):
 @pytest.fixture(scope="module")
 def clip():
     """(audio, pauses, num_frames): 0.15 s word gaps, a 0.6 s and a 2 s pause."""
-    if not speech.espeak_available():
-        pytest.skip(f"no espeak-ng library ({speech.INSTALL_HINT})")
     audio, pauses = _join([_said("Bob made a map"), 0.15, _said("of the old town"), 0.6,
                            _said("and then he went home"), 2.0, _said("to sleep for a while"),
                            0.15, _said("before dinner")])
@@ -127,7 +123,6 @@ def test_threshold_sits_between_floor_and_speech():
 
 # -- voice activity ----------------------------------------------------------------------------
 
-@needs_espeak
 def test_pauses_are_found_and_word_gaps_are_speech(clip):
     audio, pauses, num_frames = clip
     active = voice_activity(audio, RATE, FPS, num_frames)
@@ -135,7 +130,6 @@ def test_pauses_are_found_and_word_gaps_are_speech(clip):
     _check_against_truth(active, pauses)
 
 
-@needs_espeak
 def test_same_decisions_at_any_level(clip):
     audio, pauses, num_frames = clip
     peak = np.max(np.abs(audio))
@@ -145,7 +139,6 @@ def test_same_decisions_at_any_level(clip):
     _check_against_truth(decisions[0], pauses)
 
 
-@needs_espeak
 def test_pauses_are_found_under_steady_background_noise(clip):
     audio, pauses, num_frames = clip
     speech_rms = np.sqrt(np.mean(np.square(audio[np.abs(audio) > 0], dtype=np.float64)))
@@ -159,7 +152,6 @@ def test_pauses_are_found_under_steady_background_noise(clip):
     assert threshold_db > floor_db + 6.0 - 1e-9
 
 
-@needs_espeak
 def test_all_speech_clip_has_no_silence():
     audio, _ = _join([_said("The quick brown fox jumps over the lazy dog"), 0.15,
                       _said("and Bob made a map of the old town")])
@@ -170,7 +162,6 @@ def test_all_speech_clip_has_no_silence():
     assert voice_activity(hum, RATE, FPS, 50).all()
 
 
-@needs_espeak
 def test_short_blip_in_a_pause_is_not_speech(clip):
     audio, pauses, num_frames = clip
     start, end = pauses[2]                                        # the 2 s pause
@@ -203,7 +194,6 @@ def _check_smooth(weight, active):
     assert np.max(np.abs(np.diff(weight))) <= MAX_STEP
 
 
-@needs_espeak
 def test_silence_weight_on_the_clip(clip):
     audio, pauses, num_frames = clip
     active = voice_activity(audio, RATE, FPS, num_frames)

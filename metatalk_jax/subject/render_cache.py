@@ -142,7 +142,8 @@ def ensure_reference_cache(subject: Subject, model: MorphableModel, resolution: 
                            show_progress: bool = True) -> str:
     """Path of the mouth-reference cache of `subject` at `resolution` (module docstring),
     building it when missing: uint8 [T, R, R, 3], frame t's reference (the nearest training
-    mouth more than `gap` frames away) redrawn in frame t's geometry, 0 outside the face."""
+    mouth more than `gap` frames away) redrawn in frame t's geometry (off the mesh: that crop at
+    the same place)."""
     from metatalk_jax.data_pipelines.target_video import open_target_source
     from metatalk_jax.subject.mouth_references import (ReferenceCrops, mouth_shapes,
                                                        training_references)
