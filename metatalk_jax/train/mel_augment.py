@@ -54,24 +54,22 @@ def _db(magnitude):
 
 
 def add_noise(key, db, snr_db):
-    """[W, 80, C] dB with noise SNR dB below the loudest band, random per band and column."""
+    """[W, 80, C] dB with noise SNR dB below the loudest band, random per band and column (one
+    noise spectrogram per example, the same behind its W frames: few random draws)."""
     peak = jnp.max(db)
-    jitter = jax.random.uniform(key, db.shape, minval=-6.0, maxval=0.0)
+    jitter = jax.random.uniform(key, db.shape[-2:], minval=-6.0, maxval=0.0)
     noise = _magnitude(peak - snr_db + jitter)
     return _db(jnp.sqrt(_magnitude(db) ** 2 + noise ** 2))
 
 
 def add_reverb(db, rt60_s, column_s):
-    """[W, 80, C] dB with each column's power decaying into the later ones (RT60 seconds)."""
+    """[W, 80, C] dB with each column's power decaying into the later ones (RT60 seconds):
+    P'[t] = sum_{k <= t} P[k] d^(t - k), one [C, C] matrix product (no loop over columns)."""
     decay = 10.0 ** (-6.0 * column_s / rt60_s)            # power factor per column
-
-    def step(carry, power):
-        carry = carry * decay + power
-        return carry, carry
-
-    power = jnp.moveaxis(_magnitude(db) ** 2, -1, 0)        # [C, W, 80]
-    _, smeared = jax.lax.scan(step, jnp.zeros_like(power[0]), power)
-    return _db(jnp.sqrt(jnp.moveaxis(smeared, 0, -1)))
+    c = db.shape[-1]
+    lag = jnp.arange(c)[None, :] - jnp.arange(c)[:, None]   # [k, t]: t - k
+    smear = jnp.where(lag >= 0, decay ** jnp.maximum(lag, 0).astype(db.dtype), 0.0)
+    return _db(jnp.sqrt(jnp.einsum("wbk,kt->wbt", _magnitude(db) ** 2, smear)))
 
 
 def warp_bands(db, factor):
