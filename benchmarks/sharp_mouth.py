@@ -1,6 +1,7 @@
 """A sharp mouth at the same budget: the renderer settings against each other, on the pixels.
 
     python benchmarks/sharp_mouth.py [--steps 1200] [--settings baseline,reference64,...]
+    python benchmarks/sharp_mouth.py --ceiling [--resolutions 64,96,128] [--crfs 0,12,18]
 
 For each setting, configs/renderer.py:cpu with the setting's overrides trains --steps steps on the
 carphone subject (90 training frames, prepared once with configs/prepare.py:tiny and cached),
@@ -16,7 +17,11 @@ decoded pixels against the real footage, with no weights of the project's own:
       r_drive / r_background (eval/pixel_lip_sync.py) and the detail ratio over all frames.
 
 plus the training wall time, as a ratio to the first setting's (same process, same machine).
-The last line of output is one JSON object.
+
+--ceiling: what no renderer can beat on this footage. The real frames themselves are cropped by
+the crop module at each resolution, pasted back onto themselves and encoded at each CRF; their
+mouth sharpness against the source frames is the most a perfect renderer at that resolution and
+encoder setting could score. The last line of output is one JSON object.
 """
 
 from __future__ import annotations
@@ -85,6 +90,35 @@ def held_out_scores(video_out: str, subject, fps: float, frames) -> dict:
             "mouth_sharpness": round(float(np.nanmedian(detail)), 3)}
 
 
+def ceiling(subject_dir: str, resolutions, crfs, tmp: str) -> dict:
+    """{"R@crf": sharpness} of the real frames cropped at R, pasted back and encoded at crf."""
+    import numpy as np
+
+    from metatalk_jax.eval.pixel_lip_sync import DriveRecord, pixel_lip_sync
+    from metatalk_jax.media.video_read import read_frames
+    from metatalk_jax.media.video_write import Mp4Writer
+    from metatalk_jax.subject.layout import load_subject
+    from metatalk_jax.tracking.crop import crop_frame, paste_back
+    subject = load_subject(subject_dir)
+    video, fps = subject.meta["source"]["path"], float(subject.meta["fps"])
+    frames = list(read_frames(video, fps=fps))[:subject.num_frames]
+    record = DriveRecord(fps, video, fps, np.arange(len(frames)), np.zeros(len(frames)))
+    out = {}
+    for r in resolutions:
+        matrices = subject.crop_boxes().matrices(r)
+        pasted = [paste_back(f, crop_frame(f, matrices[j], r), matrices[j])
+                  for j, f in enumerate(frames)]
+        for crf in crfs:
+            path = os.path.join(tmp, f"ceiling_{r}_{crf}.mp4")
+            with Mp4Writer(path, fps, crf=crf, preset="medium") as writer:
+                for frame in pasted:
+                    writer.write(frame)
+            scores = pixel_lip_sync(path, record, show_progress=False)
+            out[f"{r}@crf{crf}"] = round(scores.mouth_sharpness, 3)
+            print(r, crf, out[f"{r}@crf{crf}"], flush=True)
+    return out
+
+
 def run_setting(subject_dir: str, name: str, steps: int, tmp: str) -> dict:
     import numpy as np
 
@@ -118,12 +152,23 @@ def main(argv=None) -> int:
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--subject", default=None,
                         help="a prepared carphone subject (default: prepared once and cached)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="only the footage's own crop-paste-encode ceiling (module docstring)")
+    parser.add_argument("--resolutions", default="64,96,128")
+    parser.add_argument("--crfs", default="0,12,18")
     args = parser.parse_args(argv)
     from benchmarks.infer import bench_subject
     from benchmarks.machine_info import machine_description
     from metatalk_jax.runtime import enable_compilation_cache
     enable_compilation_cache()
     subject = args.subject or bench_subject()
+    if args.ceiling:
+        with tempfile.TemporaryDirectory() as tmp:
+            values = ceiling(subject, [int(r) for r in args.resolutions.split(",")],
+                             [int(c) for c in args.crfs.split(",")], tmp)
+        print(json.dumps({"bench": "sharp_mouth_ceiling", "sharpness": values,
+                          "machine": machine_description({})}))
+        return 0
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.settings.split(","):

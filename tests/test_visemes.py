@@ -16,6 +16,7 @@ import pytest
 
 from metatalk_jax.media import speech
 from metatalk_jax.pseudo_video import visemes
+from metatalk_jax.subject.mouth_shapes import MouthShapes
 
 pytestmark = pytest.mark.skipif(not speech.espeak_available(),
                                 reason=f"no espeak-ng library ({speech.INSTALL_HINT})")
@@ -125,7 +126,7 @@ def test_mouth_shapes_close_and_open_the_lips(offline_model):
     neutral = np.zeros(offline_model.dims["exp"], np.float32)
     neutral[0] = -2.0
     assert _gap_fraction(offline_model, neutral)[0] > 0.07
-    shapes = visemes.MouthShapes(offline_model, neutral)
+    shapes = MouthShapes(offline_model, neutral)
     by_class = dict(zip(visemes.VISEME_CLASSES, visemes.viseme_expressions(shapes)))
     gaps = {name: _gap_fraction(offline_model, e)[0] for name, e in by_class.items()}
     assert abs(gaps["bilabial"]) < 0.01 and abs(gaps["rest"]) < 0.01
@@ -145,7 +146,7 @@ def test_mouth_shapes_close_and_open_the_lips(offline_model):
 def test_mouth_shapes_work_on_the_procedural_model():
     from metatalk_jax.face3d.procedural import procedural_model
     model = procedural_model(48, 48)
-    shapes = visemes.MouthShapes(model, np.zeros(model.dims["exp"]), max_delta_norm=4.0)
+    shapes = MouthShapes(model, np.zeros(model.dims["exp"]), max_delta_norm=4.0)
     out = visemes.viseme_expressions(shapes)
     assert out.shape == (len(visemes.VISEME_CLASSES), model.dims["exp"])
     assert np.all(np.isfinite(out)) and np.all(np.linalg.norm(out, axis=1) <= 4.0 + 1e-4)

@@ -23,6 +23,7 @@ from metatalk_jax.face3d.morphable import MorphableModel
 from metatalk_jax.media.voice_activity import silence_weight, voice_activity
 from metatalk_jax.subject.mouth_shapes import MouthShapes, neutral_expression
 
+
 def rest_expression(model: MorphableModel, expressions) -> np.ndarray:
     """float32 [E]: the subject's face at rest with the lips together (module docstring), from
     its folded model and fitted expressions [T, E]."""

@@ -36,6 +36,7 @@ from metatalk_jax.media.loudness import at_front_end_level
 from metatalk_jax.media.video_read import pingpong_indices
 from metatalk_jax.progress import Progress
 from metatalk_jax.pseudo_video import visemes
+from metatalk_jax.subject.mouth_shapes import MouthShapes, neutral_expression
 from metatalk_jax.subject.face_model import subject_face_model
 from metatalk_jax.subject.layout import Subject, load_subject
 
@@ -155,9 +156,9 @@ class VisemeTeacher:
             float(meta["config"]["audio_window_s"]) * self.sample_rate))
         self.model = subject_face_model(subject, config.model or None)
         fitted = np.asarray(subject.coefficients["expression"], np.float32)
-        self.neutral = visemes.neutral_expression(fitted)
+        self.neutral = neutral_expression(fitted)
         s = self.settings
-        self.shapes = visemes.MouthShapes(self.model, self.neutral,
+        self.shapes = MouthShapes(self.model, self.neutral,
                                           max_delta_norm=float(s.max_delta_norm))
         self.opening_gain = (self.subject_opening_gain(fitted)
                              if s.get("match_subject_opening", False) else 1.0)

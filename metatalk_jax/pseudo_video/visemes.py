@@ -38,8 +38,7 @@ import re
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from metatalk_jax.subject.mouth_shapes import (CONTROLS, MouthShapes,  # noqa: F401
-                                                neutral_expression)
+from metatalk_jax.subject.mouth_shapes import MouthShapes
 
 
 # Mouth controls of each viseme class: (opening [H], width change [W], protrusion [H]).
