@@ -1,7 +1,9 @@
 """Audio in, lip-synced HD video of the subject out: `python -m metatalk_jax.infer`.
 
-    python -m metatalk_jax.infer --subject subjects/me --a2e runs/me_a2e --renderer runs/me_hd \
-        --audio speech.wav --out out.mp4 [--resolution 256|512|1024] [--preview]
+    python -m metatalk_jax.infer (--talker me.talker |
+                                  --subject subjects/me --a2e runs/me_a2e --renderer runs/me_hd)
+        (--audio speech.wav | --text "Hello." | --jobs jobs.jsonl) --out out.mp4
+        [--resolution 256|512|1024] [--preview]
         [--batch-size N] [--max-seconds 600] [--crf 18] [--preset medium]
         [--lip-sync-frames 250] [--model bfm.npz] [--video talk.mp4] [--allow-other-subject]
         [--no-rest-in-pauses]
@@ -21,8 +23,14 @@ model); --video: the subject's source video if it moved since `prepare`.
 Each training run records the subject it was trained on (WORKDIR/trained_on.json); an A2E or
 renderer of another subject is refused unless --allow-other-subject is given.
 
-Prints a JSON summary on stdout. Exit status 0 on success, 2 on bad input (one `error:` line on
-stderr, nothing written), 1 with a traceback on any other failure.
+--text speaks the sentence with espeak-ng. --jobs runs many videos with one load and one compile
+(inference/jobs.py: JSON lines {"audio" | "text", "out"}; --out is not used); the same is
+available from Python (inference/talker.py: Talker.load(...).say(...)).
+
+Prints a JSON summary on stdout (one per job with --jobs). Exit status 0 on success, 2 on bad
+input (one `error:` line on stderr, nothing written; an --out that cannot be written is refused
+before anything is loaded), 1 with a traceback on any other failure; with --jobs, the number of
+jobs that failed (each reported on its own line; the others are written).
 """
 
 from __future__ import annotations
@@ -41,12 +49,17 @@ def _exit_on_sigterm(signum, frame):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subject", required=True, help="prepared subject directory")
-    parser.add_argument("--a2e", required=True, help="A2E work dir or checkpoint step dir")
-    parser.add_argument("--renderer", required=True,
-                        help="renderer work dir or checkpoint step dir")
-    parser.add_argument("--audio", required=True, help="driving audio (any file ffmpeg reads)")
-    parser.add_argument("--out", required=True, help="output .mp4")
+    parser.add_argument("--talker", help="a talker bundle (python -m metatalk_jax.export), "
+                                         "instead of the next three")
+    parser.add_argument("--subject", help="prepared subject directory")
+    parser.add_argument("--a2e", help="A2E work dir or checkpoint step dir")
+    parser.add_argument("--renderer", help="renderer work dir or checkpoint step dir")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--audio", help="driving audio (any file ffmpeg reads)")
+    what.add_argument("--text", help="a sentence to say (spoken by espeak-ng)")
+    what.add_argument("--jobs", help="a jobs file: JSON lines of {\"audio\" | \"text\", "
+                                     "\"out\"} (inference/jobs.py)")
+    parser.add_argument("--out", help="output .mp4 (not with --jobs)")
     parser.add_argument("--resolution", type=int, choices=(256, 512, 1024), default=None,
                         help="renderer crop side (default: the renderer checkpoint's)")
     parser.add_argument("--preview", action="store_true",
@@ -75,9 +88,21 @@ def main(argv=None) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         return report_bad_input(InputError(f"--batch-size must be positive, got "
                                            f"{args.batch_size}"))
-    if not args.out.lower().endswith((".mp4", ".mov", ".mkv")):
-        return report_bad_input(InputError(f"{args.out}: the output must be an .mp4 "
-                                           "(or .mov/.mkv) file"))
+    if (args.out is None) == (args.jobs is None):
+        parser.error("--out is needed with --audio / --text, and not with --jobs")
+    trio = (args.subject, args.a2e, args.renderer)
+    if (args.talker is None) != all(v is not None for v in trio) or (
+            args.talker is not None and any(v is not None for v in trio)):
+        parser.error("pass --talker, or all of --subject, --a2e and --renderer")
+    from metatalk_jax.inference.talker import check_output
+    try:
+        if args.jobs is None:
+            check_output(args.out)         # refused before anything is loaded
+        else:
+            from metatalk_jax.inference.jobs import read_jobs
+            jobs = read_jobs(args.jobs)
+    except InputError as err:
+        return report_bad_input(err)
 
     # A SIGTERM (a job scheduler, `kill`) unwinds like Ctrl-C, so the writers delete their
     # temporary files instead of leaving them behind.
@@ -85,15 +110,34 @@ def main(argv=None) -> int:
     from metatalk_jax.runtime import enable_compilation_cache, skip_absent_tpu
     skip_absent_tpu()
     enable_compilation_cache()
-    from metatalk_jax.inference.pipeline import InferenceSettings, run_inference
+    from metatalk_jax.inference.pipeline import InferenceSettings
+    from metatalk_jax.inference.talker import Talker
     settings = InferenceSettings(resolution=args.resolution, batch_size=args.batch_size,
                                  max_seconds=args.max_seconds, model_path=args.model,
                                  video=args.video, preview=args.preview, crf=args.crf,
                                  preset=args.preset, lip_sync_frames=max(0, args.lip_sync_frames),
                                  allow_other_subject=args.allow_other_subject,
                                  rest_in_pauses=not args.no_rest_in_pauses)
-    return run_stage(lambda: run_inference(args.subject, args.a2e, args.renderer, args.audio,
-                                           args.out, settings))
+    if args.audio is not None and args.talker is None:
+        from metatalk_jax.inference.pipeline import run_inference
+        return run_stage(lambda: run_inference(args.subject, args.a2e, args.renderer,
+                                               args.audio, args.out, settings))
+
+    def load():
+        return Talker.load(args.talker, subject=args.subject, a2e=args.a2e,
+                           renderer=args.renderer, settings=settings)
+    if args.audio is not None:
+        return run_stage(lambda: Talker.load(args.talker, settings=settings,
+                                             first_audio=args.audio).say(args.audio, args.out))
+    if args.text is not None:
+        return run_stage(lambda: load().say(args.text, args.out))
+    try:
+        talker = load()
+    except InputError as err:
+        return report_bad_input(err)
+    from metatalk_jax.inference.jobs import run_jobs
+    results = run_jobs(talker, jobs)
+    return min(125, sum(not r["ok"] for r in results))
 
 
 if __name__ == "__main__":

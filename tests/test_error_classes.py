@@ -112,6 +112,16 @@ def _assets_main(argv):
     return main(argv)
 
 
+def _export_main(argv):
+    from metatalk_jax.export import main
+    return main(argv)
+
+
+def _export_args(tmp_path):
+    return ["--subject", str(tmp_path / "no_subject"), "--a2e", str(tmp_path / "a2e"),
+            "--renderer", str(tmp_path / "renderer"), "--out", str(tmp_path / "me.talker")]
+
+
 def _infer_args(tmp_path, subject="no_subject"):
     return ["--subject", str(tmp_path / subject), "--a2e", str(tmp_path / "a2e"),
             "--renderer", str(tmp_path / "renderer"), "--audio", str(tmp_path / "a.wav"),
@@ -133,6 +143,11 @@ BAD_INPUTS = {
         "unknown model 'nosuch'"),
     "infer: not a subject": (
         _infer_main, lambda t: _infer_args(t), "no_subject: not a subject directory"),
+    "infer: not a talker bundle": (
+        _infer_main, lambda t: ["--talker", str(t), "--audio", str(t / "a.wav"), "--out",
+                                str(t / "o.mp4")], "not a talker bundle"),
+    "export: not a subject": (
+        _export_main, lambda t: _export_args(t), "no_subject: not a subject directory"),
     "evaluate: no metric asked for": (
         _evaluate_main, lambda t: ["--videos", str(t / "none.mp4"), "--out", str(t / "r")],
         "nothing to compute: give --syncnet"),
@@ -181,6 +196,8 @@ CALLS = {
                 "metatalk_jax.convert.torch_pickle", "read_state_dict"),
     "infer": (_infer_main, lambda t: _infer_args(t), "metatalk_jax.inference.pipeline",
               "run_inference"),
+    "export": (_export_main, lambda t: _export_args(t), "metatalk_jax.inference.talker_bundle",
+               "export_talker"),
     "evaluate": (_evaluate_main, lambda t: ["--videos", "x.mp4", "--out", str(t / "r")],
                  "metatalk_jax.evaluate", "evaluate_videos"),
     "prepare": (_prepare_main, lambda t: ["--video", _fake_video(t), "--out", str(t / "s")],

@@ -1,15 +1,20 @@
-"""One identity held through a video (tracking/identity.py + track.py) with a scripted backend
-and scripted descriptors: who is taken in every frame is known exactly, so each test compares
-the per-frame statuses and landmarks with the script."""
+"""One identity held through a video (tracking/face_tracks.py, identity_decision.py, track.py)
+with a scripted backend and scripted descriptors: who is taken in every frame is known exactly,
+so each test compares the per-frame statuses and landmarks with the script."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from metatalk_jax.tracking.identity import (FILLED, NO_FACE, OTHER_PERSON, TRACKED,
-                                            IdentityFollower, face_at_point, most_prominent)
-from metatalk_jax.tracking.track import FaceTrack, NoFaceYet, TrackingError, track_video
+from metatalk_jax.errors import InputError
+from metatalk_jax.tracking.face_tracks import FaceTable, FaceTracks
+from metatalk_jax.tracking.identity import (AMBIGUOUS, DROPPED, FILLED, NO_FACE, OTHER_PERSON,
+                                            TRACKED, face_at_point, most_prominent)
+from metatalk_jax.tracking.identity_decision import (EXCLUDED, KEPT, UNSURE, decide_identity,
+                                                     default_seed, seed_track)
+from metatalk_jax.tracking.track import (FaceTrack, NoFaceYet, TrackingError, track_from_faces,
+                                         track_video)
 
 
 def person_points(person: int, t: int, box) -> np.ndarray:
@@ -25,13 +30,27 @@ def box_at(x0, y0, size=40.0):
     return np.array([x0, y0, x0 + size, y0 + size, 1.0], np.float32)
 
 
+def person_vector(person: int) -> np.ndarray:
+    """Person p's descriptor: unit vector p of 8, so two people lie 1.41 apart."""
+    vector = np.zeros(8, np.float32)
+    vector[person] = 1.0
+    return vector
+
+
+def near(person: int, distance: float, axis: int = 7) -> np.ndarray:
+    """A descriptor `distance` from person's (towards unit vector `axis`)."""
+    return person_vector(person) + distance * person_vector(axis)
+
+
 class Scene:
     """script[t]: list of (person id, box [5]); frame t is np.full(.., t). The backend detects
-    the scripted boxes; the describer returns person p's descriptor (unit vector p, plus a
-    little per-frame noise), so distances are ~0.05 within a person and ~1.41 between two."""
+    the scripted boxes; the describer returns person p's descriptor (person_vector(p), or
+    vectors[p] when given, plus a little per-frame noise), so distances are ~0.04 within a
+    person and ~1.41 between two."""
 
-    def __init__(self, script, size=(120, 200)):
+    def __init__(self, script, size=(120, 200), vectors=None):
         self.script, self.size = script, size
+        self.vectors = vectors or {}
         self.described = []                 # (frame, person) of every descriptor computed
 
     def frames(self, consumed=None):
@@ -58,17 +77,22 @@ class Scene:
     def describe(self, frame, box, points):
         t, person = self._find(frame, box)
         self.described.append((t, person))
-        vector = np.zeros(8, np.float32)
-        vector[person] = 1.0
+        vector = self.vectors.get(person, person_vector(person))
         return vector + np.random.default_rng(t).normal(0, 0.01, 8).astype(np.float32)
 
 
-def follow(scene, *, reference=None, check_every=12, **kw):
-    follower = IdentityFollower(scene.describe, reference=reference, check_every=check_every)
+def follow(scene, *, chosen=None, every=12, keep=(), drop=(), **kw):
+    """track_video with face tracks; chosen: (frame, box) of the user's pick (else the most
+    prominent face of the first frame with a face)."""
+    def decide(table):
+        seed = default_seed(table) if chosen is None else seed_track(table, *chosen)
+        return decide_identity(table, seed, keep=keep, drop=drop)
+
     kw.setdefault("smoothing_sigma", 0.0)
     kw.setdefault("exclude_runs", True)
-    track = track_video(scene.frames(), scene, source="/videos/film.mp4", follower=follower, **kw)
-    return track, follower
+    track = track_video(scene.frames(), scene, source="/videos/film.mp4",
+                        faces=FaceTracks(scene.describe, every=every), decide=decide, **kw)
+    return track, track.identity[1]
 
 
 def whose(track: FaceTrack, scene: Scene) -> list:
@@ -94,7 +118,7 @@ def test_a_larger_second_person_entering_is_never_taken():
             faces.append((1, box_at(120, 30, size=60)))
         script.append(faces)
     scene = Scene(script)
-    track, follower = follow(scene)
+    track, _ = follow(scene)
     want = [TRACKED] * 40 + [OTHER_PERSON] * 12 + [TRACKED] * 28
     assert track.status.tolist() == want
     assert whose(track, scene) == [0] * 40 + [None] * 12 + [0] * 28
@@ -102,23 +126,27 @@ def test_a_larger_second_person_entering_is_never_taken():
     assert summary["kept"] == 68
     assert summary["excluded"]["other_person"] == {"frames": 12, "ranges": [(40, 51)]}
     assert summary["excluded"]["no_face"] == {"frames": 0, "ranges": []}
-    # B was described once per check_every frames at most, A rarely (continuity in between).
+    # Each face was described once per `every` frames and at the ends of its track.
     assert len(scene.described) < 80 / 12 * 2 + 6, scene.described
-    # The same scene without a follower (the old tracker): B is taken from frame 40 on.
+    # The same scene without identity (the plain tracker): B is taken from frame 40 on.
     plain = track_video(scene.frames(), scene, source="film.mp4", smoothing_sigma=0.0)
     assert whose(plain, scene)[40:] == [1] * 40
 
 
-def test_a_swap_in_place_is_caught_and_the_unconfirmed_window_excluded():
-    """B takes A's place (same box) at frame 30: box continuity alone would follow B. The next
-    identity check (frame 36) fails, so frames 25-35 (after the last confirmation, frame 24)
-    and every later frame of B are excluded; no frame of B is kept."""
+def test_a_swap_in_place_is_caught_and_the_unseen_window_left_out():
+    """B takes A's place (same box) at frame 30: box continuity alone would follow B. The
+    track's descriptors (frames 0, 12, 24 | 36, 48, 59) change person, so it is split: A's part
+    (0-24) is kept, the frames between the two descriptors (25-35, where the swap happened
+    unseen) are ambiguous, B's part is another person; no frame of B is kept."""
     script = [[(0 if t < 30 else 1, box_at(50, 40))] for t in range(60)]
     scene = Scene(script)
-    track, _ = follow(scene, check_every=12)
+    track, decision = follow(scene, every=12)
     assert np.flatnonzero(track.kept).tolist() == list(range(25))
     assert set(whose(track, scene)) == {0, None}
-    assert track.excluded_ranges() == {"no_face": [], "other_person": [(25, 59)]}
+    assert track.excluded_ranges() == {"no_face": [], "other_person": [(36, 59)],
+                                       "ambiguous": [(25, 35)], "dropped": []}
+    assert [(s.first, s.last, s.decision) for s in decision.shots] == [
+        (0, 24, KEPT), (25, 35, UNSURE), (36, 59, EXCLUDED)]
 
 
 def test_the_users_choice_is_followed_not_the_most_prominent_face():
@@ -127,10 +155,11 @@ def test_the_users_choice_is_followed_not_the_most_prominent_face():
     assert most_prominent(np.stack([b for _, b in script[0]]), (120, 200)) == 0
     default, _ = follow(scene)
     assert set(whose(default, scene)) == {0}
-    chosen = np.zeros(8, np.float32)
-    chosen[1] = 1.0                      # the descriptor of the small face, as --face gives it
-    track, _ = follow(scene, reference=chosen)
+    track, decision = follow(scene, chosen=(0, script[0][1][1]))    # --face on the small face
     assert set(whose(track, scene)) == {1} and track.kept.all()
+    assert decision.of(decision.seed).decision == KEPT
+    assert [s.why for s in decision.shots if s.decision == EXCLUDED] == [
+        "on screen together with the target"]
 
 
 def test_gaps_are_filled_within_a_shot_but_never_across_a_cut():
@@ -173,9 +202,10 @@ def test_too_little_of_the_target_is_one_clear_error():
         follow(Scene(script), min_kept_fraction=0.5)
     message = str(err.value)
     assert "\n" not in message and message.startswith("film.mp4: only ")
-    # Frames 0-12 are confirmed (checks at 0 and 12); 13-23 wait for frame 24's check, which
-    # fails: 13 frames show the target, 87 another person.
-    assert "13 of 100 frames" in message and "87 with another person" in message
+    # One track split at the change of person: A's part ends at its last descriptor (frame
+    # 12), frames 13-23 (before B's first descriptor, frame 24) are ambiguous, 24-99 are B.
+    assert "13 of 100 frames" in message and "76 with another person" in message
+    assert "11 with a face that may or may not be them" in message
 
 
 def test_no_face_in_the_first_frames_fails_before_the_rest_is_read():
@@ -196,13 +226,106 @@ def test_face_at_point_picks_the_box_containing_it():
 
 
 def test_a_long_absence_is_excluded_and_reported_not_an_error():
-    """Without a follower too: 20 frames without any face (more than max_gap 12) are left out
+    """Without identity too: 20 frames without any face (more than max_gap 12) are left out
     as 'no_face' with exclude_runs; without it they stay an error (single-person videos)."""
     script = [[] if 40 <= t < 60 else [(0, box_at(40, 40))] for t in range(100)]
     scene = Scene(script)
     track = track_video(scene.frames(), scene, source="film.mp4", exclude_runs=True,
                         min_kept_fraction=0.5)
-    assert track.excluded_ranges() == {"no_face": [(40, 59)], "other_person": []}
+    assert track.excluded_ranges() == {"no_face": [(40, 59)], "other_person": [],
+                                       "ambiguous": [], "dropped": []}
     assert track.summary()["kept"] == 80 and track.kept_only().cuts == [40]
     with pytest.raises(TrackingError, match="no face in frames 40-59"):
         track_video(scene.frames(), scene, source="film.mp4")
+
+
+def two_shots(second_person: int, vectors=None, frames=(40, 40)):
+    """Shot 1: person 0 alone; a cut; shot 2: `second_person` alone at another place."""
+    script = ([[(0, box_at(40, 40))] for _ in range(frames[0])]
+              + [[(second_person, box_at(100, 30, size=50))] for _ in range(frames[1])])
+
+    class Cuts:
+        def __init__(self):
+            self.t = -1
+
+        def __call__(self, frame):
+            self.t += 1
+            return self.t == frames[0]
+    return Scene(script, vectors=vectors), Cuts
+
+
+@pytest.mark.parametrize("distance, want", [(0.2, KEPT), (0.43, UNSURE), (0.9, EXCLUDED)])
+def test_a_shot_is_kept_ambiguous_or_excluded_by_its_distance(distance, want):
+    """A/B/C on one scene: the second shot's face lies 0.2, 0.43 or 0.9 from the target's
+    descriptor. Its decision follows the distance; an ambiguous shot is left out and named."""
+    scene, cuts = two_shots(5, vectors={5: near(0, distance)})
+    track, decision = follow(scene, cuts=cuts(), min_kept_fraction=0.3)
+    second = decision.of(2)
+    assert second.decision == want and second.segment == 1 and (second.first, second.last) == (40, 79)
+    # A kept shot joins the target: the centre moves half way to it (4 descriptors each).
+    assert abs(second.distance - (distance / 2 if want == KEPT else distance)) < 0.05
+    if want == KEPT:
+        assert track.kept.all()
+    else:
+        assert not track.kept[40:].any()
+        code = AMBIGUOUS if want == UNSURE else OTHER_PERSON
+        assert (track.status[40:] == code).all()
+        assert decision.summary()["ambiguous" if want == UNSURE else "excluded"] == [2]
+
+
+def test_the_users_corrections_keep_and_drop_shots_without_the_video():
+    """--keep-shots takes an ambiguous shot in, --drop-shots leaves a kept one out: decided
+    again from the saved table, with no frame read and no descriptor computed."""
+    scene, cuts = two_shots(5, vectors={5: near(0, 0.43)})
+    track, decision = follow(scene, cuts=cuts(), min_kept_fraction=0.3)
+    table = track.identity[0]
+    assert decision.of(2).decision == UNSURE
+    described = len(scene.described)
+    kept = track_from_faces(table, decide_identity(table, 1, keep=[2]), source="film.mp4")
+    assert kept.kept.all() and kept.identity[1].of(2).why == "kept with --keep-shots"
+    scene2, cuts2 = two_shots(0, frames=(40, 40))
+    track2, decision2 = follow(scene2, cuts=cuts2(), min_kept_fraction=0.3)
+    assert decision2.of(2).decision == KEPT
+    dropped = track_from_faces(track2.identity[0], decide_identity(track2.identity[0], 1,
+                                                                   drop=[2]),
+                               source="film.mp4", min_kept_fraction=0.3)
+    assert (dropped.status[40:] == DROPPED).all() and dropped.kept[:40].all()
+    assert dropped.excluded_ranges()["dropped"] == [(40, 79)]
+    assert len(scene.described) == described
+    with pytest.raises(InputError, match="--drop-shots 1: that is the target's own"):
+        decide_identity(table, 1, drop=[1])
+    with pytest.raises(InputError, match="--keep-shots 9: no such shot"):
+        decide_identity(table, 1, keep=[9])
+
+
+def test_the_target_s_spread_is_learnt_from_its_own_shots():
+    """Four shots of the target whose centres drift 0.3 from one another (lighting, angle)
+    and a look-alike 0.55 from the first: every shot of the target is kept (the spread grows
+    with each one), the look-alike never is."""
+    script, vectors = [], {}
+    for shot, person in enumerate([0, 4, 5, 3, 6]):
+        script += [[(person, box_at(20 + 30 * shot, 40))] for _ in range(25)]
+    vectors = {4: near(0, 0.30, 4), 5: near(0, 0.30, 5), 6: near(0, 0.30, 6),
+               3: near(0, 0.55, 3)}
+
+    class Cuts:
+        def __init__(self):
+            self.t = -1
+
+        def __call__(self, frame):
+            self.t += 1
+            return self.t > 0 and self.t % 25 == 0
+    track, decision = follow(Scene(script, vectors=vectors), cuts=Cuts(), every=6,
+                             min_kept_fraction=0.3)
+    assert [s.decision for s in decision.shots] == [KEPT, KEPT, KEPT, EXCLUDED, KEPT]
+    assert decision.spread_q90 > 0.2 and decision.keep_limit <= 0.47
+
+
+def test_the_table_round_trips(tmp_path):
+    scene, cuts = two_shots(1)
+    track, _ = follow(scene, cuts=cuts(), min_kept_fraction=0.3)
+    table = track.identity[0]
+    back = FaceTable.from_npz(table.to_npz(str(tmp_path / "faces.npz")))
+    for name in ("obs_track", "obs_frame", "obs_box", "obs_landmarks", "descriptors", "thumbs"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(table, name))
+    assert (back.num_frames, back.frame_size, back.cuts) == (80, (120, 200), [40])

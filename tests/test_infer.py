@@ -285,3 +285,189 @@ def test_peak_memory_on_a_4k_background_does_not_grow_with_length(checkpoints, t
     print(f"peak RSS on 4K: 6 s {peaks[6] / 2 ** 30:.2f} GiB, 14 s {peaks[14] / 2 ** 30:.2f} GiB")
     assert peaks[14] - peaks[6] < 150 * 2 ** 20, peaks
     assert peaks[14] < 4 * 2 ** 30, peaks
+
+
+def test_a_talker_compiles_once_and_draws_what_infer_writes(checkpoints, tmp_path):
+    """Talker.load once, then two videos of different lengths: the second compiles nothing
+    (JAX's compile events); frames() yields, unencoded, the frames the video holds."""
+    from metatalk_jax.inference.pipeline import InferenceSettings
+    from metatalk_jax.inference.talker import Talker
+    ck = checkpoints
+    talker = Talker.load(subject=ck["subject"], a2e=ck["a2e"], renderer=ck["renderer"],
+                         settings=InferenceSettings(lip_sync_frames=0, show_progress=False))
+    first = talker.say(_speech_like(tmp_path / "a.wav", 1.3), str(tmp_path / "a.mp4"))
+    compiled = talker.compiles()
+    assert compiled > 0 and first["compiles_since_load"] == compiled
+    second = talker.say(_speech_like(tmp_path / "b.wav", 2.1, level=0.2),
+                        str(tmp_path / "b.mp4"))
+    assert second["compiles_since_load"] == compiled            # nothing compiled again
+    assert (first["frames"], second["frames"]) == (32, 52)
+    drawn = list(talker.frames(str(tmp_path / "a.wav")))
+    assert talker.compiles() == compiled and len(drawn) == 32
+    drawn, written = np.stack(drawn).astype(int), np.stack(list(read_frames(str(tmp_path /
+                                                                             "a.mp4"))))
+    same = np.abs(drawn - written).mean()                       # H.264 (crf 18) noise only
+    shifted = np.abs(drawn[6:] - written[:-6]).mean()           # the car moves in 6 frames
+    assert same < 4.0 and same < 0.5 * shifted, (same, shifted)
+
+
+def test_jobs_run_with_one_load_and_a_failing_job_does_not_stop_the_others(checkpoints,
+                                                                           tmp_path, capsys):
+    ck = checkpoints
+    _speech_like(tmp_path / "one.wav", 1.2)
+    write_wav(str(tmp_path / "silent.wav"), np.zeros(32000, np.float32), 16000)
+    (tmp_path / "jobs.jsonl").write_text("\n".join(json.dumps(j) for j in [
+        {"audio": "one.wav", "out": "out/one.mp4"},
+        {"audio": "silent.wav", "out": "out/silent.mp4"},
+        {"text": "Bob made a map.", "out": "out/bob.mp4"},
+        {"audio": "one.wav", "out": "out/not_a_video.gif"}]))
+    code, stdout, stderr = _run(["--subject", ck["subject"], "--a2e", ck["a2e"],
+                                 "--renderer", ck["renderer"], "--jobs",
+                                 tmp_path / "jobs.jsonl", "--lip-sync-frames", "0"], capsys)
+    assert code == 2, stderr[-2000:]                    # two jobs failed
+    results = [json.loads(line) for line in stdout.strip().splitlines()]
+    assert [r["ok"] for r in results] == [True, False, True, False]
+    assert "silent" in results[1]["error"] and "must be an .mp4" in results[3]["error"]
+    assert sorted(f for f in os.listdir(tmp_path / "out") if f.endswith(".mp4")) == [
+        "bob.mp4", "one.mp4"]
+    assert results[2]["frames"] > 20 and results[2]["compiles_since_load"] == \
+        results[0]["compiles_since_load"]
+    assert "job 4/4" in stderr and "4/4 jobs done (2 written, 2 failed)" in stderr
+
+
+def test_an_unwritable_out_is_refused_before_anything_is_loaded(tmp_path, capsys):
+    """The subject, checkpoints and audio do not even exist: the --out error comes first."""
+    (tmp_path / "folder.mp4").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    nothing = ["--subject", str(tmp_path / "none"), "--a2e", str(tmp_path / "none"),
+               "--renderer", str(tmp_path / "none"), "--audio", str(tmp_path / "none.wav")]
+    for out, words in ((tmp_path / "folder.mp4", "is a directory"),
+                       (tmp_path / "a_file" / "x.mp4", "is a file, not a folder"),
+                       ("gs://bucket/x.mp4", "writes local files")):
+        code, stdout, stderr = _run(nothing + ["--out", out], capsys)
+        lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(lines) == 1 and words in lines[0], stderr
+
+
+@pytest.fixture(scope="module")
+def reference_renderer(checkpoints):
+    """A renderer that reads mouth references (so the bundle carries references.npz)."""
+    return random_renderer(str(checkpoints["root"] / "renderer_ref"), checkpoints["subject"],
+                           resolution=32, overrides=["data.mouth_reference=True"])
+
+
+def test_a_bundle_says_exactly_what_the_work_dirs_say(checkpoints, reference_renderer,
+                                                      tmp_path, capsys):
+    """export -> infer --talker: the same frames, bit for bit, as infer from the subject and
+    the work dirs; the bundle's checkpoints hold the inference weights only."""
+    import orbax.checkpoint as ocp
+
+    from metatalk_jax import export
+    ck = checkpoints
+    bundle = tmp_path / "me.talker"
+    code = export.main(["--subject", ck["subject"], "--a2e", ck["a2e"], "--renderer",
+                        reference_renderer, "--out", str(bundle)])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and summary["files"] > 8
+    assert (bundle / "subject" / "references.npz").is_file()
+    from metatalk_jax.inference.trained_models import locate_checkpoint
+    for task, want in (("a2e", {"params"}), ("renderer", {"g_params", "g_stats"})):
+        step_dir = locate_checkpoint(str(bundle / task), task).step_dir
+        meta = ocp.PyTreeCheckpointer().metadata(os.path.join(step_dir, "state")).item_metadata
+        assert set(getattr(meta, "tree", meta)) == want           # no optimiser, no critic
+    audio = _speech_like(tmp_path / "speech.wav", 1.5)
+    outs = {}
+    for name, flags in (("workdirs", ["--subject", ck["subject"], "--a2e", ck["a2e"],
+                                      "--renderer", reference_renderer]),
+                        ("bundle", ["--talker", str(bundle)])):
+        outs[name] = tmp_path / f"{name}.mp4"
+        code, stdout, stderr = _run(flags + ["--audio", audio, "--out", outs[name],
+                                             "--lip-sync-frames", "0"], capsys)
+        assert code == 0, stderr[-2000:]
+    a, b = (np.stack(list(read_frames(str(outs[k])))) for k in ("workdirs", "bundle"))
+    assert a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_a_damaged_bundle_is_refused_in_one_line(checkpoints, tmp_path, capsys):
+    import shutil
+    from metatalk_jax.inference.talker_bundle import BundleError, export_talker, open_bundle
+    ck = checkpoints
+    good = tmp_path / "good.talker"
+    export_talker(ck["subject"], ck["a2e"], ck["renderer"], str(good))
+    open_bundle(str(good))
+    with pytest.raises(BundleError, match="exists"):
+        export_talker(ck["subject"], ck["a2e"], ck["renderer"], str(good))
+
+    def damaged(name, change):
+        copy = tmp_path / name
+        shutil.copytree(good, copy)
+        change(copy)
+        with pytest.raises(BundleError) as err:
+            open_bundle(str(copy))
+        assert "\n" not in str(err.value)
+        return str(err.value)
+
+    def flip(path):
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+    assert "checksum" in damaged("flipped", lambda d: flip(d / "subject" / "coefficients.npz"))
+    assert "truncated" in damaged("cut", lambda d: (d / "face_model.npz").write_bytes(
+        (d / "face_model.npz").read_bytes()[:1000]))
+    assert "missing" in damaged("missing", lambda d: (d / "subject" / "crops.npz").unlink())
+    assert "not in the manifest" in damaged("extra", lambda d: (d / "a2e" / "x").write_text("x"))
+    assert "not a talker bundle" in damaged("no_manifest",
+                                            lambda d: (d / "manifest.json").unlink())
+    code, _, stderr = _run(["--talker", str(tmp_path / "flipped"), "--audio", "x.wav",
+                            "--out", str(tmp_path / "x.mp4")], capsys)
+    assert code == 2 and "checksum" in stderr
+
+
+def test_a_bundle_in_a_bucket(checkpoints, tmp_path):
+    """Exported to gs:// (the storage emulator on loopback), loaded from it: the same frames
+    as the local bundle."""
+    from metatalk_jax.inference.pipeline import InferenceSettings
+    from metatalk_jax.inference.talker import Talker
+    from metatalk_jax.inference.talker_bundle import export_talker
+    from tests.gcs_emulator import running_emulator
+    ck = checkpoints
+    data = tmp_path / "gcs" / "data"
+    data.mkdir(parents=True)
+    audio = _speech_like(tmp_path / "speech.wav", 1.0)
+    settings = InferenceSettings(lip_sync_frames=0, show_progress=False)
+    local = tmp_path / "local.talker"
+    export_talker(ck["subject"], ck["a2e"], ck["renderer"], str(local))
+    want = np.stack(list(Talker.load(str(local), settings=settings).frames(audio)))
+    with running_emulator(str(data)) as bucket:
+        url = f"{bucket}/talkers/me.talker"
+        export_talker(ck["subject"], ck["a2e"], ck["renderer"], url)
+        talker = Talker.load(url, settings=settings)
+        assert not talker.video.startswith("gs://")          # staged into the local cache
+        got = np.stack(list(talker.frames(audio)))
+    assert np.array_equal(got, want)
+
+
+def test_a_live_stream_draws_the_offline_frames(checkpoints, tmp_path):
+    """Speech, a 1.2 s pause, speech again, fed in uneven chunks: with the whole clip's
+    calibration the streamed frames are the offline frames, bit for bit; with the live one
+    (measured on the first 2 s) they come out all the same, one per frame of audio."""
+    from metatalk_jax.inference.live_stream import DriveCalibration
+    from metatalk_jax.inference.pipeline import InferenceSettings
+    from metatalk_jax.inference.talker import Talker
+    ck = checkpoints
+    rate = 16000
+    t = np.arange(int(1.6 * rate)) / rate
+    word = (0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)))
+    audio = np.concatenate([word, np.zeros(int(1.2 * rate)), 0.5 * word]).astype(np.float32)
+    talker = Talker.load(subject=ck["subject"], a2e=ck["a2e"], renderer=ck["renderer"],
+                         settings=InferenceSettings(lip_sync_frames=0, show_progress=False))
+    offline = np.stack(list(talker.frames(audio)))
+    sizes = np.resize([1234, 640, 4000, 77, 2500], 200)
+    chunks = np.split(audio, np.cumsum(sizes)[np.cumsum(sizes) < len(audio)])
+    calibration = DriveCalibration.of(audio, rate, 25.0)
+    streamed = np.stack(list(talker.stream(iter(chunks), calibration=calibration)))
+    assert streamed.shape == offline.shape == (110, 144, 176, 3)
+    assert np.array_equal(streamed, offline)
+    live = list(talker.stream(iter(chunks)))
+    assert len(live) == len(offline)

@@ -96,3 +96,12 @@ def test_prepare_keeps_one_person_through_cuts(carphone_clip, tmp_path):
     expected = (left + 40 * (right - left) / 100, left + 60 * (right - left) / 100)
     assert abs(columns.min() - expected[0]) <= 2 and abs(columns.max() - expected[1]) <= 2
     assert not os.path.exists(out / ".." / f".{out.name}.old")
+    # Who is in it, per shot: the report, the contact sheet, the saved face tracks.
+    identity = tracking["identity"]
+    # (a shot ends at its last detected face: the clip's last two are missed, then filled)
+    assert [(s["first"], s["last"] >= s["first"] + 17, s["decision"])
+            for s in identity["shots"]] == [(0, True, "kept"), (40, True, "excluded"),
+                                             (60, True, "kept")]
+    assert (out / layout.PREVIEWS / layout.IDENTITY_SHEET).is_file()
+    assert (out / layout.TRACKING_DIR / layout.FACES_NPZ).is_file()
+    assert sum("shot #" in line for line in done.stderr.splitlines()) == 3

@@ -101,8 +101,8 @@ def test_gaps_list_exactly_the_missing_runs():
     assert track.gaps == [(0, 1), (5, 7), (12, 12), (18, 19)]
     assert track.summary() == {"frames": 40, "detected": 32, "interpolated": 8,
                                "gaps": [(0, 1), (5, 7), (12, 12), (18, 19)], "kept": 40,
-                               "excluded": {"no_face": {"frames": 0, "ranges": []},
-                                            "other_person": {"frames": 0, "ranges": []}},
+                               "excluded": {reason: {"frames": 0, "ranges": []} for reason in
+                                            ("no_face", "other_person", "ambiguous", "dropped")},
                                "cuts": []}
 
 

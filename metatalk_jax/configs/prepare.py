@@ -23,12 +23,15 @@ def get_config(arg=None):
     config.max_gap = 12                    # frames without a face that may be filled in
     config.min_tracked_fraction = 0.8      # of the kept frames, with a detected face
     config.landmark_sigma = 0.5            # temporal smoothing, frames (lips move fast)
-    # One person through cuts and crowds (metatalk_jax/tracking/identity.py).
+    # One person through cuts and crowds (tracking/face_tracks.py, identity_decision.py).
     config.target_face = ""                # "X,Y" video pixels: the target is the face there
     config.target_frame = 0                # ... in this frame (at `fps`); "" above = the
                                            # largest, most central face of the first frame
-    config.identity_threshold = 0.6        # dlib descriptor distance of one person (dlib: 0.6)
-    config.identity_every = 12             # frames between identity confirmations in a shot
+    config.identity_overhead = 0.1         # descriptor time / detection time (sets how often
+                                           # faces are described: face_tracks.descriptor_budget)
+    config.max_faces = 6                   # the largest this many faces of a frame are followed
+    config.keep_shots = ""                 # "3,7": shots of previews/identity.png to keep ...
+    config.drop_shots = ""                 # ... or to leave out (prepare --keep/--drop-shots)
     config.min_kept_fraction = 0.5         # of the video's frames that must show the target
     config.min_kept_frames = 50            # ... and at least this many (2 s at 25 fps)
     config.first_face_s = 5.0              # no face in the first seconds: an error at once

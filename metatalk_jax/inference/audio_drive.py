@@ -16,7 +16,7 @@ from metatalk_jax.fixed_batches import index_batches
 from metatalk_jax.inference.trained_models import TrainedA2E
 from metatalk_jax.media.audio import WAV2LIP_NUM_MELS
 from metatalk_jax.media.frame_audio import audio_window, frame_mel
-from metatalk_jax.media.loudness import at_front_end_level
+from metatalk_jax.media.loudness import apply_gain, at_front_end_level
 from metatalk_jax.progress import Progress
 
 
@@ -30,26 +30,38 @@ def frame_mels(audio: np.ndarray, frames: range, *, fps: float, audio_samples: i
     return out
 
 
+def batch_expressions(a2e: TrainedA2E, audio: np.ndarray, centres: np.ndarray,
+                      position: np.ndarray, num_frames: int, *, fps: float, audio_samples: int,
+                      sample_rate: int) -> np.ndarray:
+    """float32 [len(centres), E]: the A2E's expressions of frames `centres` (position: the same
+    padded to the batch size), each the centre of its own W-frame window; `audio` is already at
+    the front end's level. Neighbours past num_frames are masked out, as the A2E task does."""
+    half, m = a2e.window // 2, a2e.mel_columns
+    lo, hi = max(0, centres[0] - half), min(num_frames, centres[-1] + half + 1)
+    mels = frame_mels(audio, range(lo, hi), fps=fps, audio_samples=audio_samples,
+                      sample_rate=sample_rate, mel_columns=m)
+    neighbours = position[:, None] + np.arange(-half, half + 1)[None, :]        # [B, W]
+    valid = (neighbours >= 0) & (neighbours < num_frames)
+    index = np.clip(neighbours, lo, hi - 1) - lo
+    mel = np.where(valid[..., None, None], mels[index], 0.0).astype(np.float32)
+    predicted = np.asarray(a2e(mel, valid))                                     # [B, W, E]
+    return predicted[:len(centres), half]
+
+
 def expressions_from_audio(a2e: TrainedA2E, audio: np.ndarray, num_frames: int, *, fps: float,
                            audio_samples: int, sample_rate: int = 16000, batch: int = 32,
-                           show_progress: bool = True) -> np.ndarray:
+                           show_progress: bool = True, gain_db: float | None = None
+                           ) -> np.ndarray:
     """float32 [num_frames, E] expressions for frames 0..num_frames-1 of `audio` (float32 [N]
-    at sample_rate Hz). batch: centre frames per A2E call (a fixed shape: compiled once)."""
-    half, m = a2e.window // 2, a2e.mel_columns
-    audio = at_front_end_level(audio, sample_rate)
+    at sample_rate Hz). batch: centre frames per A2E call (a fixed shape: compiled once).
+    gain_db: the front end's gain (media/loudness.py; None: measured on this clip)."""
+    audio = (at_front_end_level(audio, sample_rate) if gain_db is None
+             else apply_gain(audio, gain_db))
     out = np.zeros((num_frames, a2e.expression_dim), np.float32)
     progress = Progress("audio -> expressions", num_frames, enabled=show_progress)
-    offsets = np.arange(-half, half + 1)
     for centres, position in index_batches(num_frames, batch):
-        lo, hi = max(0, centres[0] - half), min(num_frames, centres[-1] + half + 1)
-        mels = frame_mels(audio, range(lo, hi), fps=fps, audio_samples=audio_samples,
-                          sample_rate=sample_rate, mel_columns=m)
-        neighbours = position[:, None] + offsets[None, :]                  # [B, W]
-        valid = (neighbours >= 0) & (neighbours < num_frames)
-        index = np.clip(neighbours, lo, hi - 1) - lo
-        mel = np.where(valid[..., None, None], mels[index], 0.0).astype(np.float32)
-        predicted = np.asarray(a2e(mel, valid))                           # [B, W, E]
-        out[centres] = predicted[:len(centres), half]
+        out[centres] = batch_expressions(a2e, audio, centres, position, num_frames, fps=fps,
+                                         audio_samples=audio_samples, sample_rate=sample_rate)
         progress.update(len(centres))
     progress.close()
     return out

@@ -78,3 +78,23 @@ class BackgroundFrames:
                 yield from reversed(block)
                 del block
                 hi = lo - 1
+
+    def endless(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(source index, frame) of output frames 0, 1, 2, ... for as long as they are pulled
+        (a live stream, whose length is not known): the same frames as __call__, ping-pong."""
+        n = self.num_source
+        if n == 1:
+            frame = next(self._frames(0, 1))
+            while True:
+                yield frame
+        yield from self._frames(0, n)                       # forward: 0 .. n-1
+        while True:
+            hi = n - 2                                      # backward: n-2 .. 0, in blocks
+            while hi >= 0:
+                lo = max(0, hi - self.block + 1)
+                block = list(self._frames(lo, hi - lo + 1))
+                yield from reversed(block)
+                del block
+                hi = lo - 1
+            yield from self._frames(1, n - 1)              # forward again: 1 .. n-1
+

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-import sys
 import time
 from collections import deque
 
@@ -35,12 +34,9 @@ from metatalk_jax.errors import InputError
 from metatalk_jax.eval.mouth_opening import mouth_opening
 from metatalk_jax.eval.pixel_lip_sync import DriveRecord, drive_sidecar_path, pixel_lip_sync
 from metatalk_jax.fixed_batches import pad_to_batch
-from metatalk_jax.inference.audio_drive import expressions_from_audio
 from metatalk_jax.inference.background import BackgroundFrames
 from metatalk_jax.inference.face_blend import blend_mask, composite_frame
-from metatalk_jax.inference.silence import silent_drive
-from metatalk_jax.inference.trained_models import load_a2e, load_renderer
-from metatalk_jax.media.audio import frames_for_audio
+from metatalk_jax.inference.trained_models import load_renderer
 from metatalk_jax.media.audio_load import check_speech_audio, load_audio
 from metatalk_jax.media.ffmpeg_tools import MediaError
 from metatalk_jax.media.labelled_images import label_columns
@@ -50,8 +46,8 @@ from metatalk_jax.progress import Progress
 from metatalk_jax.subject.face_model import subject_camera, subject_face_model
 from metatalk_jax.subject.layout import Subject, load_subject
 from metatalk_jax.train.trained_on import check_trained_on
-from metatalk_jax.subject.mouth_references import (ReferenceCrops, choose_references,
-                                                   mouth_shapes)
+from metatalk_jax.subject.mouth_references import (choose_references, mouth_shapes,
+                                                   reference_crops)
 from metatalk_jax.subject.renderer_inputs import (ReferenceFrames, cavity_colour, crop_renders,
                                                   dilated_mouth_mask, mouth_dilation_steps)
 from metatalk_jax.tracking.crop import crop_frame
@@ -155,8 +151,8 @@ class FaceRenders:
         if mouth_reference:
             # The bank is the training frames: the references the renderer learnt from (and a
             # held-out frame driven by its own expression never finds itself there).
-            self.references = ReferenceCrops(subject.tfds_dir)
-            train = len(self.references.splits[0])
+            self.references = reference_crops(subject)
+            train = self.references.train_frames
             self._bank = mouth_shapes(folded, self.coefficients["expression"][:train])
             self._model_np = folded
             self._reference_screens = boxes.screen_transform(self.references[0].shape[0])
@@ -267,67 +263,71 @@ def run_inference(subject_dir: str, a2e_path: str, renderer_path: str, audio_pat
     """Writes the lip-synced video to out_path (module docstring); returns a summary dict
     (frames, seconds of output, compute seconds, paths, the pixel lip-sync of the written video).
     Bad input raises InputError with a one-line message before anything is written; the
-    outputs appear only when complete.
+    outputs appear only when complete. One job of a Talker (inference/talker.py).
     """
+    from metatalk_jax.inference.talker import Talker
     settings = settings or InferenceSettings()
     t0 = time.perf_counter()
-    subject, renderer, video = prepare_inference(subject_dir, renderer_path, settings)
-    fps = float(subject.meta["fps"])
-    audio = load_driving_audio(audio_path, settings)
-    a2e = load_a2e(a2e_path)
-    trained_on = [check_trained_on(subject, m.checkpoint.step_dir, what,
-                                   allow_other=settings.allow_other_subject)
-                  for m, what in ((a2e, "A2E"), (renderer, "renderer"))]
-    for note in trained_on:
-        if "another subject" in note:
-            print(f"warning: {note}", file=sys.stderr, flush=True)
-    e = int(np.shape(subject.coefficients["expression"])[1])
-    if a2e.expression_dim != e:
-        raise InputError(f"{a2e_path}: the A2E predicts {a2e.expression_dim} expression "
-                         f"coefficients, the subject {subject_dir} has {e}")
-    num_frames = frames_for_audio(len(audio), FEATURE_SAMPLE_RATE, fps)
-    expressions = expressions_from_audio(
-        a2e, audio, num_frames, fps=fps, audio_samples=int(subject.meta["audio_samples"]),
-        sample_rate=FEATURE_SAMPLE_RATE, show_progress=settings.show_progress)
-    settled, voiced = silent_drive(expressions, audio, FEATURE_SAMPLE_RATE, fps,
-                                   subject_face_model(subject, settings.model_path),
-                                   subject.coefficients["expression"])
-    if settings.rest_in_pauses:
-        expressions = settled
-    summary = render_video(subject, renderer, video, expressions, out_path, settings,
-                           audio=load_audio(audio_path, MUX_SAMPLE_RATE), started=t0,
-                           voiced=voiced)
-    summary["a2e_step"] = a2e.checkpoint.step
-    summary["trained_on"] = trained_on
+    talker = Talker.load(subject=subject_dir, a2e=a2e_path, renderer=renderer_path,
+                         settings=settings, first_audio=audio_path)
+    summary = talker.say(audio_path, out_path)
+    summary["total_s"] = round(time.perf_counter() - t0, 2)
     return summary
+
+
+def _batch_size(renderer, subject: Subject, settings: InferenceSettings) -> tuple[int, bool]:
+    """(frames per render / generator call, whether the frames are "large")."""
+    r = renderer.resolution
+    height, width = (int(v) for v in subject.meta["frame_size"])
+    large = height * width > LARGE_FRAME_PIXELS
+    batch = DEFAULT_BATCH.get(r, 8 if r < 256 else 2)
+    return int(settings.batch_size or (min(batch, LARGE_BATCH) if large else batch)), large
+
+
+def stream_frames(subject: Subject, renderer, video: str, expressions: np.ndarray,
+                  settings: InferenceSettings, *, faces: "FaceRenders | None" = None,
+                  preview_side: int | None = None, progress=None, stream_out: list | None = None):
+    """Yields (output frame RGB uint8 [H, W, 3], preview panel or None) for every expression
+    [N, E], streaming (module docstring). faces: the FaceRenders to reuse (built when None);
+    stream_out: a list that gets the _FrameStream (its drive openings) and the background."""
+    fps = float(subject.meta["fps"])
+    batch, large = _batch_size(renderer, subject, settings)
+    if faces is None:
+        faces = FaceRenders(subject, renderer.resolution, settings.model_path,
+                            renderer.conditioning, renderer.mouth_reference)
+    background = BackgroundFrames(video, fps, subject.num_frames, block=max(8, batch),
+                                  decoder_threads=1 if large else None)
+    stream = _FrameStream(renderer, faces, np.asarray(expressions, np.float32), batch,
+                          preview_side, background=background(len(expressions)))
+    if stream_out is not None:
+        stream_out.extend([stream, background])
+    yield from stream.ready(progress)
 
 
 def render_video(subject: Subject, renderer, video: str, expressions: np.ndarray,
                  out_path: str, settings: InferenceSettings, *, audio: np.ndarray | None = None,
-                 started: float | None = None, voiced: np.ndarray | None = None) -> dict:
+                 started: float | None = None, voiced: np.ndarray | None = None,
+                 faces: "FaceRenders | None" = None) -> dict:
     """Draws output frame k with expression k on background frame pingpong(k), streaming, and
     writes out_path (+ its drive sidecar, + the preview if asked); then measures the written
     video's pixel lip sync unless settings.lip_sync_frames is 0.
 
     expressions: [N, E] float, one per output frame; audio: 48 kHz mono samples to mux (None:
     a silent video); voiced: [N] bool speech frames of the driving audio, for the sidecar and
-    the silence measures (None: unknown). Returns the summary dict.
+    the silence measures (None: unknown); faces: the FaceRenders to reuse (a Talker's).
+    Returns the summary dict.
     """
     t0 = time.perf_counter() if started is None else started
     fps = float(subject.meta["fps"])
     r = renderer.resolution
-    height, width = (int(v) for v in subject.meta["frame_size"])
-    large = height * width > LARGE_FRAME_PIXELS
-    batch = DEFAULT_BATCH.get(r, 8 if r < 256 else 2)
-    batch = int(settings.batch_size or (min(batch, LARGE_BATCH) if large else batch))
+    batch, _ = _batch_size(renderer, subject, settings)
     num_frames = int(len(expressions))
-    faces = FaceRenders(subject, r, settings.model_path, renderer.conditioning,
-                        renderer.mouth_reference)
-    background = BackgroundFrames(video, fps, subject.num_frames, block=max(8, batch),
-                                  decoder_threads=1 if large else None)
-    stream = _FrameStream(renderer, faces, np.asarray(expressions, np.float32), batch,
-                          max(min(r, 384), PREVIEW_MIN_SIDE) if settings.preview else None)
     progress = Progress(f"infer {r}px", num_frames, enabled=settings.show_progress)
+    parts: list = []
+    frames = stream_frames(subject, renderer, video, expressions, settings, faces=faces,
+                           preview_side=(max(min(r, 384), PREVIEW_MIN_SIDE)
+                                         if settings.preview else None),
+                           progress=progress, stream_out=parts)
     t_setup = time.perf_counter() - t0
     writers = dict(audio=audio, sample_rate=MUX_SAMPLE_RATE)
     preview_file = preview_path_for(out_path) if settings.preview else None
@@ -336,7 +336,7 @@ def render_video(subject: Subject, renderer, video: str, expressions: np.ndarray
     try:
         with Mp4Writer(out_path, fps, crf=settings.crf, preset=settings.preset,
                        **writers) as writer:
-            for out, panel in stream.frames(background(num_frames), progress):
+            for out, panel in frames:
                 writer.write(out)
                 if preview is not None:
                     preview.write(panel)
@@ -347,6 +347,7 @@ def render_video(subject: Subject, renderer, video: str, expressions: np.ndarray
     if preview is not None:
         preview.close()
     progress.close()
+    stream, background = parts
     record = DriveRecord(fps=fps, source_video=os.path.abspath(video), source_fps=fps,
                          source_frame=background.indices(num_frames),
                          drive_opening=np.asarray(stream.drive_openings), voiced=voiced)
@@ -369,25 +370,75 @@ def render_video(subject: Subject, renderer, video: str, expressions: np.ndarray
 
 
 class _FrameStream:
-    """The streaming core of `render_video`: background frames in, composited frames out.
+    """The streaming core of `render_video` and `Talker.stream`: background frames in,
+    composited frames out.
 
-    Renders are made in batches as background frames arrive; output frame k is generated once
-    the renders of its window k-half..k+half exist, and frames and renders are dropped as soon as
-    no window needs them, so memory does not depend on the video's length.
+    Expressions arrive with `extend` (all at once offline, as the audio comes in a live
+    stream); renders are made in batches of `batch` frames as soon as a whole batch of
+    expressions exists (the last one at `finish`), and output frame k is generated once the
+    renders of its window k-half..k+half exist, in batches of `batch` centres. Frames and
+    renders are dropped as soon as no window needs them, so memory does not depend on the
+    video's length; and the batches are the same whichever way the expressions arrive, so a
+    live stream draws the offline path's frames.
     """
 
-    def __init__(self, renderer, faces: FaceRenders, expressions: np.ndarray, batch: int,
-                 preview_side: int | None):
-        self.renderer, self.faces, self.expressions = renderer, faces, expressions
+    def __init__(self, renderer, faces: FaceRenders, expressions: np.ndarray | None, batch: int,
+                 preview_side: int | None, background=None):
+        self.renderer, self.faces = renderer, faces
         self.batch, self.preview_side = batch, preview_side
         self.half = renderer.window // 2
-        self.count = len(expressions)
+        self.expressions = np.zeros((0, 0), np.float32)
+        self.final = False
+        self.background = background
         self.drive_openings: list[float] = []
         # entries[k - first]: (source j, frame or None, render, mask, mouth reference or None)
         # of output frame k.
         self.entries: deque = deque()
         self.first = 0            # output index of entries[0]
         self.rendered = 0         # output frames rendered so far
+        self.next_centre = 0      # the next output frame to generate
+        if expressions is not None:
+            self.extend(expressions, final=True)
+
+    @property
+    def count(self) -> int:
+        """Output frames: all of them once final; until then more than any window reaches."""
+        return len(self.expressions) if self.final else np.iinfo(np.int64).max // 4
+
+    def extend(self, expressions: np.ndarray, final: bool = False) -> None:
+        """Appends expressions [n, E] of the next output frames; final: no more will come."""
+        expressions = np.asarray(expressions, np.float32)
+        self.expressions = (expressions if len(self.expressions) == 0 else
+                            np.concatenate([self.expressions, expressions]))
+        self.final = self.final or final
+
+    def ready(self, progress=None):
+        """Yields (output frame, preview panel or None) of every frame that the expressions so
+        far allow, in order."""
+        while True:
+            available = len(self.expressions)
+            rendering = self.rendered < available and (
+                available - self.rendered >= self.batch or self.final)
+            if rendering:
+                n = min(self.batch, available - self.rendered)
+                chunk = list(itertools.islice(self.background, n))
+                if len(chunk) < n:
+                    raise ValueError(f"the background ended after {self.rendered} frames")
+                self._render(chunk)
+            done = self.final and self.rendered >= available
+            # Generate every centre whose window is rendered (all of them at the end).
+            top = available if done else self.rendered - self.half
+            while self.next_centre < top and (top - self.next_centre >= self.batch or done):
+                centres = list(range(self.next_centre, min(self.next_centre + self.batch, top)))
+                yield from self._generate(centres)
+                if progress is not None:
+                    progress.update(len(centres))
+                self.next_centre = centres[-1] + 1
+            while self.first < self.next_centre - self.half:   # renders no window needs
+                self.entries.popleft()
+                self.first += 1
+            if not rendering:
+                return
 
     def _render(self, chunk) -> None:
         b, n = self.batch, len(chunk)
@@ -421,24 +472,3 @@ class _FrameStream:
                         _preview_panel(render_u8, out, frame, matrix, r, self.preview_side))
             self.entries[k - first] = (j, None, render_u8, mask,     # the frame is done
                                        self.entries[k - first][4])
-
-    def frames(self, background, progress):
-        """Yields (output frame, preview panel) for every output frame, in order."""
-        next_centre, done = 0, False
-        while not done:
-            chunk = [item for item in itertools.islice(background, self.batch)]
-            done = self.rendered + len(chunk) >= self.count
-            if chunk:
-                self._render(chunk)
-            elif not done:
-                raise ValueError(f"the background ended after {self.rendered} frames")
-            # Generate every centre whose window is rendered (all of them at the end).
-            ready = self.count if done else self.rendered - self.half
-            while next_centre < ready and (ready - next_centre >= self.batch or done):
-                centres = list(range(next_centre, min(next_centre + self.batch, ready)))
-                yield from self._generate(centres)
-                progress.update(len(centres))
-                next_centre = centres[-1] + 1
-            while self.first < next_centre - self.half:   # renders no window needs any more
-                self.entries.popleft()
-                self.first += 1

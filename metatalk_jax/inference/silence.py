@@ -38,12 +38,14 @@ def settle_in_silence(expressions, weight, rest) -> np.ndarray:
 
 
 def silent_drive(expressions, audio, sample_rate: int, fps: float, model: MorphableModel,
-                 fitted_expressions) -> tuple[np.ndarray, np.ndarray]:
+                 fitted_expressions, threshold_db: float | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """(expressions [N, E] settled in the pauses of `audio`, voiced bool [N]) for the A2E's
     expressions [N, E] of N output frames at `fps`; model / fitted_expressions: the subject's
-    folded model and its fitted expressions [T, E] (where its rest expression comes from)."""
+    folded model and its fitted expressions [T, E] (where its rest expression comes from);
+    threshold_db: the speech threshold (None: measured on `audio`, voice_activity)."""
     n = len(expressions)
-    voiced = voice_activity(audio, sample_rate, fps, n)
+    voiced = voice_activity(audio, sample_rate, fps, n, threshold_db=threshold_db)
     weight = silence_weight(voiced, fps)
     rest = rest_expression(model, fitted_expressions)
     return settle_in_silence(expressions, weight, rest), voiced

@@ -180,8 +180,13 @@ def normalise_loudness(audio, sample_rate: int, target_lufs: float = LOUDNESS_TA
         if peak_limit <= 0:
             raise ValueError(f"peak_limit must be positive, got {peak_limit}")
         gain_db = min(gain_db, 20.0 * math.log10(peak_limit / peak))
-    scale = 10.0 ** (gain_db / 20.0)
-    return (samples * scale).astype(np.float32), gain_db
+    return apply_gain(samples, gain_db), gain_db
+
+
+def apply_gain(audio, gain_db: float) -> np.ndarray:
+    """float32 [N]: mono `audio` scaled by gain_db decibels (what normalise_loudness applies,
+    for a gain measured once and applied to more of the same speech, e.g. a live stream)."""
+    return (_mono(audio) * 10.0 ** (float(gain_db) / 20.0)).astype(np.float32)
 
 
 def at_front_end_level(audio, sample_rate: int) -> np.ndarray:

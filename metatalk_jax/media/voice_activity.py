@@ -126,11 +126,14 @@ def _fill_short_runs(mask: np.ndarray, value: bool, min_frames: float) -> np.nda
 
 def voice_activity(audio, sample_rate: int, fps: float, num_frames: int, *,
                    min_silence_s: float = 0.4, min_speech_s: float = 0.1,
-                   threshold_fraction: float = 0.3, min_margin_db: float = 6.0) -> np.ndarray:
+                   threshold_fraction: float = 0.3, min_margin_db: float = 6.0,
+                   threshold_db: float | None = None) -> np.ndarray:
     """bool [num_frames], True where frame k (centred on t = k / fps) is speech.
 
     audio: mono float [N] in [-1, 1] at `sample_rate` Hz, the whole driving clip (thresholds
-    come from its own levels, so a short excerpt may decide differently).
+    come from its own levels, so a short excerpt may decide differently). threshold_db: a
+    threshold measured once on other audio of the same recording (a live stream's
+    calibration; None: this clip's own, `activity_threshold`).
 
     1. Frame levels (`frame_levels`) above the clip's threshold (`activity_threshold`,
        threshold_fraction and min_margin_db passed on) are speech.
@@ -147,8 +150,9 @@ def voice_activity(audio, sample_rate: int, fps: float, num_frames: int, *,
     starts with speech frames.
     """
     levels = frame_levels(audio, sample_rate, fps, num_frames)
-    _, _, threshold_db = activity_threshold(levels, threshold_fraction=threshold_fraction,
-                                            min_margin_db=min_margin_db)
+    if threshold_db is None:
+        _, _, threshold_db = activity_threshold(levels, threshold_fraction=threshold_fraction,
+                                                min_margin_db=min_margin_db)
     active = levels > threshold_db
     active = _fill_short_runs(active, False, min_silence_s * fps - 1.0)
     return _fill_short_runs(active, True, min_speech_s * fps + 1.0)

@@ -15,9 +15,12 @@
       frames.mp4          only when frames were excluded (another person, or the target absent):
                           the kept frames at subject.json's fps; subject.json's source.path
                           then names it (source.original_path the video)
-      report.json         tracking (target, kept/excluded frames with ranges, shot cuts) and fit
-                          summaries, per-frame errors, every video frame's status
-      previews/overlay.mp4, previews/errors.png
+      report.json         tracking (target, kept/excluded frames with ranges, shot cuts, the
+                          decision per shot) and fit summaries, per-frame errors, every video
+                          frame's status
+      tracking/faces.npz  every face track of the video with its descriptors and thumbnails
+                          (tracking/face_tracks.FaceTable); faces.json its key
+      previews/overlay.mp4, previews/errors.png, previews/identity.png (one row per shot)
       tfds/               the TFDS target-video dataset (ArrayRecord shards)
 
 Frame t of every array is frame t of source.path resampled to subject.json's fps: the video
@@ -46,6 +49,13 @@ FRAMES_VIDEO = "frames.mp4"
 REPORT = "report.json"
 PREVIEWS = "previews"
 TFDS_DIR = "tfds"
+TRACKING_DIR = "tracking"      # the face tracks, reused by prepare --keep-shots/--drop-shots
+FACES_NPZ = "faces.npz"        # inside TRACKING_DIR (or `<out>.tracking/` after a failed run)
+FACES_JSON = "faces.json"
+IDENTITY_SHEET = "identity.png"     # inside PREVIEWS
+# Only in a talker bundle's subject (inference/talker_bundle.py): the training frames' face
+# crops, the mouth-reference bank, in place of the TFDS shards.
+REFERENCES_NPZ = "references.npz"
 
 
 @dataclasses.dataclass

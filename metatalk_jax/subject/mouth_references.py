@@ -98,6 +98,11 @@ class ReferenceCrops:
     def __len__(self) -> int:
         return sum(len(s) for s in self.splits)
 
+    @property
+    def train_frames(self) -> int:
+        """Frames of the training split (the first ones): the inference bank."""
+        return len(self.splits[0])
+
     def __getitem__(self, frame: int) -> np.ndarray:
         from metatalk_jax.data_pipelines.target_video import decode_image
         frame = int(frame)
@@ -121,3 +126,34 @@ class ReferenceCrops:
     def take(self, frames) -> np.ndarray:
         """uint8 [N, S, S, 3] crops of frames [N]."""
         return np.stack([self[f] for f in frames])
+
+
+class StoredReferenceCrops:
+    """The training frames' crops held in one array (a talker bundle's references.npz, see
+    inference/talker_bundle.py): the same access as ReferenceCrops."""
+
+    def __init__(self, crops: np.ndarray):
+        self.crops = np.asarray(crops, np.uint8)
+
+    @property
+    def train_frames(self) -> int:
+        return int(len(self.crops))
+
+    def __getitem__(self, frame: int) -> np.ndarray:
+        return self.crops[int(frame)]
+
+    def take(self, frames) -> np.ndarray:
+        return self.crops[np.asarray(frames, np.int64)]
+
+
+def reference_crops(subject) -> "ReferenceCrops | StoredReferenceCrops":
+    """The subject's mouth-reference bank: its stored crops when the subject directory holds
+    them (a bundle's references.npz), else its target-video shards."""
+    import os
+
+    from metatalk_jax.subject.layout import REFERENCES_NPZ
+    path = os.path.join(subject.path, REFERENCES_NPZ)
+    if not os.path.isfile(path):
+        return ReferenceCrops(subject.tfds_dir)
+    with np.load(path) as data:
+        return StoredReferenceCrops(data["crops"])

@@ -44,8 +44,10 @@ from metatalk_jax.recon.report import fit_report
 from metatalk_jax.subject import layout
 from metatalk_jax.subject.previews import error_plot
 from metatalk_jax.subject.target_examples import (TargetExamples, final_crop_boxes)
-from metatalk_jax.subject.target_person import (check_first_seconds, kept_audio, track_target,
-                                                tracking_message, write_kept_frames)
+from metatalk_jax.subject.identity_sheet import identity_sheet, shot_lines
+from metatalk_jax.subject.target_person import (TargetTracking, check_first_seconds, kept_audio,
+                                                save_tracks, tracking_message, write_kept_frames)
+from metatalk_jax.tracking.track import TrackingError
 from metatalk_jax.tracking.backends import make_backend
 from metatalk_jax.tracking.crop import boxes_from_points, crop_frame, frame_camera
 from metatalk_jax.tracking.identity import STATUS_NAMES
@@ -92,6 +94,10 @@ def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
     return None
 
 
+def _without_shots(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in ("keep_shots", "drop_shots")}
+
+
 def existing_subject(out_dir: str, video_sha: str, model_sha: str, config, print_key: str,
                      *, overwrite: bool) -> dict | None:
     """subject.json of `out_dir` when it was prepared from these inputs (nothing to do), None
@@ -123,7 +129,13 @@ def existing_subject(out_dir: str, video_sha: str, model_sha: str, config, print
     elif meta.get("model", {}).get("sha256") != model_sha:
         why = f"with another model ({meta.get('model', {}).get('name') or '?'})"
     else:
-        diff = _first_difference(meta.get("config", {}), config.to_dict())
+        old, new = meta.get("config", {}), config.to_dict()
+        diff = _first_difference(_without_shots(old), _without_shots(new))
+        if not diff and _first_difference(old, new):
+            # Correcting who is in the subject is what --keep/--drop-shots are for.
+            _say(f"{out_dir}: prepared with other shots kept or dropped; it will be replaced "
+                 "once the new subject is complete")
+            return None
         why = (f"with another config: {diff}" if diff else
                f"by another format version (v{meta.get('format_version')})")
     if not overwrite:
@@ -166,7 +178,8 @@ def prepare_subject(video: str, out_dir: str, model, model_sha: str, config, *,
     os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
     try:
-        meta = _build(video, info, audio, work, model, config)
+        meta = _build(video, info, audio, work, model, config, video_sha=video_sha,
+                      out_dir=out_dir)
         # A subject with excluded frames is made of its own frames video (target_person.py).
         frames_path = (os.path.join(os.path.abspath(out_dir), layout.FRAMES_VIDEO)
                        if meta.get("frames_video") else os.path.abspath(video))
@@ -186,6 +199,7 @@ def prepare_subject(video: str, out_dir: str, model, model_sha: str, config, *,
             shutil.rmtree(old, ignore_errors=True)
         else:
             publish(work, out_dir, directory=True)
+        shutil.rmtree(failed_tracking_dir(out_dir), ignore_errors=True)
     finally:
         if os.path.exists(work):
             shutil.rmtree(work, ignore_errors=True)
@@ -193,14 +207,46 @@ def prepare_subject(video: str, out_dir: str, model, model_sha: str, config, *,
     return meta
 
 
-def _track_stage(video, info, audio, work, config):
+def failed_tracking_dir(out_dir: str) -> str:
+    """Where a run that kept too little of the target leaves its face tracks and contact sheet
+    (beside --out, never inside: nothing there looks like a subject)."""
+    return os.path.abspath(out_dir).rstrip(os.sep) + ".tracking"
+
+
+def _save_identity(tracking: TargetTracking, tracks_dir: str, sheet_path: str, title: str):
+    save_tracks(tracking.table, tracks_dir, tracking.key)
+    os.makedirs(os.path.dirname(sheet_path), exist_ok=True)
+    write_png(sheet_path, identity_sheet(tracking.table, tracking.decision, title=title))
+
+
+def _track_stage(video, info, audio, work, config, *, video_sha, out_dir):
     """Tracks the target person (subject/target_person.py) -> (whole-video track, target dict,
-    the subject's track, the video of the subject's frames, their audio). Without excluded
-    frames the video and audio are the originals; with them, the kept frames' own."""
+    identity decision, the subject's track, the video of the subject's frames, their audio).
+    Without excluded frames the video and audio are the originals; with them, the kept frames'
+    own. The face tracks and the contact sheet are written into the subject (or, when too
+    little of the target is left, beside it: failed_tracking_dir)."""
     backend = make_backend(config.backend, upsample=config.upsample)
     check_first_seconds(video, backend, config)
-    whole, target = track_target(video, info, backend, config)
+    tracking = TargetTracking(video, info, backend, config, video_sha)
+    failed = failed_tracking_dir(out_dir)
+    title = os.path.basename(video)
+    try:
+        whole, target = tracking.run(reuse=[os.path.join(out_dir, layout.TRACKING_DIR), failed])
+    except TrackingError as err:
+        if tracking.decision is None:
+            raise
+        _save_identity(tracking, failed, os.path.join(failed, layout.IDENTITY_SHEET), title)
+        for line in shot_lines(tracking.decision):
+            _say("  " + line)
+        raise TrackingError(f"{err} (who is in which shot: {failed}/{layout.IDENTITY_SHEET}; "
+                            "correct it with --keep-shots / --drop-shots N,M)") from None
+    if tracking.reused_from:
+        _say(f"tracking: reused the face tracks of {tracking.reused_from} (no frame read)")
+    _save_identity(tracking, os.path.join(work, layout.TRACKING_DIR),
+                   os.path.join(work, layout.PREVIEWS, layout.IDENTITY_SHEET), title)
     _say("tracking: " + tracking_message(whole.summary(), target))
+    for line in shot_lines(tracking.decision):
+        _say("  " + line)
     track = whole.kept_only()
     if track.num_frames < whole.num_frames:
         frames_video = os.path.join(work, layout.FRAMES_VIDEO)
@@ -211,7 +257,7 @@ def _track_stage(video, info, audio, work, config):
             audio = kept_audio(audio, track.source_frames, float(config.fps),
                                int(config.sample_rate))
     track.to_npz(os.path.join(work, layout.LANDMARKS))
-    return whole, target, track, video, audio
+    return whole, target, tracking.decision, track, video, audio
 
 
 def _counted(examples, bar: Progress):
@@ -221,13 +267,14 @@ def _counted(examples, bar: Progress):
         bar.update()
 
 
-def _build(video, info, audio, work, model, config) -> dict:
+def _build(video, info, audio, work, model, config, *, video_sha, out_dir) -> dict:
     timings = {}
     fps = float(config.fps)
 
     # -- track: one person; frames without them are left out ---------------------------------
     t0 = time.time()
-    whole, person, track, video, audio = _track_stage(video, info, audio, work, config)
+    whole, person, identity, track, video, audio = _track_stage(
+        video, info, audio, work, config, video_sha=video_sha, out_dir=out_dir)
     if audio is not None:
         write_wav(os.path.join(work, layout.AUDIO), audio, config.sample_rate)
     timings["track_s"] = time.time() - t0
@@ -291,7 +338,7 @@ def _build(video, info, audio, work, model, config) -> dict:
     examples.close()
     timings["shards_s"] = time.time() - t0
 
-    tracking = {**whole.summary(), "target": person}
+    tracking = {**whole.summary(), "target": person, "identity": identity.summary()}
     _write_report(work, report, whole, track, tracking, timings,
                   title=f"{os.path.basename(info.path)}: {t} of {whole.num_frames} frames kept")
     fit_summary = report.summary()

@@ -15,8 +15,10 @@ from metatalk_jax.tracking.crop import paste_back
 
 TRACKED_COLOUR = (255, 60, 60)    # RGB
 FITTED_COLOUR = (60, 255, 60)
-EXCLUDED_COLOURS = {"other_person": (255, 205, 205), "no_face": (215, 215, 215)}
-EXCLUDED_WORDS = {"other_person": "another person", "no_face": "no target face"}
+EXCLUDED_COLOURS = {"other_person": (255, 205, 205), "no_face": (215, 215, 215),
+                    "ambiguous": (255, 225, 170), "dropped": (205, 205, 255)}
+EXCLUDED_WORDS = {"other_person": "another person", "no_face": "no target face",
+                  "ambiguous": "maybe another person", "dropped": "dropped by you"}
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 

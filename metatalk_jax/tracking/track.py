@@ -4,17 +4,22 @@
     track = track_video(frames, backend, source="talk.mp4")   # frames: iterable of RGB uint8
     track.to_npz("talk.track.npz")
 
-    # one person held through cuts and crowds (what `prepare` does; tracking/identity.py):
-    track = track_video(frames, backend, source="film.mp4", follower=IdentityFollower(describe),
+    # one person held through cuts and crowds (what `prepare` does): every face becomes a
+    # short track with descriptors, and identity is decided per track for the whole video
+    track = track_video(frames, backend, source="film.mp4", faces=FaceTracks(describe),
+                        decide=lambda table: decide_identity(table, seed=...),
                         cuts=ShotCuts(), exclude_runs=True)
+    track.identity                             # the decision per face track (and its table)
     subject_track = track.kept_only()          # the frames that show the target person
+    track_from_faces(table, decision, ...)     # the same from a saved FaceTable, no video
 
 Frames are consumed as a stream (a generator is fine); only the per-frame landmarks and boxes
 are kept, [T,68,2] + [T,4] float32, so memory does not grow with the frame size.
 
 Every frame ends with a status (tracking/identity.py): tracked (the target's face detected),
-filled (a short run without any face inside one shot, interpolated), no_face or other_person
-(excluded: the target is absent, or only other people are there). Without exclude_runs a run
+filled (a short run without any face inside one shot, interpolated), no_face, other_person,
+ambiguous or dropped (excluded: the target is absent; only other people are there; only faces
+that may or may not be the target; only shots the user dropped). Without exclude_runs a run
 that cannot be filled is an error, as for a single-person video; with it the run is excluded
 and listed (`excluded_ranges`), and only too small a remainder is an error.
 """
@@ -32,10 +37,14 @@ from metatalk_jax.errors import InputError
 from scipy.ndimage import gaussian_filter1d
 
 from metatalk_jax.tracking.backends import FaceBackend
-from metatalk_jax.tracking.identity import (FILLED, NO_FACE, OTHER_PERSON, STATUS_NAMES, TRACKED,
-                                            IdentityFollower, ShotCuts, box_area, box_iou)
+from metatalk_jax.tracking.face_tracks import FaceTable, FaceTracks
+from metatalk_jax.tracking.identity import (AMBIGUOUS, EXCLUDED_STATUSES, FILLED, NO_FACE,
+                                            OTHER_PERSON, STATUS_NAMES, TRACKED, ShotCuts,
+                                            box_area, box_iou)
+from metatalk_jax.tracking.identity_decision import IdentityDecision, frame_statuses
 
 NUM_LANDMARKS = 68
+STATUS_CODES = {name: code for code, name in STATUS_NAMES.items()}
 
 
 class TrackingError(InputError):
@@ -54,11 +63,12 @@ class FaceTrack:
     detected: [T] bool, False on frames whose values were filled in (or excluded).
     gaps: inclusive (first_frame, last_frame) runs that were filled in, in row order.
     frame_size: (H, W) of the video in pixels.
-    status: [T] int8 per-row status (identity.TRACKED / FILLED / NO_FACE / OTHER_PERSON); the
-        landmarks and boxes of excluded rows (NO_FACE, OTHER_PERSON) are NaN.
+    status: [T] int8 per-row status (identity.STATUS_NAMES); the landmarks and boxes of
+        excluded rows (identity.EXCLUDED_STATUSES) are NaN.
     cuts: rows that start a new stretch: shot cuts in a whole-video track; in a `kept_only`
         track, every row after a cut or after excluded frames.
     source_frames: [T] int64, the video frame of each row (arange(T) for a whole-video track).
+    identity: (FaceTable, IdentityDecision) of a track decided per face track; not saved.
     """
 
     landmarks: np.ndarray
@@ -69,6 +79,7 @@ class FaceTrack:
     status: np.ndarray | None = None
     cuts: list[int] = field(default_factory=list)
     source_frames: np.ndarray | None = None
+    identity: tuple[FaceTable, IdentityDecision] | None = None
 
     def __post_init__(self):
         t = self.num_frames
@@ -87,10 +98,10 @@ class FaceTrack:
         return (self.status == TRACKED) | (self.status == FILLED)
 
     def excluded_ranges(self) -> dict[str, list[tuple[int, int]]]:
-        """{"no_face": [(first, last), ...], "other_person": [...]}: inclusive video-frame
-        ranges of the excluded rows, by reason."""
+        """{"no_face": [(first, last), ...], "other_person": [...], "ambiguous": [...],
+        "dropped": [...]}: inclusive video-frame ranges of the excluded rows, by reason."""
         out = {}
-        for code in (NO_FACE, OTHER_PERSON):
+        for code in EXCLUDED_STATUSES:
             runs = _missing_runs(self.status != code)
             out[STATUS_NAMES[code]] = [(int(self.source_frames[a]), int(self.source_frames[b]))
                                        for a, b in runs]
@@ -248,7 +259,8 @@ def resolve_runs(status: np.ndarray, cuts: list[int], max_gap: int, *, name: str
         else:
             unfillable.append((first, last))
     if unfillable and not exclude_runs:
-        others = [r for r in unfillable if np.any(status[r[0]:r[1] + 1] == OTHER_PERSON)]
+        others = [r for r in unfillable
+                  if np.any(np.isin(status[r[0]:r[1] + 1], (OTHER_PERSON, AMBIGUOUS)))]
         if others:
             first, last = others[0]
             raise TrackingError(f"{name}: another person instead of the target in "
@@ -278,12 +290,14 @@ def _check_trackable(name: str, status: np.ndarray, any_face: bool, *,
     kept = tracked + int(np.count_nonzero(status == FILLED))
     if kept < min_kept_fraction * t or kept < min_kept_frames:
         absent = int(np.count_nonzero(status == NO_FACE))
-        other = int(np.count_nonzero(status == OTHER_PERSON))
+        other = int(np.count_nonzero(np.isin(status, (OTHER_PERSON, STATUS_CODES["dropped"]))))
+        unsure = int(np.count_nonzero(status == AMBIGUOUS))
+        unsure = f", {unsure} with a face that may or may not be them" if unsure else ""
         raise TrackingError(
             f"{name}: only {kept} of {t} frames ({kept / t:.0%}) show the target person "
             f"(needs {min_kept_fraction:.0%} and {min_kept_frames} frames): {absent} without "
-            f"them, {other} with another person instead; trim the video to the target's shots "
-            f"or choose another person with --face X,Y")
+            f"them, {other} with another person instead{unsure}; trim the video to the target's "
+            f"shots or choose another person with --face X,Y")
     if tracked < min_tracked_fraction * kept:
         raise TrackingError(f"{name}: a face was tracked in only {tracked} of {kept} frames "
                             f"(needs {min_tracked_fraction:.0%})")
@@ -302,11 +316,12 @@ class NoFaceYet(TrackingError):
     """No face in the first frames: raised while tracking, before the rest is decoded."""
 
 
-def _scan(frames, backend: FaceBackend, name: str, *, follower, cuts, progress,
+def _scan(frames, backend: FaceBackend, name: str, *, faces, cuts, progress,
           first_face_frames, no_face_hint):
-    """The per-frame pass of track_video: detect, choose, landmarks. Returns (landmarks
-    [T,68,2] list, boxes [T,4] list, status per frame before filling (TRACKED / NO_FACE; the
-    follower's statuses replace it), shot-cut frames, (H, W), whether any face was seen)."""
+    """The per-frame pass of track_video: detect, then either hand every face to `faces`
+    (FaceTracks) or choose one (choose_face) and take its landmarks. Returns (landmarks [T,68,2]
+    list, boxes [T,4] list, status per frame before filling (TRACKED / NO_FACE; placeholders
+    with `faces`), shot-cut frames, (H, W), whether any face was seen)."""
     landmarks, boxes, found_status, cut_frames = [], [], [], []
     frame_size, previous, any_face = None, None, False
     for t, frame in enumerate(frames):
@@ -333,10 +348,11 @@ def _scan(frames, backend: FaceBackend, name: str, *, follower, cuts, progress,
                 marks[i] = points
             return marks[i]
 
-        if follower is not None:
-            chosen = follower.step(t, frame, found, landmarks_of, cut)
-        else:
-            chosen = choose_face(found, previous) if len(found) else None
+        chosen = None
+        if faces is not None:
+            faces.observe(t, frame, found, landmarks_of, cut)
+        elif len(found):
+            chosen = choose_face(found, previous)
         if chosen is not None:
             previous = found[chosen, :4]
             landmarks.append(landmarks_of(chosen))
@@ -358,18 +374,20 @@ def _scan(frames, backend: FaceBackend, name: str, *, follower, cuts, progress,
 def track_video(frames: Iterable[np.ndarray], backend: FaceBackend, *, source: str,
                 max_gap: int = 12, min_tracked_fraction: float = 0.8,
                 smoothing_sigma: float = 1.0, progress=None,
-                follower: IdentityFollower | None = None, cuts: ShotCuts | None = None,
+                faces: FaceTracks | None = None, decide=None, cuts: ShotCuts | None = None,
                 exclude_runs: bool = False, min_kept_fraction: float = 0.0,
                 min_kept_frames: int = 1, first_face_frames: int | None = None,
                 no_face_hint=None) -> FaceTrack:
     """Tracks one face through `frames` (RGB uint8 [H,W,3] each, any iterable) -> FaceTrack.
 
-    Per frame: backend.detect; then the face to follow: follower.step (one identity through
-    cuts and crowds, tracking/identity.py), or without a follower choose_face (most overlap
-    with the last tracked box; the largest first); backend.landmarks in that box. cuts: a shot
-    cut detector (a cut resets box continuity and is never filled across). Then runs without
-    the target are filled or excluded (resolve_runs, exclude_runs), landmarks and boxes are
-    smoothed with smooth_track(smoothing_sigma frames; 0 = off) within each stretch of kept
+    Per frame: backend.detect; then either every face goes to `faces` (FaceTracks: short
+    tracks with descriptors) and after the stream decide(FaceTable) -> IdentityDecision says
+    which tracks are the target (tracking/identity_decision.py; the track's `identity` keeps
+    both); or, without `faces`, choose_face picks the face to follow (most overlap with the
+    last tracked box; the largest first) and backend.landmarks is taken in its box. cuts: a
+    shot cut detector (a cut resets box continuity and is never filled across). Then runs
+    without the target are filled or excluded (resolve_runs, exclude_runs), landmarks and boxes
+    are smoothed with smooth_track(smoothing_sigma frames; 0 = off) within each stretch of kept
     frames. `source` names the video in errors; `progress` (e.g. metatalk_jax.progress.Progress;
     the caller closes it) gets update(1) per frame.
 
@@ -384,15 +402,55 @@ def track_video(frames: Iterable[np.ndarray], backend: FaceBackend, *, source: s
     if max_gap < 0 or not 0.0 <= min_tracked_fraction <= 1.0:
         raise InputError(f"need max_gap >= 0 and 0 <= min_tracked_fraction <= 1, got "
                          f"{max_gap} and {min_tracked_fraction}")
+    if (faces is None) != (decide is None):
+        raise ValueError("track_video: faces and decide go together")
     name = os.path.basename(str(source)) or str(source)
     landmarks, boxes, found_status, cut_frames, frame_size, any_face = _scan(
-        frames, backend, name, follower=follower, cuts=cuts, progress=progress,
+        frames, backend, name, faces=faces, cuts=cuts, progress=progress,
         first_face_frames=first_face_frames, no_face_hint=no_face_hint)
-    if follower is not None:
-        follower.settle()
-        status = np.asarray(follower.status, np.int8)
-    else:
-        status = np.asarray(found_status, np.int8)
+    checks = dict(max_gap=max_gap, min_tracked_fraction=min_tracked_fraction,
+                  smoothing_sigma=smoothing_sigma, exclude_runs=exclude_runs,
+                  min_kept_fraction=min_kept_fraction, min_kept_frames=min_kept_frames)
+    if faces is not None:
+        table = faces.finish(len(found_status), frame_size or (0, 0), cut_frames)
+        if not any_face:
+            _check_trackable(name, np.asarray(found_status, np.int8), any_face,
+                             min_tracked_fraction=min_tracked_fraction,
+                             min_kept_fraction=min_kept_fraction,
+                             min_kept_frames=min_kept_frames)
+        return track_from_faces(table, decide(table), source=source, **checks)
+    return _finish(name, np.asarray(found_status, np.int8), landmarks, boxes, cut_frames,
+                   frame_size, any_face, **checks)
+
+
+def track_from_faces(table: FaceTable, decision: IdentityDecision, *, source: str,
+                     max_gap: int = 12, min_tracked_fraction: float = 0.8,
+                     smoothing_sigma: float = 1.0, exclude_runs: bool = True,
+                     min_kept_fraction: float = 0.0, min_kept_frames: int = 1) -> FaceTrack:
+    """The FaceTrack of a decided FaceTable: per frame, the kept track's face (landmarks and
+    box) and the status of frame_statuses; then filled, checked and smoothed as track_video
+    does. Needs no video: a saved table is decided again in milliseconds."""
+    name = os.path.basename(str(source)) or str(source)
+    status, chosen = frame_statuses(table, decision)
+    t = table.num_frames
+    landmarks = np.zeros((t, NUM_LANDMARKS, 2), np.float32)
+    boxes = np.zeros((t, 4), np.float32)
+    rows = chosen >= 0
+    landmarks[rows] = table.obs_landmarks[chosen[rows]]
+    boxes[rows] = table.obs_box[chosen[rows]]
+    track = _finish(name, status, list(landmarks), list(boxes), list(table.cuts),
+                    table.frame_size, len(table.obs_track) > 0, max_gap=max_gap,
+                    min_tracked_fraction=min_tracked_fraction, smoothing_sigma=smoothing_sigma,
+                    exclude_runs=exclude_runs, min_kept_fraction=min_kept_fraction,
+                    min_kept_frames=min_kept_frames)
+    track.identity = (table, decision)
+    return track
+
+
+def _finish(name, status, landmarks, boxes, cut_frames, frame_size, any_face, *, max_gap,
+            min_tracked_fraction, smoothing_sigma, exclude_runs, min_kept_fraction,
+            min_kept_frames) -> FaceTrack:
+    """Per-frame statuses and the chosen faces' points -> the checked, filled, smoothed track."""
     if len(status) == 0 or not any_face:
         _check_trackable(name, status, any_face, min_tracked_fraction=min_tracked_fraction,
                          min_kept_fraction=min_kept_fraction, min_kept_frames=min_kept_frames)
