@@ -1,11 +1,12 @@
 """Inference speed and memory: seconds of compute per second of output video, and peak RSS.
 
-For each resolution (default 256, 512, 1024) a child process runs `run_inference` (the code
-behind `python -m metatalk_jax.infer`) on the carphone subject with random-initialised
-checkpoints of the real architectures: AudioDVP's unet_256 at 256 (configs/renderer.py),
-the HD coarse-to-fine generator at 512 and 1024 (configs/renderer.py:gpu, float32 on CPU), the
-default Meta Talk A2E (configs/a2e.py). It first runs a short clip (compiles everything), then
-times --seconds of audio. The reference, measured in the same process right after, is the
+For each resolution (default 256, 512, 1024) a child process loads a Talker (the code behind
+`python -m metatalk_jax.infer`) on the carphone subject with random-initialised checkpoints of
+the real architectures: AudioDVP's unet_256 at 256 (configs/renderer.py), the HD coarse-to-fine
+generator at 512 and 1024 (configs/renderer.py:gpu, float32 on CPU), the default Meta Talk A2E
+(configs/a2e.py). It says a short clip (compiles everything), then --seconds of audio on the
+same talker are timed (nothing compiles). The reference, measured in the same process right
+after, is the
 generator alone on the same number of frames in the same batches: `pipeline_over_generator`
 says what the rest of the pipeline (audio features, A2E, 3DMM renders, mask blending,
 paste-back, decoding the background and encoding H.264) adds to the network's own cost.
@@ -139,7 +140,8 @@ def child(args) -> dict:
     use_xla_convolutions_on_cpu()
     import numpy as np
 
-    from metatalk_jax.inference.pipeline import InferenceSettings, run_inference
+    from metatalk_jax.inference.pipeline import InferenceSettings
+    from metatalk_jax.inference.talker import Talker
     from metatalk_jax.inference.trained_models import load_renderer
     subject = bench_subject()
     r = args.resolution
@@ -158,11 +160,14 @@ def child(args) -> dict:
     settings = InferenceSettings(batch_size=args.batch_size, show_progress=True,
                                  max_seconds=3600, lip_sync_frames=0)
     warm = _speech_like(os.path.join(work, "warm.wav"), 0.6)
-    run_inference(subject, a2e, renderer, warm, os.path.join(work, "warm.mp4"), settings)
+    # One loaded talker (what infer --jobs and the Python API keep): the warm-up compiles,
+    # the measured run compiles nothing.
+    talker = Talker.load(subject=subject, a2e=a2e, renderer=renderer, settings=settings)
+    talker.say(warm, os.path.join(work, "warm.mp4"))
     audio = _speech_like(os.path.join(work, f"speech_{args.seconds}.wav"), args.seconds)
     out = os.path.join(work, f"out_{r}.mp4")
     with TreeRssSampler() as sampler:
-        summary = run_inference(subject, a2e, renderer, audio, out, settings)
+        summary = talker.say(audio, out)
     compute_s = summary["total_s"] - summary["setup_s"]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024     # before the reference
 

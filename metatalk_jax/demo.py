@@ -249,7 +249,8 @@ def run_demo(config, out_dir: str, *, video: str | None = None, audio: str | Non
     infer = stages.run("infer", "infer_s", _command(
         "metatalk_jax.infer", ["--subject", subject, "--a2e", a2e, "--renderer", renderer,
                                "--audio", audio, "--out", out_video, "--preview"]),
-        lambda: run_inference(subject, a2e, renderer, audio, out_video, settings))
+        lambda: run_inference(subject, a2e, renderer, audio, out_video, settings,
+                              phonemes=None if speech is None else speech.phonemes))
     sheet = contact_sheet(infer["preview"], os.path.join(out_dir, "demo_preview.png"),
                           voiced=DriveRecord.read(infer["drive_sidecar"]).voiced)
     stages.timings["total_s"] = time.perf_counter() - t0
@@ -261,6 +262,10 @@ def run_demo(config, out_dir: str, *, video: str | None = None, audio: str | Non
             f"{pixels['silence_ratio']} of that in speech (drive: "
             f"{pixels['drive_silence_ratio']}; detection rate {pixels['detection_rate']}, "
             f"{pixels['frames']} frames)")
+        log(f"[demo] how far it moves: widest opening (95th percentile) "
+            f"{pixels['opening_p95_ratio']} of the real frames', bilabials closed "
+            f"{pixels['bilabial_closure']} on the pixels, {pixels['drive_bilabial_closure']} "
+            f"in the drive ({pixels['bilabials']} /p b m/)")
     summary = {"video": out_video, "preview": infer["preview"], "preview_png": sheet,
                "speech": audio, "drive_sidecar": infer["drive_sidecar"],
                "sentence": config.sentence if speech is not None else None, "work": work,

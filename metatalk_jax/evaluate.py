@@ -226,6 +226,9 @@ def evaluate_videos(videos: list[str], *, out_dir: str, syncnet: str | None,
             # NaN (no pauses in the drive) is "not computed" here, not a failed clip
             clip.silence_ratio = (pixels.silence_ratio if math.isfinite(pixels.silence_ratio)
                                   else None)
+            clip.opening_p95_ratio = (pixels.opening_p95_ratio
+                                      if math.isfinite(pixels.opening_p95_ratio) else None)
+            clip.bilabial_closure = pixels.bilabial_closure
             clip.frames = clip.frames or pixels.frames
         if embedders is not None:
             duration = probe_video(clip.video).duration_s

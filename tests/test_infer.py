@@ -304,6 +304,11 @@ def test_a_talker_compiles_once_and_draws_what_infer_writes(checkpoints, tmp_pat
     assert (first["frames"], second["frames"]) == (32, 52)
     drawn = list(talker.frames(str(tmp_path / "a.wav")))
     assert talker.compiles() == compiled and len(drawn) == 32
+    # Text: espeak-ng's phoneme times travel into the drive sidecar (for the bilabials).
+    said = talker.say("Bob made a map.", str(tmp_path / "text.mp4"))
+    sidecar = json.loads(open(said["drive_sidecar"]).read())
+    assert {"b", "m", "p"} <= {symbol for _, _, symbol in sidecar["phonemes"]}
+    assert talker.compiles() == compiled
     drawn, written = np.stack(drawn).astype(int), np.stack(list(read_frames(str(tmp_path /
                                                                              "a.mp4"))))
     same = np.abs(drawn - written).mean()                       # H.264 (crf 18) noise only

@@ -16,7 +16,11 @@ Measures (PixelLipSync):
   silence_ratio    the output's median opening in the driving audio's silences (runs of at
                least 0.4 s, the sidecar's `voiced`) over its median opening in speech, and
                drive_silence_ratio, the same of the drive: a mouth that closes in pauses scores
-               near 0, one that stays half open near 1.
+               near 0, one that stays half open near 1;
+  articulation     how far it moves (eval/articulation.py): the output's 5th/95th percentile
+               opening against the real background frames' (opening_p95_ratio ~1 opens as
+               wide as the person), and with known phoneme times the share of /p b m/ whose
+               lips close on the pixels (bilabial_closure) and in the drive.
 
 The sidecar, `<video stem>.drive.json` beside the video (`drive_sidecar_path`):
   {"format": "metatalk_jax.drive", "version": 2, "fps": output fps,
@@ -24,7 +28,9 @@ The sidecar, `<video stem>.drive.json` beside the video (`drive_sidecar_path`):
    "source_frame": [N] background frame of each output frame,
    "drive_opening": [N] 3DMM mouth opening of each output frame,
    "voiced": [N] 1 where the driving audio has speech, 0 in its pauses (version 2; absent in
-   version 1 sidecars, whose silence ratios are then None)}
+   version 1 sidecars, whose silence ratios are then None),
+   "phonemes": [[start_s, end_s, symbol], ...] when the speech's phoneme times are known
+   (text spoken by espeak-ng; absent otherwise: the bilabial closures are not measured)}
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from collections import defaultdict
 import numpy as np
 
 from metatalk_jax.errors import InputError
+from metatalk_jax.eval.articulation import bilabial_closure, opening_range
 from metatalk_jax.eval.mouth_detail import box_patch, median_ratio, mouth_box, sharpness_ratio
 from metatalk_jax.eval.mouth_opening import MouthMeter, mouth_opening
 
@@ -59,6 +66,9 @@ class DriveRecord:
     source_frame: np.ndarray      # [N] int
     drive_opening: np.ndarray     # [N] float
     voiced: np.ndarray | None = None   # [N] bool: speech in the driving audio (None: unknown)
+    # [(start_s, end_s, espeak symbol)] of the driving speech when known (text spoken by
+    # espeak-ng), for the bilabial closures (eval/articulation.py); None: unknown
+    phonemes: list | None = None
 
     def write(self, path: str) -> str:
         from metatalk_jax.atomic_files import write_json
@@ -68,6 +78,9 @@ class DriveRecord:
                 "drive_opening": [round(float(v), 5) for v in self.drive_opening]}
         if self.voiced is not None:
             data["voiced"] = [int(bool(v)) for v in self.voiced]
+        if self.phonemes is not None:
+            data["phonemes"] = [[round(float(a), 4), round(float(b), 4), str(sym)]
+                                for a, b, sym in self.phonemes]
         return write_json(path, data)
 
     @classmethod
@@ -84,9 +97,12 @@ class DriveRecord:
         if len(frames) != len(opening) or (voiced is not None and len(voiced) != len(frames)):
             raise InputError(f"{path}: {len(frames)} source frames but {len(opening)} openings"
                              + ("" if voiced is None else f" and {len(voiced)} voiced flags"))
+        phonemes = data.get("phonemes")
         return cls(float(data["fps"]), data["source_video"], float(data["source_fps"]),
                    np.asarray(frames, np.int64), np.asarray(opening, np.float64),
-                   None if voiced is None else np.asarray(voiced, bool))
+                   None if voiced is None else np.asarray(voiced, bool),
+                   None if phonemes is None else [(float(a), float(b), str(sym))
+                                                  for a, b, sym in phonemes])
 
 
 def pearson(a, b) -> float:
@@ -110,7 +126,11 @@ class PixelLipSync:
     drive and background happen to correlate); silence_ratio / drive_silence_ratio: median
     opening in pauses over median
     opening in speech, of the output's pixels / of the drive (NaN without pauses or without
-    voice activity); silent_frames: measured frames in pauses."""
+    voice activity); silent_frames: measured frames in pauses. Articulation
+    (eval/articulation.py): opening_p5/p95 of the output and real_opening_p5/p95 of its real
+    background frames, opening_p95_ratio and opening_range_ratio; bilabials, bilabial_closure
+    (share closed on the pixels) and drive_bilabial_closure (in the 3DMM drive), None when
+    the speech's phoneme times are unknown."""
     frames: int
     detection_rate: float
     r_drive: float
@@ -122,6 +142,15 @@ class PixelLipSync:
     silence_ratio: float = float("nan")
     drive_silence_ratio: float = float("nan")
     silent_frames: int = 0
+    opening_p5: float = float("nan")
+    opening_p95: float = float("nan")
+    real_opening_p5: float = float("nan")
+    real_opening_p95: float = float("nan")
+    opening_p95_ratio: float = float("nan")
+    opening_range_ratio: float = float("nan")
+    bilabials: int = 0
+    bilabial_closure: float | None = None
+    drive_bilabial_closure: float | None = None
 
     def to_json(self) -> dict:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else
@@ -141,9 +170,24 @@ def silence_ratio(openings, voiced) -> float:
     return float(np.median(silent) / np.median(speech))
 
 
-def score_openings(output, drive, background, *, voiced=None, sharpness=()) -> PixelLipSync:
+def articulation(output, drive, real, *, fps: float, phonemes=None) -> dict:
+    """The articulation fields of PixelLipSync: output / drive openings [N] per output frame
+    (NaN: not measured), real openings [M] of the real frames (eval/articulation.py)."""
+    span = opening_range(output, real)
+    closure = bilabial_closure(output, fps, phonemes, closed=span.real_p5)
+    drive_closure = bilabial_closure(drive, fps, phonemes, closed=span.real_p5)
+    return dict(opening_p5=span.output_p5, opening_p95=span.output_p95,
+                real_opening_p5=span.real_p5, real_opening_p95=span.real_p95,
+                opening_p95_ratio=span.p95_ratio, opening_range_ratio=span.range_ratio,
+                bilabials=closure.bilabials, bilabial_closure=closure.fraction,
+                drive_bilabial_closure=drive_closure.fraction)
+
+
+def score_openings(output, drive, background, *, voiced=None, sharpness=(),
+                   shape: dict | None = None) -> PixelLipSync:
     """[N] openings (NaN where no face was found) -> PixelLipSync. voiced: [N] bool speech
-    flags of the same frames (None: no silence ratios); sharpness: per-frame detail ratios."""
+    flags of the same frames (None: no silence ratios); sharpness: per-frame detail ratios;
+    shape: the articulation fields (`articulation`)."""
     output, drive, background = (np.asarray(x, np.float64) for x in (output, drive, background))
     found = np.isfinite(output)
     error = np.abs(output - drive)[found & np.isfinite(drive)]
@@ -161,7 +205,7 @@ def score_openings(output, drive, background, *, voiced=None, sharpness=()) -> P
         r_drive=r_od, r_background=r_ob, r_drive_background=r_db,
         r_background_given_drive=float(partial),
         mean_abs_error=float(error.mean()) if len(error) else float("nan"),
-        mouth_sharpness=median_ratio(sharpness), **silences)
+        mouth_sharpness=median_ratio(sharpness), **silences, **(shape or {}))
 
 
 def measured_frames(count: int, max_frames: int | None) -> np.ndarray:
@@ -231,8 +275,12 @@ def pixel_lip_sync(video: str, record: DriveRecord | None = None, *,
             if i in patches and patches[i][0] == frame.shape:
                 sharpness[i] = sharpness_ratio(patches[i][1], box_patch(frame, boxes[i]))
     progress.close()
+    every = np.full(len(record.source_frame), np.nan)       # the output, by frame number
+    every[list(output)] = list(output.values())
+    shape = articulation(every, record.drive_opening, list(background.values()),
+                         fps=record.fps, phonemes=record.phonemes)
     return score_openings([output[int(i)] for i in frames], record.drive_opening[frames],
                           [background.get(int(j), float("nan"))
                            for j in record.source_frame[frames]],
                           voiced=None if record.voiced is None else record.voiced[frames],
-                          sharpness=sharpness.values())
+                          sharpness=sharpness.values(), shape=shape)

@@ -19,15 +19,18 @@ import os
 from metatalk_jax.atomic_files import atomic_path, write_json
 
 METRICS = ("lse_d", "lse_c", "fid", "ssim", "r_drive", "r_background", "mouth_sharpness",
-           "silence_ratio")
+           "silence_ratio", "opening_p95_ratio", "bilabial_closure")
 HEADERS = {"lse_d": "LSE-D (lower better)", "lse_c": "LSE-C (higher)", "fid": "FID (lower)",
            "ssim": "SSIM (higher)", "r_drive": "pixel r_drive (higher)",
            "r_background": "pixel r_background (lower)",
            "mouth_sharpness": "mouth sharpness vs real (1 = as crisp)",
-           "silence_ratio": "opening in pauses / speech (lower)"}
+           "silence_ratio": "opening in pauses / speech (lower)",
+           "opening_p95_ratio": "widest opening vs real (1 = as wide)",
+           "bilabial_closure": "/p b m/ closed (higher)"}
 # the paper's precision (Table 3); the pixel measures to 3 places
 DIGITS = {"lse_d": 3, "lse_c": 3, "fid": 2, "ssim": 3, "r_drive": 3, "r_background": 3,
-          "mouth_sharpness": 3, "silence_ratio": 3}
+          "mouth_sharpness": 3, "silence_ratio": 3, "opening_p95_ratio": 3,
+          "bilabial_closure": 3}
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 
 
@@ -37,7 +40,9 @@ class ClipScores:
     frames: frames scored; reference: the ground-truth video FID/SSIM used (None without);
     r_drive / r_background / lip_detection_rate / mouth_sharpness / silence_ratio: the pixel
     measures (eval/pixel_lip_sync.py; None without a drive sidecar, silence_ratio also None
-    without pauses in the driving audio)."""
+    without pauses in the driving audio); opening_p95_ratio / bilabial_closure: how far the
+    mouth moves (eval/articulation.py; bilabial_closure None without the speech's phoneme
+    times)."""
     video: str
     method: str
     clip: str
@@ -51,6 +56,8 @@ class ClipScores:
     lip_detection_rate: float | None = None
     mouth_sharpness: float | None = None
     silence_ratio: float | None = None
+    opening_p95_ratio: float | None = None
+    bilabial_closure: float | None = None
     frames: int = 0
     reference: str | None = None
 

@@ -259,19 +259,21 @@ def prepare_inference(subject_dir: str, renderer_path: str, settings: InferenceS
 
 
 def run_inference(subject_dir: str, a2e_path: str, renderer_path: str, audio_path: str,
-                  out_path: str, settings: InferenceSettings | None = None) -> dict:
+                  out_path: str, settings: InferenceSettings | None = None, *,
+                  phonemes: list | None = None) -> dict:
     """Writes the lip-synced video to out_path (module docstring); returns a summary dict
     (frames, seconds of output, compute seconds, paths, the pixel lip-sync of the written video).
     Bad input raises InputError with a one-line message before anything is written; the
-    outputs appear only when complete. One job of a Talker (inference/talker.py).
+    outputs appear only when complete. One job of a Talker (inference/talker.py); phonemes:
+    the speech's phoneme times when known (for the bilabial closures).
     """
     from metatalk_jax.inference.talker import Talker
     settings = settings or InferenceSettings()
     t0 = time.perf_counter()
     talker = Talker.load(subject=subject_dir, a2e=a2e_path, renderer=renderer_path,
                          settings=settings, first_audio=audio_path)
-    summary = talker.say(audio_path, out_path)
-    summary["total_s"] = round(time.perf_counter() - t0, 2)
+    summary = talker.say(audio_path, out_path, phonemes=phonemes)
+    summary["load_s"] = round(time.perf_counter() - t0 - summary["total_s"], 2)
     return summary
 
 
@@ -307,14 +309,15 @@ def stream_frames(subject: Subject, renderer, video: str, expressions: np.ndarra
 def render_video(subject: Subject, renderer, video: str, expressions: np.ndarray,
                  out_path: str, settings: InferenceSettings, *, audio: np.ndarray | None = None,
                  started: float | None = None, voiced: np.ndarray | None = None,
-                 faces: "FaceRenders | None" = None) -> dict:
+                 faces: "FaceRenders | None" = None, phonemes: list | None = None) -> dict:
     """Draws output frame k with expression k on background frame pingpong(k), streaming, and
     writes out_path (+ its drive sidecar, + the preview if asked); then measures the written
     video's pixel lip sync unless settings.lip_sync_frames is 0.
 
     expressions: [N, E] float, one per output frame; audio: 48 kHz mono samples to mux (None:
     a silent video); voiced: [N] bool speech frames of the driving audio, for the sidecar and
-    the silence measures (None: unknown); faces: the FaceRenders to reuse (a Talker's).
+    the silence measures (None: unknown); faces: the FaceRenders to reuse (a Talker's);
+    phonemes: the speech's phoneme times when known (the sidecar's, for bilabial closures).
     Returns the summary dict.
     """
     t0 = time.perf_counter() if started is None else started
@@ -350,7 +353,8 @@ def render_video(subject: Subject, renderer, video: str, expressions: np.ndarray
     stream, background = parts
     record = DriveRecord(fps=fps, source_video=os.path.abspath(video), source_fps=fps,
                          source_frame=background.indices(num_frames),
-                         drive_opening=np.asarray(stream.drive_openings), voiced=voiced)
+                         drive_opening=np.asarray(stream.drive_openings), voiced=voiced,
+                         phonemes=phonemes)
     sidecar = record.write(drive_sidecar_path(out_path))
     t_done = time.perf_counter()
     seconds = num_frames / fps

@@ -92,11 +92,13 @@ class CompileCounter:
 @dataclasses.dataclass
 class Speech:
     """Driving speech: samples float32 [N] at 16 kHz; mux: the samples for the output's audio
-    track at pipeline.MUX_SAMPLE_RATE; name: where it came from (for messages)."""
+    track at pipeline.MUX_SAMPLE_RATE; name: where it came from (for messages); phonemes:
+    [(start_s, end_s, symbol)] when known (text spoken by espeak-ng), else None."""
 
     samples: np.ndarray
     mux: np.ndarray
     name: str
+    phonemes: list | None = None
 
 
 def _resampled(samples: np.ndarray, rate: int, to: int) -> np.ndarray:
@@ -108,10 +110,18 @@ def _resampled(samples: np.ndarray, rate: int, to: int) -> np.ndarray:
 
 
 def speech_of(audio_or_text, settings: pipeline.InferenceSettings) -> Speech:
-    """Speech from a file path, samples (float [N] at 16 kHz) or text (espeak-ng): checked
-    (silent, too short or too long audio is an InputError naming it)."""
+    """Speech from a file path, samples (float [N] at 16 kHz), text (espeak-ng) or an espeak
+    media.speech.Speech: checked (silent, too short or too long audio is an InputError naming
+    it)."""
+    from metatalk_jax.media import speech as espeak
     rate = pipeline.FEATURE_SAMPLE_RATE
-    if isinstance(audio_or_text, np.ndarray):
+    phonemes = None
+    if isinstance(audio_or_text, espeak.Speech):
+        samples = audio_or_text.audio
+        if audio_or_text.sample_rate != rate:
+            samples = _resampled(samples, audio_or_text.sample_rate, rate)
+        name, phonemes = f"the text {audio_or_text.text[:40]!r}", audio_or_text.phonemes
+    elif isinstance(audio_or_text, np.ndarray):
         samples = np.asarray(audio_or_text, np.float32).reshape(-1)
         name = "the audio samples"
     elif isinstance(audio_or_text, (str, os.PathLike)) and (
@@ -121,9 +131,9 @@ def speech_of(audio_or_text, settings: pipeline.InferenceSettings) -> Speech:
         samples = pipeline.load_driving_audio(path, settings)
         return Speech(samples, load_audio(path, pipeline.MUX_SAMPLE_RATE), path)
     elif isinstance(audio_or_text, str) and audio_or_text.strip():
-        from metatalk_jax.media.speech import synthesize
-        spoken = synthesize(audio_or_text, sample_rate=rate)
+        spoken = espeak.synthesize(audio_or_text, sample_rate=rate)
         samples, name = spoken.audio, f"the text {audio_or_text[:40]!r}"
+        phonemes = spoken.phonemes
     else:
         raise InputError(f"{audio_or_text!r}: neither an audio file, audio samples nor text")
     check_speech_audio(samples, rate, name, min_seconds=settings.min_seconds,
@@ -132,7 +142,7 @@ def speech_of(audio_or_text, settings: pipeline.InferenceSettings) -> Speech:
     if seconds > settings.max_seconds:
         raise InputError(f"{name}: {seconds:.1f} s long; at most {settings.max_seconds:.0f} s is "
                          "allowed (--max-seconds)")
-    return Speech(samples, _resampled(samples, rate, pipeline.MUX_SAMPLE_RATE), name)
+    return Speech(samples, _resampled(samples, rate, pipeline.MUX_SAMPLE_RATE), name, phonemes)
 
 
 class Talker:
@@ -216,9 +226,11 @@ class Talker:
                                        subject.coefficients["expression"])
         return (settled if settings.rest_in_pauses else expressions), voiced
 
-    def say(self, audio_or_text, out: str, **settings) -> dict:
-        """Writes the talker saying `audio_or_text` (a file, 16 kHz samples or text) to `out`
-        (mp4; + its drive sidecar, + the preview when asked); returns infer's summary dict."""
+    def say(self, audio_or_text, out: str, *, phonemes=None, **settings) -> dict:
+        """Writes the talker saying `audio_or_text` (a file, 16 kHz samples, text or an espeak
+        Speech) to `out` (mp4; + its drive sidecar, + the preview when asked); returns infer's
+        summary dict. phonemes: [(start_s, end_s, espeak symbol)] of the speech when known
+        (text gives its own), for the bilabial closures of the summary."""
         t0 = time.perf_counter()
         check_output(out)
         options = self._settings(settings)
@@ -226,7 +238,8 @@ class Talker:
         expressions, voiced = self.drive(speech, options)
         summary = pipeline.render_video(self.subject, self.renderer, self.video, expressions,
                                         out, options, audio=speech.mux, started=t0,
-                                        voiced=voiced, faces=self.faces())
+                                        voiced=voiced, faces=self.faces(),
+                                        phonemes=phonemes or speech.phonemes)
         summary["a2e_step"] = self.a2e.checkpoint.step
         summary["trained_on"] = self.trained_on
         summary["compiles_since_load"] = self.compiles()
