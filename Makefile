@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow bench setup
+.PHONY: demo test test-slow lint bench setup
 
 $(BIN)/.installed: pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check metatalk_jax tests benchmarks launch
 
 test-slow: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m slow --durations=25

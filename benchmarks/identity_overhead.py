@@ -12,11 +12,11 @@ Films, made from real faces (metatalk_jax/real_faces.py, tests/real_face_videos.
 Both passes run dlib's detector at prepare's default upsample 1 and its 68-point landmarks; the
 identity pass adds the other faces' landmarks, the descriptors (face_tracks.descriptor_budget:
 about `identity_overhead` = 0.1 of the detection time, each track's first one on credit), the
-thumbnails and the decision. Reported per film: median seconds of each pass over the repeats (interleaved, so
-both see the same machine), their ratio, descriptors computed; and prepare's whole tracking
-stage on the film written as an mp4 (decoding, the first-seconds check, the pass, the contact
-sheet, the kept frames' video): `identity_share` = identity work (identity pass - plain pass)
-over that stage without it. The last line is one JSON object.
+thumbnails and the decision. Reported per film: median seconds of each pass over the repeats
+(interleaved, so both see the same machine), their ratio, descriptors computed; and prepare's whole
+tracking stage on the film written as an mp4 (decoding, the first-seconds check, the pass, the
+contact sheet, the kept frames' video): `identity_share` = identity work (identity pass - plain
+pass) over that stage without it. The last line is one JSON object.
 """
 
 from __future__ import annotations

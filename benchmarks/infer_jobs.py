@@ -4,12 +4,12 @@
     python benchmarks/infer_jobs.py --talker demo.talker     # a trained talker's bundle
 
 With --talker, both sides run that bundle (e.g. the demo's, exported with
-`python -m metatalk_jax.export`). Without it, on the carphone subject (benchmarks/infer.py's, prepared once and cached) with random-initialised
-checkpoints of the real architectures (the default A2E; unet_256 at 256), N short sentences
-(1.2-2.1 s of speech-like audio each) are made twice: as N separate `python -m
-metatalk_jax.infer --audio` processes, one after another (each loads the subject and both
-checkpoints and compiles; JAX's persistent compilation cache is on, as for any user), and as one
-`infer --jobs` process (one load, one compile). Wall time of each, and their ratio
+`python -m metatalk_jax.export`). Without it, on the carphone subject (benchmarks/infer.py's,
+prepared once and cached) with random-initialised checkpoints of the real architectures (the default
+A2E; unet_256 at 256), N short sentences (1.2-2.1 s of speech-like audio each) are made twice: as N
+separate `python -m metatalk_jax.infer --audio` processes, one after another (each loads the subject
+and both checkpoints and compiles; JAX's persistent compilation cache is on, as for any user), and
+as one `infer --jobs` process (one load, one compile). Wall time of each, and their ratio
 (jobs / separate; target <= 0.4 on 2 cores). The last line is one JSON object.
 """
 

@@ -379,7 +379,8 @@ def format_tables(decode, track, fits, cli) -> str:
     lines += [head, "-" * 78]
     if decode:
         lines.append(f"{'decode (read_frames, rgb24 pipe)':<34} {decode['frames']:>6} "
-                     f"{decode['ms_per_frame']:>10.3f}  ffmpeg -f null {decode['ffmpeg_null_ms_per_frame']:.3f}"
+                     f"{decode['ms_per_frame']:>10.3f}  ffmpeg -f null "
+                     f"{decode['ffmpeg_null_ms_per_frame']:.3f}"
                      f" ms/frame -> {decode['ratio_to_ffmpeg']:.2f}x")
     if track:
         lines.append(f"{'detect (dlib HOG, upsample ' + str(track['upsample']) + ')':<34} "
@@ -412,23 +413,27 @@ def format_tables(decode, track, fits, cli) -> str:
                      "x Adam steps, C incl. chunk padding; compute = wall - compile)")
         lines.append("")
         head = (f"{'S':>4} {'variant':>8} {'frames':>6} {'cold s/fr':>9} {'run2 s/fr':>9} "
-                f"{'steady s/fr':>11} {'ref ms':>7} {'cover':>6} {'cold/ref':>8} {'steady/ref':>10}")
+                f"{'steady s/fr':>11} {'ref ms':>7} {'cover':>6} {'cold/ref':>8} "
+                f"{'steady/ref':>10}")
         lines += [head, "-" * len(head)]
         for r in fits:
-            run2 = f"{r['s_per_frame_run2']:>9.4f}" if r["s_per_frame_run2"] is not None else f"{'-':>9}"
-            lines.append(f"{r['resolution']:>4} {r['variant']:>8} {r['frames']:>6} {r['s_per_frame_cold']:>9.4f} "
+            run2 = (f"{r['s_per_frame_run2']:>9.4f}" if r["s_per_frame_run2"] is not None
+                    else f"{'-':>9}")
+            lines.append(f"{r['resolution']:>4} {r['variant']:>8} {r['frames']:>6} "
+                         f"{r['s_per_frame_cold']:>9.4f} "
                          f"{run2} {r['s_per_frame_steady']:>11.4f} {r['ref_ms']:>7.2f} "
                          f"{r['ref_coverage']:>6.3f} {r['cold_over_ref']:>8.1f} "
                          f"{r['steady_over_ref']:>10.1f}")
-        lines.append("(cold = run 1 incl. compile; steady = last run - its compile time; ref = numba "
-                     "z-buffer of the fitted face at S x S, one image)")
+        lines.append("(cold = run 1 incl. compile; steady = last run - its compile time; "
+                     "ref = numba z-buffer of the fitted face at S x S, one image)")
         lines.append("")
         for r in fits:
             lines.append(f"{r['resolution']:>4} {r['variant']:>8}: per frame (stages A+C) "
                          f"{r['per_frame_s']:.4f} s, stage B at 3 minutes "
-                         f"({r['stage_b_3min_frame_steps']} frame-steps) + compile {r['fixed_s']:.1f} s"
-                         f" -> a 3-minute video (4500 frames): {r['projected_3min_s_per_frame']:.4f}"
-                         f" s/frame, {r['projected_3min_total_min']:.1f} min")
+                         f"({r['stage_b_3min_frame_steps']} frame-steps) + compile "
+                         f"{r['fixed_s']:.1f} s -> a 3-minute video (4500 frames): "
+                         f"{r['projected_3min_s_per_frame']:.4f} s/frame, "
+                         f"{r['projected_3min_total_min']:.1f} min")
     if cli:
         lines.append("")
         lines.append(f"CLI ({cli['cmd']}): {cli['wall_s']:.1f} s wall for {cli['frames']} frames; "
@@ -478,7 +483,8 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
 
     frames, decode = bench_decode(args.video, fps, args.frames, args.decode_repeats)
-    print(f"  decode: {decode['frames']} frames at {fps:g} fps, {decode['ms_per_frame']:.3f} ms/frame, "
+    print(f"  decode: {decode['frames']} frames at {fps:g} fps, "
+          f"{decode['ms_per_frame']:.3f} ms/frame, "
           f"ffmpeg null {decode['ffmpeg_null_ms_per_frame']:.3f} ms/frame "
           f"({decode['ratio_to_ffmpeg']:.2f}x)", flush=True)
     track, track_rec = bench_track(frames, base_config, os.path.basename(args.video))

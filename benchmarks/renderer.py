@@ -131,7 +131,8 @@ def build_torch_step(config, batch: int, resolution: int):
     gen = torch.Generator().manual_seed(0)
     real_a = torch.rand((batch, INPUT_CHANNELS, resolution, resolution), generator=gen) * 2 - 1
     real_b = torch.rand((batch, 3, resolution, resolution), generator=gen) * 2 - 1
-    return (lambda: step(real_a, real_b)), f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return ((lambda: step(real_a, real_b)),
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -160,7 +161,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.arch == "hd" and not args.hd_global_factor:
         args.hd_global_factor = 2 if args.resolution <= 512 else 4
-    lambda_fm = args.lambda_fm if args.lambda_fm is not None else (10.0 if args.arch == "hd" else 0.0)
+    lambda_fm = (args.lambda_fm if args.lambda_fm is not None
+                 else (10.0 if args.arch == "hd" else 0.0))
     use_torch = not args.no_torch and args.arch == "unet" and args.dtype == "float32"
     config = model_config(args)
 
@@ -177,7 +179,8 @@ def main(argv=None) -> int:
         state, metrics = compiled(state, inputs, targets, rng)
         jax.block_until_ready((state, metrics))
 
-    torch_step, torch_info = build_torch_step(config, args.batch, args.resolution) if use_torch else (None, "")
+    torch_step, torch_info = (build_torch_step(config, args.batch, args.resolution) if use_torch
+                              else (None, ""))
     for _ in range(args.warmup):
         jax_step()
         if torch_step:
@@ -219,7 +222,8 @@ def main(argv=None) -> int:
         "jax_over_torch": round(jax_s / torch_s, 3) if torch_s else None,
         "jax_cpu_s": round(statistics.median(cpu_times["jax"]), 3),
         "torch_cpu_s": round(statistics.median(cpu_times["torch"]), 3) if torch_s else None,
-        "jax_over_torch_cpu": (round(statistics.median(cpu_times["jax"]) / statistics.median(cpu_times["torch"]), 3)
+        "jax_over_torch_cpu": (round(statistics.median(cpu_times["jax"])
+                                     / statistics.median(cpu_times["torch"]), 3)
                                if torch_s else None),
         "step_gflop": round(step_gflop, 1),
         "jax_gflops": round(step_gflop / jax_s, 1),

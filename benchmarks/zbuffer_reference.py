@@ -32,9 +32,12 @@ def _zbuffer_kernel(vertices, faces, height, width):
     num_faces = faces.shape[0]
     for t in range(num_faces):
         a, b, c = faces[t, 0], faces[t, 1], faces[t, 2]
-        x0, y0, z0 = np.float64(vertices[a, 0]), np.float64(vertices[a, 1]), np.float64(vertices[a, 2])
-        x1, y1, z1 = np.float64(vertices[b, 0]), np.float64(vertices[b, 1]), np.float64(vertices[b, 2])
-        x2, y2, z2 = np.float64(vertices[c, 0]), np.float64(vertices[c, 1]), np.float64(vertices[c, 2])
+        x0, y0, z0 = (np.float64(vertices[a, 0]), np.float64(vertices[a, 1]),
+                      np.float64(vertices[a, 2]))
+        x1, y1, z1 = (np.float64(vertices[b, 0]), np.float64(vertices[b, 1]),
+                      np.float64(vertices[b, 2]))
+        x2, y2, z2 = (np.float64(vertices[c, 0]), np.float64(vertices[c, 1]),
+                      np.float64(vertices[c, 2]))
         area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
         if area == 0.0 or not math.isfinite(area) or not (
                 math.isfinite(z0) and math.isfinite(z1) and math.isfinite(z2)):

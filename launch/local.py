@@ -16,9 +16,9 @@ one exits non-zero the others are terminated (a peer blocked in a collective wou
 for ever) and the launcher exits with that status (128 + signal number for a process killed by a
 signal, 124 on --timeout). SIGINT and SIGTERM sent to the launcher are forwarded to every process;
 a second one kills them; if every process then exits 0 (a trainer that saved a checkpoint on
-SIGTERM), the launcher still exits with 128 + the signal number, as an interrupted command does. Each process runs in its own session, so a terminal's Ctrl-C reaches
-them once, through the launcher (a SIGKILLed launcher cannot forward anything and leaves them
-running).
+SIGTERM), the launcher still exits with 128 + the signal number, as an interrupted command does.
+Each process runs in its own session, so a terminal's Ctrl-C reaches them once, through the launcher
+(a SIGKILLed launcher cannot forward anything and leaves them running).
 
 As a library:  run_local(["-m", "pkg.mod", "--flag"], num_processes=2, devices_per_process=2)
 """

@@ -194,7 +194,8 @@ def run_demo(config, out_dir: str, *, video: str | None = None, audio: str | Non
         frames = _clip_frames(video, float(config.prepare.fps))
         scale_to_clip(config, frames, given_keys)
         clip = stages.run("assets", "assets_s", f"your clip {video} ({frames} frames) and the "
-                          "offline face model", lambda: (ensure_offline_model("audiodvp"), video)[1])
+                          "offline face model",
+                          lambda: (ensure_offline_model("audiodvp"), video)[1])
     else:
         from metatalk_jax.demo_assets import carphone_path
         clip = stages.run("assets", "assets_s", "the carphone clip and the offline face model",

@@ -11,15 +11,15 @@ ground-truth video of each clip under the same name (self-reenactment: the gener
 against the held-out frames, aligned by time: both videos are resampled to one rate, --fps or
 the generated video's own, and frame i of each is the picture at i / fps, so a 25 fps output
 and its 23.976 fps reference are compared at the same moments); FID is pytorch-fid's between
-the clip's generated and ground-truth frames. Checkpoints may be the original files or converted folders
-(`python -m metatalk_jax.convert syncnet|inception IN OUT`); a metric whose checkpoint is not
-given is left out. Videos written by `python -m metatalk_jax.infer` have a drive sidecar
+the clip's generated and ground-truth frames. Checkpoints may be the original files or converted
+folders (`python -m metatalk_jax.convert syncnet|inception IN OUT`); a metric whose checkpoint is
+not given is left out. Videos written by `python -m metatalk_jax.infer` have a drive sidecar
 (X.drive.json): their mouth is also measured on the pixels, with no weights (r_drive,
 r_background, the sharpness against the real frames, the opening in pauses against speech:
 eval/pixel_lip_sync.py); infer's previews (X.preview.mp4) and sidecars are never
 taken for clips. Long steps (SyncNet windows, SSIM, Inception features) print progress lines
-with an ETA within each clip. Writes OUT/report.json and OUT/report.md (eval/report.py). Exit status 0, or
-2 with one `error:` line for bad input (missing file, unreadable video, a clip too short for
+with an ETA within each clip. Writes OUT/report.json and OUT/report.md (eval/report.py). Exit status
+0, or 2 with one `error:` line for bad input (missing file, unreadable video, a clip too short for
 SyncNet's +-15-frame offsets, a missing reference, a checkpoint of the wrong model); any other
 failure exits 1 with its traceback.
 """

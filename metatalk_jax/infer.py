@@ -18,8 +18,8 @@ same mouth), and in its pauses (>= 0.4 s) the drive settles on the subject's own
 records each frame's background frame, the 3DMM mouth opening that drove it and whether the
 audio speaks there; the summary's `lip_sync` is measured on the written pixels against them
 (metatalk_jax/eval/pixel_lip_sync.py: r_drive, r_background, the mouth's sharpness against the
-real frames, its opening in pauses against speech). --model: the morphable model .npz `prepare` used (default: the offline
-model); --video: the subject's source video if it moved since `prepare`.
+real frames, its opening in pauses against speech). --model: the morphable model .npz `prepare` used
+(default: the offline model); --video: the subject's source video if it moved since `prepare`.
 Each training run records the subject it was trained on (WORKDIR/trained_on.json); an A2E or
 renderer of another subject is refused unless --allow-other-subject is given.
 

@@ -1,4 +1,5 @@
-"""Independent, deliberately slow derivations of the audio features for tests/test_audio_features.py.
+"""Independent, deliberately slow derivations of the audio features for
+tests/test_audio_features.py.
 
 Nothing here shares code with metatalk_jax/media/audio.py: the mel scale and filter bank are
 written from Slaney's Auditory Toolbox formulas, the STFT is a direct DFT matrix over explicitly

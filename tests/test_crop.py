@@ -96,7 +96,8 @@ def test_round_trip_on_the_real_clip(carphone_clip, resolution):
         u = m[0, 0] * xs + m[0, 2]
         v = m[1, 1] * ys + m[1, 2]
         margin = feather + 4 * m[0, 0]
-        inside = (u > margin) & (v > margin) & (u < resolution - 1 - margin) & (v < resolution - 1 - margin)
+        inside = ((u > margin) & (v > margin) & (u < resolution - 1 - margin)
+                  & (v < resolution - 1 - margin))
         x0, y0, x1, y1 = crop.footprint(m, resolution, (h, w))
         outside = np.ones((h, w), bool)
         outside[y0:y1, x0:x1] = False
@@ -185,13 +186,15 @@ def test_camera_adapted_to_the_crop_places_the_face_identically_at_any_resolutio
                                                           width=frame_size[1]),
                        with_mouth_mask=False)
         st = boxes.screen_transform(r).astype(np.float64)
-        mapped = np.einsum("bij,bnj->bni", st[:, :, :2], np.asarray(whole.landmarks)) + st[:, None, :, 2]
+        mapped = (np.einsum("bij,bnj->bni", st[:, :, :2], np.asarray(whole.landmarks))
+                  + st[:, None, :, 2])
         np.testing.assert_allclose(landmarks[r], mapped, atol=2e-3 * r)
     # Resolution only scales the crop: landmarks at 128 are exactly twice those at 64.
     np.testing.assert_allclose(landmarks[128], 2 * landmarks[64], atol=1e-3)
     # And the face covers the same area: the 128 mask shrunk to 64 agrees with the 64 mask.
     for t in range(2):
-        small = cv2.resize(masks[128][t].astype(np.float32), (64, 64), interpolation=cv2.INTER_AREA) > 0.5
+        small = cv2.resize(masks[128][t].astype(np.float32), (64, 64),
+                           interpolation=cv2.INTER_AREA) > 0.5
         inter = np.logical_and(small, masks[64][t]).sum()
         union = np.logical_or(small, masks[64][t]).sum()
         assert union > 200 and inter / union > 0.95

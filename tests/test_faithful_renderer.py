@@ -57,7 +57,8 @@ def train(subject: str, workdir: str, *overrides: str, steps: int = STEPS) -> st
 @pytest.mark.slow  # ~2.5 min on 2 cores: `make test-slow`
 def test_the_faithful_renderer_follows_a_reversed_drive_not_the_background(
         carphone_subject, tmp_path):
-    """~2 min on a quiet 2-core machine: 400 training steps at 64 px, two 4-s videos measured on 50 frames."""
+    """~2 min on a quiet 2-core machine: 400 training steps at 64 px, two 4-s videos measured on 50
+    frames."""
     subject = str(carphone_subject[0])
     assert load_config("renderer:cpu").data.conditioning == "mouth_cavity"
     scores = drive_twice(subject, train(subject, str(tmp_path / "run")), tmp_path)

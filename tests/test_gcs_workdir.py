@@ -116,7 +116,8 @@ def test_metrics_events_and_previews_in_the_bucket(bucket):
 def test_subject_tree_staged_from_the_bucket(bucket, tmp_path):
     source = tmp_path / "subject"
     (source / "tfds" / "1.0.0").mkdir(parents=True)
-    files = {"subject.json": b'{"version": 3}', "tfds/1.0.0/shard-0.array_record": bytes(range(256)) * 40,
+    files = {"subject.json": b'{"version": 3}',
+             "tfds/1.0.0/shard-0.array_record": bytes(range(256)) * 40,
              "coefficients.npz": os.urandom(3000)}
     for name, data in files.items():
         (source / name).write_bytes(data)

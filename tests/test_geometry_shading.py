@@ -15,13 +15,15 @@ def test_sh_basis_equals_the_formula_evaluated_directly():
     n = rng.normal(size=(50, 3))
     n /= np.linalg.norm(n, axis=1, keepdims=True)
     a = (np.pi, 2 * np.pi / np.sqrt(3), 2 * np.pi / np.sqrt(8))
-    c = (1 / np.sqrt(4 * np.pi), np.sqrt(3) / np.sqrt(4 * np.pi), 3 * np.sqrt(5) / np.sqrt(12 * np.pi))
+    c = (1 / np.sqrt(4 * np.pi), np.sqrt(3) / np.sqrt(4 * np.pi),
+         3 * np.sqrt(5) / np.sqrt(12 * np.pi))
     x, y, z = n.T
     expect = np.stack([np.full_like(x, a[0] * c[0]), -a[1] * c[1] * y, a[1] * c[1] * z,
                        -a[1] * c[1] * x, a[2] * c[2] * x * y, -a[2] * c[2] * y * z,
                        0.5 * a[2] * c[2] / np.sqrt(3) * (3 * z * z - 1), -a[2] * c[2] * x * z,
                        0.5 * a[2] * c[2] * (x * x - y * y)], -1)
-    np.testing.assert_allclose(np.asarray(shading.sh_basis(jnp.asarray(n))), expect, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(shading.sh_basis(jnp.asarray(n))), expect,
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_sh_shade_layouts_and_initial_light():
@@ -32,16 +34,19 @@ def test_sh_shade_layouts_and_initial_light():
     light = rng.normal(size=(9, 3)) * 0.1                     # [band, channel]
     y = np.asarray(shading.sh_basis(jnp.asarray(n)))
     # AudioDVP: gamma = light.reshape(27) (band-major), +0.7 on band 0 of every channel.
-    got = shading.sh_shade(jnp.asarray(albedo), jnp.asarray(n), jnp.asarray(light.reshape(1, 27)), "9x3", 0.7)
+    got = shading.sh_shade(jnp.asarray(albedo), jnp.asarray(n),
+                           jnp.asarray(light.reshape(1, 27)), "9x3", 0.7)
     lit = light.copy()
     lit[0] += 0.7
     np.testing.assert_allclose(np.asarray(got), albedo * (y @ lit), rtol=1e-5)
     # Deep3DFaceRecon: gamma = light.T.reshape(27) (channel-major), +0.8.
-    got = shading.sh_shade(jnp.asarray(albedo), jnp.asarray(n), jnp.asarray(light.T.reshape(1, 27)), "3x9", 0.8)
+    got = shading.sh_shade(jnp.asarray(albedo), jnp.asarray(n),
+                           jnp.asarray(light.T.reshape(1, 27)), "3x9", 0.8)
     lit = light.copy()
     lit[0] += 0.8
     np.testing.assert_allclose(np.asarray(got), albedo * (y @ lit), rtol=1e-5)
-    # Zero lighting coefficients: uniform ambient = albedo * init * a0 * c0 = albedo * 0.7 * sqrt(pi)/2.
+    # Zero lighting coefficients: uniform ambient = albedo * init * a0 * c0
+    # = albedo * 0.7 * sqrt(pi)/2.
     flat = shading.sh_shade(jnp.asarray(albedo), jnp.asarray(n), jnp.zeros((1, 27)), "9x3", 0.7)
     np.testing.assert_allclose(np.asarray(flat), albedo * 0.7 * math.sqrt(math.pi) / 2, rtol=1e-5)
 
@@ -50,7 +55,8 @@ def test_euler_rotation_is_extrinsic_xyz():
     rng = np.random.default_rng(2)
     angles = rng.uniform(-1.5, 1.5, size=(10, 3))
     expect = Rotation.from_euler("xyz", angles).as_matrix()    # extrinsic x, then y, then z
-    np.testing.assert_allclose(np.asarray(geometry.euler_rotation(jnp.asarray(angles))), expect, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(geometry.euler_rotation(jnp.asarray(angles))), expect,
+                               atol=1e-5)
 
 
 def test_pose_conventions():
@@ -59,11 +65,15 @@ def test_pose_conventions():
     ang = rng.uniform(-0.5, 0.5, size=(2, 3))
     t = rng.normal(size=(2, 3))
     rot = Rotation.from_euler("xyz", ang).as_matrix()
-    moved, normals = geometry.apply_pose(jnp.asarray(v), jnp.asarray(v), jnp.asarray(ang), jnp.asarray(t), "audiodvp")
-    np.testing.assert_allclose(np.asarray(moved), np.einsum("bij,bvj->bvi", rot, v - t[:, None]), atol=1e-5)
+    moved, normals = geometry.apply_pose(jnp.asarray(v), jnp.asarray(v), jnp.asarray(ang),
+                                         jnp.asarray(t), "audiodvp")
+    np.testing.assert_allclose(np.asarray(moved), np.einsum("bij,bvj->bvi", rot, v - t[:, None]),
+                               atol=1e-5)
     np.testing.assert_allclose(np.asarray(normals), np.einsum("bij,bvj->bvi", rot, v), atol=1e-5)
-    moved, _ = geometry.apply_pose(jnp.asarray(v), jnp.asarray(v), jnp.asarray(ang), jnp.asarray(t), "deep3d")
-    np.testing.assert_allclose(np.asarray(moved), np.einsum("bij,bvj->bvi", rot, v) + t[:, None], atol=1e-5)
+    moved, _ = geometry.apply_pose(jnp.asarray(v), jnp.asarray(v), jnp.asarray(ang),
+                                   jnp.asarray(t), "deep3d")
+    np.testing.assert_allclose(np.asarray(moved), np.einsum("bij,bvj->bvi", rot, v) + t[:, None],
+                               atol=1e-5)
 
 
 def uv_sphere(rows=12, cols=24):
@@ -90,8 +100,8 @@ def test_vertex_normals_of_a_sphere_are_radial(normalize_faces):
     cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     assert np.all(np.sum(cross * tri.mean(1), -1) > 0)
     buf = build_point_buf(faces, len(verts))
-    n = np.asarray(geometry.vertex_normals(jnp.asarray(verts[None]), jnp.asarray(faces), jnp.asarray(buf),
-                                           normalize_faces=normalize_faces))[0]
+    n = np.asarray(geometry.vertex_normals(jnp.asarray(verts[None]), jnp.asarray(faces),
+                                           jnp.asarray(buf), normalize_faces=normalize_faces))[0]
     np.testing.assert_allclose(np.linalg.norm(n, axis=-1), 1.0, atol=1e-5)
     radial = verts / np.linalg.norm(verts, axis=-1, keepdims=True)
     assert np.min(np.sum(n * radial, -1)) > 0.97
@@ -111,7 +121,8 @@ def look_at_perspective_reference(points, size):
     f = 1 / np.tan(np.radians(25) / 2)
     near, far = 0.01, 100.0
     proj = np.array([[f, 0, 0, 0], [0, f, 0, 0],
-                     [0, 0, -(far + near) / (far - near), -2 * far * near / (far - near)], [0, 0, -1, 0]])
+                     [0, 0, -(far + near) / (far - near), -2 * far * near / (far - near)],
+                     [0, 0, -1, 0]])
     clip = (proj @ view @ np.c_[points, np.ones(len(points))].T).T
     ndc = clip[:, :2] / clip[:, 3:]
     return (ndc + 1) * size / 2, clip[:, 3]

@@ -261,7 +261,8 @@ def test_a_shot_is_kept_ambiguous_or_excluded_by_its_distance(distance, want):
     scene, cuts = two_shots(5, vectors={5: near(0, distance)})
     track, decision = follow(scene, cuts=cuts(), min_kept_fraction=0.3)
     second = decision.of(2)
-    assert second.decision == want and second.segment == 1 and (second.first, second.last) == (40, 79)
+    assert (second.decision == want and second.segment == 1
+            and (second.first, second.last) == (40, 79))
     # A kept shot joins the target: the centre moves half way to it (4 descriptors each).
     assert abs(second.distance - (distance / 2 if want == KEPT else distance)) < 0.05
     if want == KEPT:

@@ -19,7 +19,8 @@ import pytest
 from metatalk_jax.media.video_read import read_frames
 from metatalk_jax.tracking.backends import DlibBackend
 from metatalk_jax.tracking.face_tracks import FaceTracks, descriptor_budget
-from metatalk_jax.tracking.identity import OTHER_PERSON, TRACKED, DlibDescriber, ShotCuts, chosen_box
+from metatalk_jax.tracking.identity import (OTHER_PERSON, TRACKED, DlibDescriber, ShotCuts,
+                                            chosen_box)
 from metatalk_jax.tracking.identity_decision import (EXCLUDED, KEPT, decide_identity,
                                                      default_seed, seed_track)
 from metatalk_jax.tracking.track import track_video

@@ -24,7 +24,8 @@ def test_offset_distances_equal_the_reference_calc_pdist():
     rng = np.random.default_rng(0)
     v = rng.standard_normal((23, 16)).astype(np.float32)
     a = rng.standard_normal((23, 16)).astype(np.float32)
-    expected = torch.stack(reference_calc_pdist(torch.from_numpy(v), torch.from_numpy(a), 15)).numpy()
+    expected = torch.stack(
+        reference_calc_pdist(torch.from_numpy(v), torch.from_numpy(a), 15)).numpy()
     got = lse.offset_distances(v, a, 15)
     assert got.shape == (23, 31)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
@@ -46,7 +47,8 @@ def test_constructed_features_give_offset_k(k):
     assert result.offset == k
     assert result.distances.shape == (31,) and int(np.argmin(result.distances)) == 15 - k
     assert result.lse_c > 1.0
-    assert result.lse_c == pytest.approx(float(np.median(result.distances)) - result.lse_d, abs=1e-6)
+    assert result.lse_c == pytest.approx(float(np.median(result.distances)) - result.lse_d,
+                                         abs=1e-6)
     # frames paired with real audio at the best shift sit at ~0.05 * sqrt(32) = 0.28
     inside = slice(max(0, k), n + min(0, k))   # frames i with 0 <= i - k < n
     assert np.all(result.frame_distances[inside, 15 - k] < 0.5)
@@ -86,7 +88,8 @@ def _bit_embedders():
     frame 0 for the lips, log energy (MFCC column 0) of the window's first two rows (samples
     640 i .. 640 i + 560, inside frame i) for the audio."""
     def lips(windows):
-        return (windows[:, 0].reshape(len(windows), -1).mean(axis=1) > 100).astype(np.float32)[:, None]
+        return ((windows[:, 0].reshape(len(windows), -1).mean(axis=1) > 100)
+                .astype(np.float32)[:, None])
 
     def audio(mfcc):
         return (mfcc[:, 0, :2].mean(axis=1) > 15.0).astype(np.float32)[:, None]
@@ -189,7 +192,8 @@ def test_video_file_is_decoded_as_the_reference_does(tmp_path):
     path = tmp_path / "tone.mp4"
     run_ffmpeg(["-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=1.2", "-f", "lavfi",
                 "-i", "sine=frequency=440:sample_rate=16000:duration=1.2", "-shortest",
-                "-c:v", "mpeg4", "-q:v", "2", "-c:a", "pcm_s16le", str(tmp_path / "tone.avi")], path)
+                "-c:v", "mpeg4", "-q:v", "2", "-c:a", "pcm_s16le", str(tmp_path / "tone.avi")],
+               path)
     frames, audio = lse.read_video_like_syncnet_python(tmp_path / "tone.avi")
     assert frames.shape == (30, 48, 64, 3) and frames.dtype == np.uint8
     assert audio.size == 19200 and np.all(np.round(audio * 32768) == audio * 32768)

@@ -133,7 +133,7 @@ def test_rerun_is_idempotent(subject, carphone_clip):
 
 def _one_line_error(done, name):
     assert done.returncode != 0
-    lines = [l for l in done.stderr.strip().splitlines() if l.startswith("error:")]
+    lines = [line for line in done.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and name in lines[0], done.stderr[-2000:]
 
 

@@ -92,7 +92,8 @@ def test_each_shot_is_decided_shown_and_correctable(film, tmp_path, capsys, monk
     def no_scan(*args, **kwargs):
         raise AssertionError("the video was scanned again")
     monkeypatch.setattr(target_person, "track_video", no_scan)
-    done = track_stage(path, tmp_path / "w2", tmp_path / "w1", config_for(drop_shots="4", min_kept_fraction=0.2))
+    done = track_stage(path, tmp_path / "w2", tmp_path / "w1",
+                       config_for(drop_shots="4", min_kept_fraction=0.2))
     whole2, target2, decision2 = done[:3]
     assert target2["face_tracks_reused"] and target2["descriptors_computed"] == 0
     assert decision2.of(4).why == "dropped with --drop-shots"

@@ -57,7 +57,8 @@ def test_two_triangles_forming_a_square_cover_exactly_the_expected_pixels():
     # Each pixel belongs to the triangle on its side of the diagonal y - 3 = 1.2 (x - 2).
     rows, cols = np.nonzero(expected)
     above = (rows + 0.5 - 3) < 1.2 * (cols + 0.5 - 2)
-    np.testing.assert_array_equal(np.asarray(frags.triangle_id[0])[rows, cols], np.where(above, 0, 1))
+    np.testing.assert_array_equal(np.asarray(frags.triangle_id[0])[rows, cols],
+                                  np.where(above, 0, 1))
 
 
 def test_nearer_triangle_wins_where_two_overlap():
@@ -93,7 +94,8 @@ def test_perspective_correct_interpolation_matches_3d_plane():
     pts = np.array([[-1, -1, 3.0], [1, -1, 5.0], [1, 1, 5.0], [-1, 1, 3.0]])
     proj = np.stack([f * pts[:, 0] / pts[:, 2] + cx, f * pts[:, 1] / pts[:, 2] + cy, pts[:, 2]], -1)
     faces = np.array([[0, 1, 2], [0, 2, 3]], np.int32)
-    frags = raster.rasterize(proj[None].astype(np.float32), faces, (32, 32), perspective_correct=True)
+    frags = raster.rasterize(proj[None].astype(np.float32), faces, (32, 32),
+                             perspective_correct=True)
     x_attr = jnp.asarray(pts[:, :1], jnp.float32)
     got = np.asarray(raster.interpolate(x_attr, faces, frags))[0, ..., 0]
     ys, xs = np.mgrid[0:32, 0:32] + 0.5
@@ -152,8 +154,10 @@ def test_batched_meshes_are_independent():
     frags = raster.rasterize(verts, faces, (32, 40))
     for b in range(3):
         single = raster.rasterize(verts[b:b + 1], faces, (32, 40))
-        np.testing.assert_array_equal(np.asarray(frags.triangle_id[b]), np.asarray(single.triangle_id[0]))
-        np.testing.assert_allclose(np.asarray(frags.barycentric[b]), np.asarray(single.barycentric[0]), atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(frags.triangle_id[b]),
+                                      np.asarray(single.triangle_id[0]))
+        np.testing.assert_allclose(np.asarray(frags.barycentric[b]),
+                                   np.asarray(single.barycentric[0]), atol=1e-6)
 
 
 def test_sharded_batch_equals_unsharded():

@@ -16,7 +16,8 @@ def deep3d_model():
 
 
 def test_landmarks_are_upright_and_not_mirrored_with_the_pinhole_camera(deep3d_model):
-    out = render.render(deep3d_model, render.FaceCoeffs.zeros(deep3d_model), geometry.deep3d_camera(224))
+    out = render.render(deep3d_model, render.FaceCoeffs.zeros(deep3d_model),
+                        geometry.deep3d_camera(224))
     lm = np.asarray(out.landmarks[0])
     assert lm[0, 0] < 112 < lm[16, 0]            # subject's right jaw end on the image left
     assert lm[8, 1] > lm[30, 1] > lm[27, 1]      # chin below nose tip below nose bridge
@@ -31,9 +32,9 @@ def test_audiodvp_camera_mirrors_and_landmark_order_follows():
     cam = geometry.audiodvp_camera(256)
     out = render.render(model, render.FaceCoeffs.zeros(model), cam)
     lm = np.asarray(out.landmarks[0])
-    assert lm[0, 0] < lm[16, 0] and lm[8, 1] > lm[27, 1]       # image order kept by the permutation
+    assert lm[0, 0] < lm[16, 0] and lm[8, 1] > lm[27, 1]   # image order kept by the permutation
     raw = np.asarray(cam.project(model.mean_shape[model.landmark_ids]))
-    assert raw[0, 0] > raw[16, 0]                                # the model's own landmark 0 is mirrored
+    assert raw[0, 0] > raw[16, 0]                          # the model's own landmark 0 is mirrored
 
 
 def test_pixel_colour_is_the_interpolated_sh_shaded_vertex_colour(deep3d_model):
@@ -58,9 +59,11 @@ def test_pixel_colour_is_the_interpolated_sh_shaded_vertex_colour(deep3d_model):
     vn = vn @ rot.T
     x, y, z = vn.T
     a = (np.pi, 2 * np.pi / np.sqrt(3), 2 * np.pi / np.sqrt(8))
-    c = (1 / np.sqrt(4 * np.pi), np.sqrt(3) / np.sqrt(4 * np.pi), 3 * np.sqrt(5) / np.sqrt(12 * np.pi))
-    basis = np.stack([np.full_like(x, a[0] * c[0]), -a[1] * c[1] * y, a[1] * c[1] * z, -a[1] * c[1] * x,
-                      a[2] * c[2] * x * y, -a[2] * c[2] * y * z, 0.5 * a[2] * c[2] / np.sqrt(3) * (3 * z * z - 1),
+    c = (1 / np.sqrt(4 * np.pi), np.sqrt(3) / np.sqrt(4 * np.pi),
+         3 * np.sqrt(5) / np.sqrt(12 * np.pi))
+    basis = np.stack([np.full_like(x, a[0] * c[0]), -a[1] * c[1] * y, a[1] * c[1] * z,
+                      -a[1] * c[1] * x, a[2] * c[2] * x * y, -a[2] * c[2] * y * z,
+                      0.5 * a[2] * c[2] / np.sqrt(3) * (3 * z * z - 1),
                       -a[2] * c[2] * x * z, 0.5 * a[2] * c[2] * (x * x - y * y)], -1)
     light = np.asarray(coeffs.gamma[0]).reshape(3, 9).T.copy()
     light[0] += 0.8
@@ -76,7 +79,8 @@ def test_pixel_colour_is_the_interpolated_sh_shaded_vertex_colour(deep3d_model):
 
 
 def test_mouth_mask_is_inside_the_face_and_below_the_nose(deep3d_model):
-    out = render.render(deep3d_model, render.FaceCoeffs.zeros(deep3d_model), geometry.deep3d_camera(160))
+    out = render.render(deep3d_model, render.FaceCoeffs.zeros(deep3d_model),
+                        geometry.deep3d_camera(160))
     mouth = np.asarray(out.mouth_mask[0]) > 0
     face = np.asarray(out.alpha[0]) > 0
     assert mouth.sum() > 100 and np.all(face[mouth])
@@ -88,7 +92,8 @@ def test_landmark_gradients_match_finite_differences(deep3d_model):
     cam = geometry.deep3d_camera(224)
 
     def loss(t):
-        coeffs = render.FaceCoeffs.zeros(deep3d_model)._replace(translation=t[None, :3], angles=t[None, 3:])
+        coeffs = render.FaceCoeffs.zeros(deep3d_model)._replace(translation=t[None, :3],
+                                                                angles=t[None, 3:])
         verts, _ = render.posed_vertices(deep3d_model, coeffs)
         lm = cam.project(verts[:, deep3d_model.landmark_ids])[..., :2]
         return jnp.sum((lm - 100.0) ** 2) / 1000.0

@@ -16,15 +16,15 @@ import pytest
 import torch
 
 from metatalk_jax.models import gan_losses
-from metatalk_jax.models.renderer import (HDGenerator,
-                                          MultiScaleDiscriminator, PatchDiscriminator, UnetGenerator,
-                                          _avg_pool_3x3_s2, make_renderer,
+from metatalk_jax.models.renderer import (HDGenerator, MultiScaleDiscriminator, PatchDiscriminator,
+                                          UnetGenerator, _avg_pool_3x3_s2, make_renderer,
                                           unet_dropout_levels)
 from metatalk_jax.models.renderer_layers import BatchNorm2d, DownConv2d, UpConv2d, _up_conv_4x4
 from metatalk_jax.train import gan_step
 from tests.torch_renderer_reference import (TorchPatchDiscriminator, TorchPix2PixStep,
-                                            TorchUnetBlock, TorchUnetGenerator, init_pix2pix_weights,
-                                            patch_d_variables_from_torch, unet_variables_from_torch)
+                                            TorchUnetBlock, TorchUnetGenerator,
+                                            init_pix2pix_weights, patch_d_variables_from_torch,
+                                            unet_variables_from_torch)
 
 torch.set_flush_denormal(True)   # as XLA:CPU; keeps the torch side fast
 
@@ -116,7 +116,8 @@ def test_up_conv_custom_gradients_equal_autodiff_of_the_transposed_conv(dtype, h
     path above) against jax.grad of the textbook formulation: lax.conv_transpose of the
     spatially flipped kernel with 2 px of padding, differentiated by XLA."""
     def reference(x, kernel):
-        return jax.lax.conv_transpose(x, kernel[::-1, ::-1], strides=(2, 2), padding=((2, 2), (2, 2)),
+        return jax.lax.conv_transpose(x, kernel[::-1, ::-1], strides=(2, 2),
+                                      padding=((2, 2), (2, 2)),
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
     with jax.enable_x64(dtype == "float64"):
@@ -125,7 +126,8 @@ def test_up_conv_custom_gradients_equal_autodiff_of_the_transposed_conv(dtype, h
         cotangent = uniform(2, (3, 2 * h, 2 * w, cout)).astype(dtype)
 
         def gradients(fn):
-            return jax.jit(jax.grad(lambda x, k: jnp.sum(fn(x, k) * cotangent), argnums=(0, 1)))(x, kernel)
+            return jax.jit(jax.grad(lambda x, k: jnp.sum(fn(x, k) * cotangent),
+                                    argnums=(0, 1)))(x, kernel)
 
         (dx, dkernel), (ref_dx, ref_dkernel) = gradients(_up_conv_4x4), gradients(reference)
         assert dx.dtype == dkernel.dtype == np.dtype(dtype)
@@ -149,11 +151,13 @@ def test_batchnorm_equals_torch_including_unbiased_running_variance():
         expected = nhwc(ref.train()(nchw(x)))
         assert relative_error(y, expected) < 1e-5
         variables = {**variables, "batch_stats": updated["batch_stats"]}
-    np.testing.assert_allclose(variables["batch_stats"]["mean"], ref.running_mean.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(variables["batch_stats"]["mean"], ref.running_mean.numpy(),
+                               rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(variables["batch_stats"]["var"], ref.running_var.numpy(), rtol=1e-5)
     # the unbiased (n-1) variance, which flax.linen.BatchNorm would not give
     var1, var2 = (x.reshape(-1, 6).var(axis=0, ddof=1) for x in (x1, x2))
-    np.testing.assert_allclose(variables["batch_stats"]["var"], 0.81 + 0.09 * var1 + 0.1 * var2, rtol=1e-5)
+    np.testing.assert_allclose(variables["batch_stats"]["var"], 0.81 + 0.09 * var1 + 0.1 * var2,
+                               rtol=1e-5)
     y_eval = bn.apply(variables, x2, train=False)
     assert relative_error(y_eval, nhwc(ref.eval()(nchw(x2)))) < 1e-5
 
@@ -165,7 +169,8 @@ def test_multiscale_pooling_and_its_gradient_equal_torch_avgpool():
         expected = torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)(tx)
         cotangent = uniform(1, expected.shape)
         (expected * torch.from_numpy(cotangent)).sum().backward()
-        pooled, pullback = jax.vjp(jax.jit(_avg_pool_3x3_s2), jnp.asarray(x))   # traced, as in a step
+        # traced, as in a step
+        pooled, pullback = jax.vjp(jax.jit(_avg_pool_3x3_s2), jnp.asarray(x))
         assert relative_error(pooled, nhwc(expected)) < 1e-6
         (dx,) = pullback(jnp.asarray(cotangent.transpose(0, 2, 3, 1)))
         assert relative_error(dx, nhwc(tx.grad)) < 1e-6
@@ -212,7 +217,8 @@ def test_unet_generator_equals_torch(num_downs, ngf, size, batch):
             with torch.no_grad():
                 theirs = nhwc(net.eval()(nchw(x)))
         else:
-            ours, updated = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(variables, x)
+            ours, updated = jax.jit(functools.partial(model.apply, train=True,
+                                                      mutable=["batch_stats"]))(variables, x)
             with torch.no_grad():
                 theirs = nhwc(net.train()(nchw(x)))
             stats = unet_variables_from_torch(net.state_dict(), num_downs)["batch_stats"]
@@ -231,7 +237,8 @@ def test_patch_discriminator_equals_torch():
         theirs_eval = nhwc(net.eval()(nchw(x)))
     assert relative_error(jax.jit(functools.partial(model.apply, train=False))(variables, x)[-1],
                           theirs_eval) < 1e-4
-    outputs, updated = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(variables, x)
+    outputs, updated = jax.jit(functools.partial(model.apply, train=True,
+                                                 mutable=["batch_stats"]))(variables, x)
     with torch.no_grad():
         theirs_train = nhwc(net.train()(nchw(x)))
     assert [o.shape[1] for o in outputs] == [32, 16, 8, 7, 6]     # 64 -> 64/8 - 2 patches
@@ -262,16 +269,19 @@ def test_gan_steps_equal_torch_pix2pix_in_float64(steps, batch):
     in float64. The float32 path is covered by the forward and gradient parity tests above.
     """
     num_downs, ngf, ndf, size = 5, 8, 8, 32
-    net_g = init_pix2pix_weights(TorchUnetGenerator(21, 3, num_downs, ngf, use_dropout=False), seed=3).double()
+    net_g = init_pix2pix_weights(TorchUnetGenerator(21, 3, num_downs, ngf, use_dropout=False),
+                                 seed=3).double()
     net_d = init_pix2pix_weights(TorchPatchDiscriminator(24, ndf, 3), seed=4).double()
     g_vars = unet_variables_from_torch(net_g.state_dict(), num_downs)
     d_vars = patch_d_variables_from_torch(net_d.state_dict())
     torch_step = TorchPix2PixStep(net_g, net_d, lr=2e-4, beta1=0.5, lambda_l1=100.0)
 
     with jax.enable_x64(True):
-        generator = UnetGenerator(num_downs=num_downs, ngf=ngf, use_dropout=False, dtype=jnp.float64)
+        generator = UnetGenerator(num_downs=num_downs, ngf=ngf, use_dropout=False,
+                                  dtype=jnp.float64)
         discriminator = PatchDiscriminator(ndf=ndf, n_layers=3, dtype=jnp.float64)
-        g_tx, d_tx = gan_step.make_gan_optimizers(ml_collections.ConfigDict(dict(lr=2e-4, beta1=0.5, beta2=0.999)))
+        g_tx, d_tx = gan_step.make_gan_optimizers(
+            ml_collections.ConfigDict(dict(lr=2e-4, beta1=0.5, beta2=0.999)))
         as_jnp = functools.partial(jax.tree.map, jnp.asarray)
         state = gan_step.GanState(
             step=jnp.zeros((), jnp.int32),
@@ -289,14 +299,16 @@ def test_gan_steps_equal_torch_pix2pix_in_float64(steps, batch):
             expected = torch_step(nchw(inputs), nchw(targets))
             for name in ("d_fake", "d_real", "g_gan", "g_l1"):
                 assert float(metrics[name]) == pytest.approx(expected[name], rel=1e-6), name
-            assert float(metrics["g_total"]) == pytest.approx(expected["g_gan"] + 100 * expected["g_l1"], rel=1e-6)
+            assert float(metrics["g_total"]) == pytest.approx(
+                expected["g_gan"] + 100 * expected["g_l1"], rel=1e-6)
             assert float(metrics["g_fm"]) == 0.0
         assert int(state.step) == steps
 
         g_now = unet_variables_from_torch(net_g.state_dict(), num_downs)
         d_now = patch_d_variables_from_torch(net_d.state_dict())
         for ours, theirs in ((state.g_params, g_now["params"]), (state.d_params, d_now["params"]),
-                             (state.g_stats, g_now["batch_stats"]), (state.d_stats, d_now["batch_stats"])):
+                             (state.g_stats, g_now["batch_stats"]),
+                             (state.d_stats, d_now["batch_stats"])):
             errors = tree_relative_errors(ours, theirs)
             assert max(errors.values()) < 1e-6, sorted(errors.items(), key=lambda kv: -kv[1])[:3]
         # the parameters did move: 1-2 Adam steps of lr against weights of ~0.02
@@ -319,14 +331,16 @@ def test_losses_equal_torch_and_brute_force():
     for real in (True, False):
         expected = torch.nn.BCEWithLogitsLoss()(torch.from_numpy(logits),
                                                 torch.full((2, 5, 5, 1), 1.0 if real else 0.0))
-        assert float(gan_losses.bce_with_logits(jnp.asarray(logits), real)) == pytest.approx(float(expected), rel=1e-6)
+        assert float(gan_losses.bce_with_logits(jnp.asarray(logits), real)) == pytest.approx(
+            float(expected), rel=1e-6)
     # multi-scale: GAN summed over scales, feature matching = mean over scales of mean over layers
     fake = [[np.full((1, 2, 2, 1), 1.0), np.full((1, 1, 1, 2), 3.0), logits[:1]],
             [np.full((1, 2, 2, 1), 0.0), logits[1:]]]
     real = [[np.full((1, 2, 2, 1), 0.5), np.full((1, 1, 1, 2), 1.0), logits[:1]],
             [np.full((1, 2, 2, 1), 2.0), logits[1:]]]
     fake, real = jax.tree.map(jnp.asarray, fake), jax.tree.map(jnp.asarray, real)
-    assert float(gan_losses.feature_matching_loss(fake, real)) == pytest.approx(((0.5 + 2.0) / 2 + 2.0) / 2)
+    assert float(gan_losses.feature_matching_loss(fake, real)) == pytest.approx(
+        ((0.5 + 2.0) / 2 + 2.0) / 2)
     single = float(gan_losses.gan_loss(fake[0], True)) + float(gan_losses.gan_loss(fake[1], True))
     assert float(gan_losses.gan_loss(fake, True)) == pytest.approx(single)
     assert float(gan_losses.l1_loss(jnp.ones((2, 3)), jnp.zeros((2, 3)) - 1)) == 2.0
@@ -348,21 +362,27 @@ def test_hd_generator_512_shapes_and_full_resolution_path():
     assert float(jnp.abs(y).max()) <= 1.0
     checker = np.indices((512, 512)).sum(axis=0) % 2 * 2.0 - 1.0          # +-1, zero mean per 2x2
     x2 = x + 0.1 * checker[None, :, :, None].astype(np.float32)
-    coarse = lambda a: a.reshape(1, 256, 2, 256, 2, 6).mean(axis=(2, 4))
+
+    def coarse(a):
+        return a.reshape(1, 256, 2, 256, 2, 6).mean(axis=(2, 4))
+
     np.testing.assert_allclose(coarse(x2), coarse(x), atol=1e-6)
     assert float(jnp.abs(run(variables, x2) - y).max()) > 1e-4
 
     disc = MultiScaleDiscriminator(num_scales=3, ndf=4, n_layers=3)
     pair = jnp.zeros((1, 512, 512, 9))
-    outputs = jax.eval_shape(lambda v, p: disc.apply(v, p, train=False), random_variables(disc, pair, 1), pair)
-    assert [scale[-1].shape for scale in outputs] == [(1, 62, 62, 1), (1, 30, 30, 1), (1, 14, 14, 1)]
+    outputs = jax.eval_shape(lambda v, p: disc.apply(v, p, train=False),
+                             random_variables(disc, pair, 1), pair)
+    assert [scale[-1].shape for scale in outputs] == [(1, 62, 62, 1), (1, 30, 30, 1),
+                                                      (1, 14, 14, 1)]
 
 
 def test_bfloat16_compute_keeps_float32_params_and_outputs():
     x = uniform(0, (2, 64, 64, 21))
     fp32 = UnetGenerator(num_downs=6, ngf=8, use_dropout=False)
     bf16 = UnetGenerator(num_downs=6, ngf=8, use_dropout=False, dtype=jnp.bfloat16)
-    init_shapes = jax.eval_shape(functools.partial(bf16.init, train=False), jax.random.PRNGKey(0), x)
+    init_shapes = jax.eval_shape(functools.partial(bf16.init, train=False),
+                                 jax.random.PRNGKey(0), x)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(init_shapes))
     variables = random_variables(bf16, x, seed=0)
     y16 = jax.jit(functools.partial(bf16.apply, train=False))(variables, x)
@@ -376,15 +396,19 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs():
     generator, discriminator = make_renderer(config)
     g_tx, d_tx = gan_step.make_gan_optimizers(ml_collections.ConfigDict())
     shapes = ((2, 128, 128, 21), (2, 128, 128, 3))
-    state = jax.eval_shape(lambda r: gan_step.create_gan_state(r, generator, discriminator, g_tx, d_tx, *shapes),
+    state = jax.eval_shape(lambda r: gan_step.create_gan_state(r, generator, discriminator, g_tx,
+                                                               d_tx, *shapes),
                            jax.random.PRNGKey(0))
     new_state, metrics = jax.eval_shape(
         functools.partial(gan_step.gan_train_step, generator=generator, discriminator=discriminator,
-                          g_tx=g_tx, d_tx=d_tx, loss_config=ml_collections.ConfigDict(dict(lambda_l1=100.0, lambda_fm=10.0))),
-        state, jax.ShapeDtypeStruct(shapes[0], jnp.float32), jax.ShapeDtypeStruct(shapes[1], jnp.float32),
-        jax.random.PRNGKey(0))
+                          g_tx=g_tx, d_tx=d_tx,
+                          loss_config=ml_collections.ConfigDict(dict(lambda_l1=100.0,
+                                                                     lambda_fm=10.0))),
+        state, jax.ShapeDtypeStruct(shapes[0], jnp.float32),
+        jax.ShapeDtypeStruct(shapes[1], jnp.float32), jax.random.PRNGKey(0))
     assert jax.tree.structure(new_state) == jax.tree.structure(state)
-    float_leaves = [leaf for leaf in jax.tree.leaves(new_state) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    float_leaves = [leaf for leaf in jax.tree.leaves(new_state)
+                    if jnp.issubdtype(leaf.dtype, jnp.floating)]
     assert float_leaves and all(leaf.dtype == jnp.float32 for leaf in float_leaves)
     assert sorted(metrics) == ["d_fake", "d_real", "g_fm", "g_gan", "g_l1", "g_total"]
     assert all(m.shape == () and m.dtype == jnp.float32 for m in metrics.values())
@@ -392,12 +416,14 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs():
 
 def test_bad_sizes_and_config_values_raise():
     with pytest.raises(ValueError, match="divisible by 64"):
-        UnetGenerator(num_downs=6, ngf=4).init(jax.random.PRNGKey(0), jnp.zeros((1, 96, 64, 3)), train=False)
+        UnetGenerator(num_downs=6, ngf=4).init(
+            jax.random.PRNGKey(0), jnp.zeros((1, 96, 64, 3)), train=False)
     with pytest.raises(ValueError, match="divisible by 64"):
         HDGenerator(global_factor=2, num_downs=5, ngf=4).init(
             jax.random.PRNGKey(0), jnp.zeros((1, 96, 96, 3)), train=False)
     with pytest.raises(ValueError, match="num_downs >= 5"):
-        UnetGenerator(num_downs=4, ngf=4).init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), train=False)
+        UnetGenerator(num_downs=4, ngf=4).init(
+            jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), train=False)
     config = ml_collections.ConfigDict(dict(arch="resnet", num_downs=6, ngf=4, ndf=4, n_layers_d=3,
                                             num_d_scales=1, use_refine=True, use_dropout=True,
                                             dtype="float32"))

@@ -90,8 +90,10 @@ def test_converted_checkpoint_matches_torch_features(reference, tmp_path):
                            str(out_dir)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     model, variables = load_syncnet(str(out_dir))
-    got_aud = jax.jit(lambda v, x: model.apply(v, x, method=sn.SyncNet.forward_aud))(variables, audio)
-    got_lip = jax.jit(lambda v, x: model.apply(v, x, method=sn.SyncNet.forward_lip))(variables, lips)
+    got_aud = jax.jit(lambda v, x: model.apply(v, x, method=sn.SyncNet.forward_aud))(
+        variables, audio)
+    got_lip = jax.jit(lambda v, x: model.apply(v, x, method=sn.SyncNet.forward_lip))(
+        variables, lips)
     assert got_aud.shape == got_lip.shape == (2, sn.EMBEDDING_SIZE)
     # Distinct inputs give distinct embeddings (a degenerate net would pass trivially).
     assert np.abs(expected_lip[0] - expected_lip[1]).max() > 0.01 * np.abs(expected_lip).max()
@@ -109,7 +111,8 @@ def test_wrong_checkpoint_is_reported_with_the_key(reference, tmp_path):
     sd = {k: v for k, v in model.state_dict().items() if k != "netcnnlip.8.weight"}
     bad = tmp_path / "bad.model"
     torch.save(sd, bad)
-    with pytest.raises(ValueError, match=r"bad\.model: not a usable SyncNet checkpoint \(.*netcnnlip\.8\.weight"):
+    with pytest.raises(ValueError, match=r"bad\.model: not a usable SyncNet checkpoint "
+                                         r"\(.*netcnnlip\.8\.weight"):
         load_syncnet(str(bad))
     extra = dict(model.state_dict(), **{"netextra.0.weight": torch.zeros(2)})
     with pytest.raises(ValueError, match="left weights unused: netextra.0.weight"):

@@ -36,7 +36,8 @@ REFERENCE_SHAPES = {
     "output_block.1.weight": (3, 32, 1, 1),                            # plain conv, no BN
     "output_block.1.bias": (3,),
 }
-# 50 conv+BN layers x 7 entries (conv w/b, BN w/b/mean/var/num_batches_tracked) + the plain conv's 2.
+# 50 conv+BN layers x 7 entries (conv w/b, BN w/b/mean/var/num_batches_tracked) + the plain
+# conv's 2.
 REFERENCE_STATE_DICT_ENTRIES = 50 * 7 + 2
 
 
@@ -81,7 +82,8 @@ def test_layer_tables_match_the_mirror_and_parameter_count():
         if spec.batch_norm:
             expected_keys |= {f"{path}.conv_block.0.{n}" for n in ("weight", "bias")}
             expected_keys |= {f"{path}.conv_block.1.{n}" for n in
-                              ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+                              ("weight", "bias", "running_mean", "running_var",
+                               "num_batches_tracked")}
         else:
             expected_keys |= {f"{path}.weight", f"{path}.bias"}
     assert expected_keys == set(sd)
@@ -182,7 +184,8 @@ def test_missing_key_is_named():
 def test_wrong_shape_is_named():
     sd = _numpy_state_dict()
     sd["module.audio_encoder.3.conv_block.0.weight"] = np.zeros((64, 32, 5, 5), np.float32)
-    with pytest.raises(ValueError, match=r"audio_encoder\.3\.conv_block\.0\.weight.*\(64, 32, 3, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"audio_encoder\.3\.conv_block\.0\.weight.*\(64, 32, 3, 3\)"):
         convert_wav2lip(sd)
 
 
@@ -195,7 +198,8 @@ def test_unknown_extra_key_is_named():
 
 def test_bad_input_shapes_raise():
     variables = jax.eval_shape(w2l.Wav2Lip().init, jax.random.PRNGKey(0),
-                               np.zeros((1, 80, 16, 1), np.float32), np.zeros((1, 96, 96, 6), np.float32))
+                               np.zeros((1, 80, 16, 1), np.float32),
+                               np.zeros((1, 96, 96, 6), np.float32))
     with pytest.raises(ValueError, match=r"audio must be \[B,80,16,1\]"):
         jax.eval_shape(w2l.Wav2Lip().apply, variables, np.zeros((1, 1, 80, 16), np.float32),
                        np.zeros((1, 96, 96, 6), np.float32))
@@ -237,4 +241,5 @@ def test_output_frames_are_rgb_uint8():
     pred_bgr[..., 1] = 0.5
     frames = w2l.wav2lip_output_frames(pred_bgr)
     assert frames.dtype == np.uint8
-    assert tuple(frames[0, 0, 0]) == (0, 127, 255)   # int(0.5 * 255) = 127, as the reference truncates
+    # int(0.5 * 255) = 127, as the reference truncates
+    assert tuple(frames[0, 0, 0]) == (0, 127, 255)

@@ -11,7 +11,8 @@ from tests.raster_reference import brute_force_rasterize
 
 
 def _random_triangles(rng, num_tris, height, width, spread):
-    """Independent triangles (own vertices) scattered over the image, random size, depth, winding."""
+    """Independent triangles (own vertices) scattered over the image, random size, depth,
+    winding."""
     centres = rng.uniform([0.0, 0.0], [width, height], size=(num_tris, 1, 2))
     xy = centres + rng.normal(size=(num_tris, 3, 2)) * rng.uniform(*spread, size=(num_tris, 1, 1))
     z = rng.uniform(1.0, 5.0, size=(num_tris, 1, 1)) + 0.3 * rng.normal(size=(num_tris, 3, 1))

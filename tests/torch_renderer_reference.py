@@ -143,7 +143,8 @@ def _conv(sd, key):
 
 def _bn(sd, key):
     return ({"scale": np.asarray(sd[key + ".weight"]), "bias": np.asarray(sd[key + ".bias"])},
-            {"mean": np.asarray(sd[key + ".running_mean"]), "var": np.asarray(sd[key + ".running_var"])})
+            {"mean": np.asarray(sd[key + ".running_mean"]),
+             "var": np.asarray(sd[key + ".running_var"])})
 
 
 def _unet_prefix(level: int) -> str:

@@ -88,7 +88,8 @@ def reference_calc_pdist(feat1, feat2, vshift=15):
     features i-vshift..i+vshift of the zero-padded audio features -> list of [2*vshift+1]."""
     win = 2 * vshift + 1
     padded = torch.nn.functional.pad(feat2, (0, 0, vshift, vshift))
-    return [torch.nn.functional.pairwise_distance(feat1[[i], :].repeat(win, 1), padded[i:i + win, :])
+    return [torch.nn.functional.pairwise_distance(feat1[[i], :].repeat(win, 1),
+                                                  padded[i:i + win, :])
             for i in range(len(feat1))]
 
 
@@ -109,7 +110,8 @@ def reference_evaluate(model: TorchSyncNet, frames_bgr: np.ndarray, num_samples:
         for i in range(0, lastframe, batch_size):
             frames = range(i, min(lastframe, i + batch_size))
             im_feat.append(model.forward_lip(torch.cat([im[:, :, v:v + 5] for v in frames], 0)))
-            cc_feat.append(model.forward_aud(torch.cat([cc[..., 4 * v:4 * v + 20] for v in frames], 0)))
+            cc_feat.append(model.forward_aud(
+                torch.cat([cc[..., 4 * v:4 * v + 20] for v in frames], 0)))
     im_feat, cc_feat = torch.cat(im_feat, 0), torch.cat(cc_feat, 0)
     dists = reference_calc_pdist(im_feat, cc_feat, vshift)
     mdist = torch.mean(torch.stack(dists, 1), 1)

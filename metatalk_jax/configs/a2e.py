@@ -16,7 +16,8 @@ Launch:
       --config.data.subject=S --config.data.model=procedural                 # CPU tests
 
 Variants: (default) the metatalk A2E on one host; tiny: a small model and batch for 2-core CPU
-tests in seconds; cpu: a small model trained for real on a 2-core CPU (the demo's); gpu: bigger batch, bf16, grain workers; tpu_pod: the same over a pod slice.
+tests in seconds; cpu: a small model trained for real on a 2-core CPU (the demo's); gpu: bigger
+batch, bf16, grain workers; tpu_pod: the same over a pod slice.
 data.pseudo_dirs: pseudo-video corpora (data_pipelines/pseudo_video.py), comma-separated;
 data.pseudo_ratio: the fraction of every global batch drawn from them (needs pseudo_dirs when > 0).
 """
@@ -121,5 +122,6 @@ def get_config(arg=None):
             # Sized for (compile-checked by `--compile-only`, benchmarks/BENCHMARKS.md "TPU fit")
             config.tpu_topology = "v5e:2x2"
     elif arg not in (None, ""):
-        raise InputError(f"configs/a2e.py: unknown variant {arg!r} (known: tiny, cpu, gpu, tpu_pod)")
+        raise InputError(f"configs/a2e.py: unknown variant {arg!r} "
+                         "(known: tiny, cpu, gpu, tpu_pod)")
     return config

@@ -12,8 +12,9 @@ Launch:
 
 Variants: (default) AudioDVP's unet_256 at 256x256; tiny: 32x32 crops and a small U-Net for the
 tests; cpu: 128x128 crops from the mouth reference, corrected by a small U-Net at 64, and Meta
-Talk's conditioning, trained for real on a 2-core CPU (the demo's); gpu: the HD generator at 1024 in bf16; tpu_pod: the same on a v5e:4x4 slice with
-FSDP (config.tpu_topology; check a slice with `--compile-only [--topology T]`).
+Talk's conditioning, trained for real on a 2-core CPU (the demo's); gpu: the HD generator at 1024 in
+bf16; tpu_pod: the same on a v5e:4x4 slice with FSDP (config.tpu_topology; check a slice with
+`--compile-only [--topology T]`).
 The subject must have been prepared at a crop resolution that the training resolution divides.
 """
 

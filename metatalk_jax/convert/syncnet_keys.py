@@ -1,5 +1,5 @@
-"""Key map from syncnet_python's syncnet_v2.model to the Flax SyncNet of metatalk_jax.models.syncnet,
-and a loader for the evaluation code.
+"""Key map from syncnet_python's syncnet_v2.model to the Flax SyncNet of
+metatalk_jax.models.syncnet, and a loader for the evaluation code.
 
 syncnet_v2.model is a bare state dict of class S (SyncNetModel.py), saved by an old torch in the
 legacy (non-zip) format, which convert.torch_pickle reads without torch. Per key (T = netcnnaud /

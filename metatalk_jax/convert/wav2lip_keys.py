@@ -40,7 +40,8 @@ def generator_state_dict(checkpoint: Mapping) -> dict[str, np.ndarray]:
     if "state_dict" in checkpoint and isinstance(checkpoint["state_dict"], Mapping):
         flat = dict(checkpoint["state_dict"])
     elif any(k.startswith("state_dict.") for k in checkpoint):
-        flat = {k[len("state_dict."):]: v for k, v in checkpoint.items() if k.startswith("state_dict.")}
+        flat = {k[len("state_dict."):]: v for k, v in checkpoint.items()
+                if k.startswith("state_dict.")}
     else:
         flat = dict(checkpoint)
     return torch_layouts.strip_prefix(flat, "module.")
@@ -68,7 +69,8 @@ def convert_wav2lip(state_dict: Mapping) -> tuple[dict, dict]:
             weight = torch_layouts.take(sd, conv_key + ".weight", (spec.cout, spec.cin, k, k))
             kernel = torch_layouts.conv_kernel(weight)
         bias = torch_layouts.take(sd, conv_key + ".bias", (spec.cout,))
-        params[name] = {"conv": {"kernel": kernel.astype(np.float32), "bias": bias.astype(np.float32)}}
+        params[name] = {"conv": {"kernel": kernel.astype(np.float32),
+                                 "bias": bias.astype(np.float32)}}
         if bn_prefix:
             bn_params, bn_stats = torch_layouts.batch_norm(sd, bn_prefix, spec.cout)
             params[name]["bn"] = {k_: v.astype(np.float32) for k_, v in bn_params.items()}

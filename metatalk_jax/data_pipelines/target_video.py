@@ -348,7 +348,8 @@ def write_target_video_shards(
     _log.info(
         "wrote target_video to %s: %s",
         dataset_dir,
-        ", ".join(f"{s.name} {s.num_examples} frames in {s.num_shards} shards" for s in split_infos),
+        ", ".join(f"{s.name} {s.num_examples} frames in {s.num_shards} shards"
+                  for s in split_infos),
     )
     return dataset_dir
 

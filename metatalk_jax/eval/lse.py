@@ -57,7 +57,6 @@ VSHIFT = 15
 SYNCNET_FPS = 25
 SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = SAMPLE_RATE // SYNCNET_FPS    # 640
-MFCC_ROWS_PER_FRAME = 4
 PAIRWISE_EPS = 1e-6                               # torch.nn.functional.pairwise_distance default
 CONFIDENCE_MEDIAN_KERNEL = 9
 DEFAULT_BATCH = 20                                # syncnet_python's --batch_size

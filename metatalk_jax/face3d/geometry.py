@@ -28,7 +28,8 @@ def face_shape(model: MorphableModel, identity, expression):
 def face_albedo(model: MorphableModel, texture):
     """Per-vertex albedo in [0, 1] (before clamping): texture [B, K_tex] -> [B, V, 3]."""
     if model.tex_basis.shape[-1] == 0:
-        return jnp.broadcast_to(model.mean_albedo[None], (texture.shape[0],) + model.mean_albedo.shape)
+        return jnp.broadcast_to(model.mean_albedo[None],
+                                (texture.shape[0],) + model.mean_albedo.shape)
     return model.mean_albedo[None] + jnp.einsum("vck,bk->bvc", model.tex_basis, texture)
 
 

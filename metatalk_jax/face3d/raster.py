@@ -65,7 +65,8 @@ def triangle_planes(corners, perspective_correct: bool):
     """
     x, y, z = corners[..., 0], corners[..., 1], corners[..., 2]
     # d w_i / dx = y_j - y_k and d w_i / dy = x_k - x_j for (i, j, k) cyclic; w_i / area = b_i.
-    area = (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (x[..., 2] - x[..., 0]) * (y[..., 1] - y[..., 0])
+    area = ((x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0])
+            - (x[..., 2] - x[..., 0]) * (y[..., 1] - y[..., 0]))
     inv = 1.0 / jnp.where(area == 0, 1.0, area)
     g0x, g0y = (y[..., 1] - y[..., 2]) * inv, (x[..., 2] - x[..., 1]) * inv
     g1x, g1y = (y[..., 2] - y[..., 0]) * inv, (x[..., 0] - x[..., 2]) * inv
@@ -135,7 +136,8 @@ def _visibility(verts, faces, height, width, perspective_correct, near, tile, bu
         px = col[:, None, None] + d[None, None, :]
         py = row[:, None, None] + d[None, :, None]
         in_box = (px <= c1[t][:, None, None]) & (py <= r1[t][:, None, None]) & valid[:, None, None]
-        _, depth, inside = _evaluate_planes(planes[t][:, None, None, :], px.astype(planes.dtype) + 0.5,
+        _, depth, inside = _evaluate_planes(planes[t][:, None, None, :],
+                                            px.astype(planes.dtype) + 0.5,
                                             py.astype(planes.dtype) + 0.5, perspective_correct)
         pixel = (image_of[t][:, None, None] * height + py) * width + px
         pixel = jnp.where(in_box & inside, pixel, num_pixels)
@@ -180,7 +182,8 @@ def _visibility(verts, faces, height, width, perspective_correct, near, tile, bu
                                            lambda j: overflow(j - direct_chunks), j)
         return jax.lax.cond(sweep == 0, min_depth, owner_id, buffers, pixel, depth, owner)
 
-    buffers = (jnp.full((num_pixels,), jnp.inf, verts.dtype), jnp.full((num_pixels,), -1, jnp.int32))
+    buffers = (jnp.full((num_pixels,), jnp.inf, verts.dtype),
+               jnp.full((num_pixels,), -1, jnp.int32))
     return jax.lax.fori_loop(0, 2 * per_sweep, step, buffers)[1]
 
 

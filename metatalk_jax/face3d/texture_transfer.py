@@ -10,9 +10,10 @@ mesh's inner-lip triangles stretch the photograph's own mouth interior over the 
 
 Coordinates are continuous pixels, as in the rasterizer: pixel (i, j) is centred at
 (j + 0.5, i + 0.5). Sampling is bicubic (bilinear averages away a third of the fine detail at
-fractional positions: measured on the carphone mouth) with the image's border repeated. No visibility test in
-the source image: a surface point hidden there (the far cheek of a head turned away) samples
-whatever covers it, which is harmless around the mouth of a talking head facing the camera.
+fractional positions: measured on the carphone mouth) with the image's border repeated. No
+visibility test in the source image: a surface point hidden there (the far cheek of a head turned
+away) samples whatever covers it, which is harmless around the mouth of a talking head facing the
+camera.
 """
 
 from __future__ import annotations

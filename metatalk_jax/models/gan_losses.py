@@ -17,7 +17,8 @@ def _at_least_float32(x: jax.Array) -> jax.Array:
 
 def per_scale(d_outputs) -> list[list[jax.Array]]:
     """A discriminator's output as a list (one entry per scale) of feature lists."""
-    return [list(d_outputs)] if not isinstance(d_outputs[0], (list, tuple)) else [list(s) for s in d_outputs]
+    return ([list(d_outputs)] if not isinstance(d_outputs[0], (list, tuple))
+            else [list(s) for s in d_outputs])
 
 
 def bce_with_logits(logits: jax.Array, target_is_real: bool) -> jax.Array:

@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from metatalk_jax.errors import InputError
-from metatalk_jax.models.renderer_layers import (BatchNorm2d, Conv2d, Dtype, DownConv2d, RefineBlock,
-                                                 UpConv2d, at_least_float32)
+from metatalk_jax.models.renderer_layers import (BatchNorm2d, Conv2d, Dtype, DownConv2d,
+                                                 RefineBlock, UpConv2d, at_least_float32)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -239,7 +239,8 @@ class HDGenerator(nn.Module):
         y = nn.relu(BatchNorm2d(dtype=self.dtype, name="front_norm")(y, train=train))
         n_scales = f.bit_length() - 1
         for i in range(n_scales):
-            y = DownConv2d(self.local_ngf * 2 ** (i + 1), dtype=self.dtype, name=f"down_conv_{i}")(y)
+            y = DownConv2d(self.local_ngf * 2 ** (i + 1), dtype=self.dtype,
+                           name=f"down_conv_{i}")(y)
             y = nn.relu(BatchNorm2d(dtype=self.dtype, name=f"down_norm_{i}")(y, train=train))
         y = y + global_features
         for i in range(self.local_blocks):
@@ -266,14 +267,16 @@ class PatchDiscriminator(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         features = []
-        y = DownConv2d(self.ndf, use_bias=True, dtype=self.dtype, name="conv_0")(x.astype(self.dtype))
+        y = DownConv2d(self.ndf, use_bias=True, dtype=self.dtype,
+                       name="conv_0")(x.astype(self.dtype))
         features.append(nn.leaky_relu(y, 0.2))
         for n in range(1, self.n_layers + 1):
             nc = self.ndf * min(2 ** n, 8)
             if n < self.n_layers:
                 y = DownConv2d(nc, use_bias=False, dtype=self.dtype, name=f"conv_{n}")(features[-1])
             else:
-                y = Conv2d(nc, 4, 1, use_bias=False, dtype=self.dtype, name=f"conv_{n}")(features[-1])
+                y = Conv2d(nc, 4, 1, use_bias=False, dtype=self.dtype,
+                           name=f"conv_{n}")(features[-1])
             y = BatchNorm2d(dtype=self.dtype, name=f"norm_{n}")(y, train=train)
             features.append(nn.leaky_relu(y, 0.2))
         logits = Conv2d(1, 4, 1, use_bias=True, dtype=self.dtype,
@@ -343,8 +346,8 @@ def make_renderer(config, *, reference: bool = False) -> tuple[nn.Module, nn.Mod
 
     Fields: arch ("unet" | "hd"), num_downs, ngf, ndf, n_layers_d, num_d_scales (1: one
     PatchDiscriminator, as AudioDVP; >1: MultiScaleDiscriminator), use_refine, use_dropout,
-    dtype ("float32" | "bfloat16" | "float64"); for arch "hd" also hd_global_factor (the U-Net runs at
-    resolution / factor), hd_local_ngf (channels at full resolution), hd_local_blocks (residual
+    dtype ("float32" | "bfloat16" | "float64"); for arch "hd" also hd_global_factor (the U-Net runs
+    at resolution / factor), hd_local_ngf (channels at full resolution), hd_local_blocks (residual
     blocks in the fused trunk). The input channel count is taken from the data (21 for a 7-frame
     window), so it is not a field.
     """

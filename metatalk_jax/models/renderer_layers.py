@@ -50,7 +50,6 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
 # at batch 16); from 8x8 up its own convolution is as fast or faster.
 IM2COL_MAX_PIXELS = 32
 
-CONV_FORMS = ("cpu", "lax")
 _PLATFORM = contextvars.ContextVar("renderer_conv_platform", default=None)
 
 
@@ -90,7 +89,8 @@ def conv2d_stride1(x, kernel, padding: int):
             x, kernel, window_strides=(1, 1), padding=((padding, padding), (padding, padding)),
             dimension_numbers=("NHWC", "HWIO", "NHWC"))
     xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    columns = jnp.concatenate([xp[:, i:i + ho, j:j + wo] for i in range(kh) for j in range(kw)], axis=-1)
+    columns = jnp.concatenate([xp[:, i:i + ho, j:j + wo] for i in range(kh) for j in range(kw)],
+                              axis=-1)
     y = jnp.dot(columns.reshape(b * ho * wo, kh * kw * c), kernel.reshape(kh * kw * c, cout))
     return y.reshape(b, ho, wo, cout)
 
@@ -219,7 +219,8 @@ def _up_conv_4x4_fwd(x, kernel):
 
 
 def _space_to_depth_padded(dy):
-    """dy [B,2H,2W,C] -> S [B,H+1,W+1,4C], S[n, j, k, (qr, qc, c)] = pad(dy, 1)[n, 2j+qr, 2k+qc, c]."""
+    """dy [B,2H,2W,C] -> S [B,H+1,W+1,4C],
+    S[n, j, k, (qr, qc, c)] = pad(dy, 1)[n, 2j+qr, 2k+qc, c]."""
     b, h2, w2, c = dy.shape
     dyp = jnp.pad(dy, ((0, 0), (1, 1), (1, 1), (0, 0)))
     s2d = dyp.reshape(b, h2 // 2 + 1, 2, w2 // 2 + 1, 2, c).transpose(0, 1, 3, 2, 4, 5)
@@ -249,14 +250,16 @@ def _up_conv_4x4_bwd(residuals, dy):
         dx = _down_conv_4x4(dy, kernel.transpose(0, 1, 3, 2))
     else:
         # im2col over the 2x2 window of S: columns[(n,y,x), (pr, pc, qr, qc, o)]
-        columns = jnp.concatenate([s2d[:, i:i + h, j:j + w] for i in (0, 1) for j in (0, 1)], axis=-1)
+        columns = jnp.concatenate([s2d[:, i:i + h, j:j + w] for i in (0, 1) for j in (0, 1)],
+                                  axis=-1)
         columns = columns.reshape(b * h * w, 16 * cout)
         taps = jax.lax.dot_general(x.reshape(b * h * w, cin), columns, (((0,), (0,)), ((), ())))
         taps = taps.reshape(cin, 2, 2, 2, 2, cout)
         # kernel as [Cin, (pr, pc, qr, qc, o)]: whole Cout rows move, and the dot contracts it
         # on its minor axis, which needs no transposed copy
         kernel_rows = kernel.reshape(2, 2, 2, 2, cin, cout).transpose(4, 0, 2, 1, 3, 5)
-        dx = jax.lax.dot_general(columns, kernel_rows.reshape(cin, 16 * cout), (((1,), (1,)), ((), ())))
+        dx = jax.lax.dot_general(columns, kernel_rows.reshape(cin, 16 * cout),
+                                 (((1,), (1,)), ((), ())))
         dx = dx.reshape(b, h, w, cin)
     dkernel = taps.transpose(1, 3, 2, 4, 0, 5).reshape(4, 4, cin, cout)
     return dx, dkernel

@@ -48,7 +48,6 @@ LIP_SIZE = 224
 MFCC_CEPSTRA = 13
 MFCC_COLUMNS = 20
 BN_EPSILON = 1e-5   # torch BatchNorm default
-BRANCHES = ("netcnnaud", "netcnnlip")
 HEADS = ("netfcaud", "netfclip")
 
 
@@ -81,7 +80,7 @@ LIP_TRUNK: tuple[ConvLayer, ...] = (
     ConvLayer(4, 96, 256, (1, 5, 5), (1, 2, 2), (0, 1, 1), pool=((1, 3, 3), (1, 2, 2), (0, 1, 1))),
     ConvLayer(8, 256, 256, (1, 3, 3), (1, 1, 1), (0, 1, 1)),
     ConvLayer(11, 256, 256, (1, 3, 3), (1, 1, 1), (0, 1, 1)),
-    ConvLayer(14, 256, 256, (1, 3, 3), (1, 1, 1), (0, 1, 1), pool=((1, 3, 3), (1, 2, 2), (0, 0, 0))),
+    ConvLayer(14, 256, 256, (1, 3, 3), (1, 1, 1), (0, 1, 1), pool=((1, 3, 3), (1, 2, 2), (0, 0, 0))),  # noqa: E501
     ConvLayer(18, 256, 512, (1, 6, 6), (1, 1, 1), (0, 0, 0)),
 )
 TRUNKS = {"netcnnaud": AUDIO_TRUNK, "netcnnlip": LIP_TRUNK}
@@ -95,7 +94,8 @@ def count_parameters() -> int:
     total = 0
     for trunk in TRUNKS.values():
         for layer in trunk:
-            total += int(np.prod(layer.kernel)) * layer.cin * layer.cout + layer.cout + 2 * layer.cout
+            total += (int(np.prod(layer.kernel)) * layer.cin * layer.cout + layer.cout
+                      + 2 * layer.cout)
     per_head = sum(i * o + o for _, i, o in HEAD_LAYERS) + 2 * 512
     return total + 2 * per_head
 

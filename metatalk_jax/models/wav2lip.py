@@ -265,7 +265,8 @@ class _Conv(nn.Module):
     @nn.compact
     def __call__(self, x):
         s = self.spec
-        kernel = self.param("kernel", _torch_default_kernel_init(), (s.kernel, s.kernel, s.cin, s.cout))
+        kernel = self.param("kernel", _torch_default_kernel_init(),
+                            (s.kernel, s.kernel, s.cin, s.cout))
         bias = self.param("bias", _torch_default_bias_init(s.cin * s.kernel * s.kernel), (s.cout,))
         if s.transpose:
             y = conv_transpose_torch(x, kernel, s.stride[0], s.padding, s.output_padding,
@@ -291,29 +292,33 @@ class Wav2Lip(nn.Module):
 
     def _stack(self, x, paths_specs, use_running_average):
         for path, spec in paths_specs:
-            x = ConvBlock(spec, self.folded_batch_norm, self.transpose_by_phases, name=flax_name(path))(
-                x, use_running_average=use_running_average)
+            x = ConvBlock(spec, self.folded_batch_norm, self.transpose_by_phases,
+                          name=flax_name(path))(x, use_running_average=use_running_average)
         return x
 
     @nn.compact
     def __call__(self, audio, face, *, use_running_average: bool = True):
         b = face.shape[0]
         if audio.shape[1:] != (MEL_BINS, MEL_STEPS, 1):
-            raise ValueError(f"wav2lip: audio must be [B,{MEL_BINS},{MEL_STEPS},1], got {audio.shape}")
+            raise ValueError(f"wav2lip: audio must be [B,{MEL_BINS},{MEL_STEPS},1], "
+                             f"got {audio.shape}")
         if face.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 6) or audio.shape[0] != b:
-            raise ValueError(f"wav2lip: face must be [B,{IMAGE_SIZE},{IMAGE_SIZE},6] with the audio's "
-                             f"batch {audio.shape[0]}, got {face.shape}")
+            raise ValueError(f"wav2lip: face must be [B,{IMAGE_SIZE},{IMAGE_SIZE},6] with the "
+                             f"audio's batch {audio.shape[0]}, got {face.shape}")
         ura = use_running_average
-        x = self._stack(audio, [(f"audio_encoder.{i}", s) for i, s in enumerate(AUDIO_ENCODER)], ura)
+        x = self._stack(audio, [(f"audio_encoder.{i}", s) for i, s in enumerate(AUDIO_ENCODER)],
+                        ura)
 
         skips = []
         y = face
         for bi, block in enumerate(FACE_ENCODER_BLOCKS):
-            y = self._stack(y, [(f"face_encoder_blocks.{bi}.{i}", s) for i, s in enumerate(block)], ura)
+            y = self._stack(y, [(f"face_encoder_blocks.{bi}.{i}", s) for i, s in enumerate(block)],
+                            ura)
             skips.append(y)
 
         for bi, block in enumerate(FACE_DECODER_BLOCKS):
-            x = self._stack(x, [(f"face_decoder_blocks.{bi}.{i}", s) for i, s in enumerate(block)], ura)
+            x = self._stack(x, [(f"face_decoder_blocks.{bi}.{i}", s) for i, s in enumerate(block)],
+                            ura)
             x = jnp.concatenate([x, skips.pop()], axis=-1)
 
         x = self._stack(x, [(f"output_block.{i}", s) for i, s in enumerate(OUTPUT_BLOCK)], ura)
@@ -336,9 +341,11 @@ def fold_batch_norm(variables: dict) -> dict:
         bias = np.asarray(conv["bias"], np.float64)
         if spec.batch_norm:
             bn, st = params[name]["bn"], stats[name]["bn"]
-            m = np.asarray(bn["scale"], np.float64) / np.sqrt(np.asarray(st["var"], np.float64) + BN_EPSILON)
+            m = (np.asarray(bn["scale"], np.float64)
+                 / np.sqrt(np.asarray(st["var"], np.float64) + BN_EPSILON))
             kernel = kernel * m
-            bias = (bias - np.asarray(st["mean"], np.float64)) * m + np.asarray(bn["bias"], np.float64)
+            bias = ((bias - np.asarray(st["mean"], np.float64)) * m
+                    + np.asarray(bn["bias"], np.float64))
         folded[name] = {"conv": {"kernel": jnp.asarray(kernel, jnp.float32),
                                  "bias": jnp.asarray(bias, jnp.float32)}}
     return {"params": folded}
@@ -351,7 +358,8 @@ def fold_batch_norm(variables: dict) -> dict:
 def _check_frames(name: str, frames) -> None:
     shape = getattr(frames, "shape", None)
     if shape is None or len(shape) != 4 or tuple(shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE, 3):
-        raise ValueError(f"wav2lip_inputs: {name} must be [B,{IMAGE_SIZE},{IMAGE_SIZE},3], got {shape}")
+        raise ValueError(f"wav2lip_inputs: {name} must be [B,{IMAGE_SIZE},{IMAGE_SIZE},3], "
+                         f"got {shape}")
     if frames.dtype != np.uint8:
         raise ValueError(f"wav2lip_inputs: {name} must be uint8 (0-255), got {frames.dtype}")
 

@@ -9,12 +9,12 @@ expression prior; frames are fitted in fixed-size batches (padding masked out), 
 Adam loop compiled once (`recon.fit.AdamLoop`, visibility refreshed every few steps).
 
 Landmarks: when the caller passes the pseudo frames' 68 landmarks (dlib's shape predictor on
-the pasted frame, with the subject's tracked box: `PseudoFrameMaker` with a landmark backend, configs/pseudo.py fit.landmarks),
-recon's weighted landmark loss is added (AudioDVP's weights: brows, eyes and mouth 50, jaw and
-nose 1, in units of a 256 px crop). It moves the jaw and lips directly, where the photometric
-term alone converges slowly (a smooth shaded surface changes little per step): on a synthetic
-render of the tiny carphone subject, photometric-only fitting needed 120 Adam steps at lr 0.1
-to cut the expression error to a third (tests/test_pseudo.py).
+the pasted frame, with the subject's tracked box: `PseudoFrameMaker` with a landmark backend,
+configs/pseudo.py fit.landmarks), recon's weighted landmark loss is added (AudioDVP's weights:
+brows, eyes and mouth 50, jaw and nose 1, in units of a 256 px crop). It moves the jaw and lips
+directly, where the photometric term alone converges slowly (a smooth shaded surface changes little
+per step): on a synthetic render of the tiny carphone subject, photometric-only fitting needed 120
+Adam steps at lr 0.1 to cut the expression error to a third (tests/test_pseudo.py).
 """
 
 from __future__ import annotations

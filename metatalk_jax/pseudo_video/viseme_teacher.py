@@ -5,10 +5,10 @@ For each sentence (a built-in list, or a text file with one sentence per line):
   espeak-ng speaks it (media/speech.py) with a voice, rate, pitch and gain drawn per clip from
   config.visemes -> the phoneme timings become per-frame mouth controls with coarticulation
   (pseudo_video/visemes.py), their openings scaled to the subject's own range
-  (`subject_opening_gain`, config.visemes.match_subject_opening) -> expressions = the subject's neutral expression (median of its
-  fitted ones) + mouth-shape deltas solved in the subject's own expression basis -> a
-  PseudoClip exactly as the Wav2Lip path builds it (pseudo_video/generate.py): frame k at
-  t = k / fps, the 16 kHz audio window centred on t, source_frame = pingpong(k).
+  (`subject_opening_gain`, config.visemes.match_subject_opening) -> expressions = the subject's
+  neutral expression (median of its fitted ones) + mouth-shape deltas solved in the subject's own
+  expression basis -> a PseudoClip exactly as the Wav2Lip path builds it (pseudo_video/generate.py):
+  frame k at t = k / fps, the 16 kHz audio window centred on t, source_frame = pingpong(k).
 Clips are named "visemes/0007" (the sentence's index), written in parts of
 config.clips_per_part whole clips with data_pipelines.pseudo_video.PseudoVideoWriter, so a rerun
 skips the clips already in the corpus (change the sentences and use a new --out). A preview,

@@ -256,7 +256,8 @@ def fit_landmarks(model, target: VideoTarget, config, weights: losses.LossWeight
     def loss_fn(p, goal, units):
         pred = landmark_points(model, p, p, target.camera, units)
         reg = losses.coefficient_regularization(weights, p["identity"], p["expression"])
-        return weights.landmark * losses.landmark_loss(pred, goal, lw) + weights.regularization * reg
+        return (weights.landmark * losses.landmark_loss(pred, goal, lw)
+                + weights.regularization * reg)
 
     lrs = {k: config.lr[k] for k in params}
     loop = AdamLoop(loss_fn, lrs, config.landmark_steps, params,
@@ -312,7 +313,8 @@ def _chunk_data(target: VideoTarget, index: np.ndarray, fit_size: int):
     boxes = target.boxes.take(index)
     units = _landmark_units(boxes)
     crops = np.asarray(target.crops[index], np.float32) / 255.0
-    goal = np.einsum("bij,bnj->bni", units[:, :, :2], target.landmarks[index]) + units[:, None, :, 2]
+    goal = (np.einsum("bij,bnj->bni", units[:, :, :2], target.landmarks[index])
+            + units[:, None, :, 2])
     return (jnp.asarray(crops), jnp.asarray(goal, jnp.float32),
             jnp.asarray(boxes.screen_transform(fit_size)), jnp.asarray(units))
 
@@ -365,7 +367,8 @@ def fit_frames(model, target: VideoTarget, shared: dict, frames: dict, key_frame
                     visibility_fn=_visibility_fn(model, target.camera))
 
     result = {k: np.zeros(frames[k].shape, np.float32) for k in FRAME_KEYS}
-    correction = {k: jnp.zeros(frames[k].shape[1:]) for k in ("expression", "angles", "translation")}
+    correction = {k: jnp.zeros(frames[k].shape[1:])
+                  for k in ("expression", "angles", "translation")}
     gamma = jnp.mean(key_frames["gamma"], 0)
     for real, index in index_batches(t, size):
         frame_mask = jnp.asarray(np.arange(size) < len(real), jnp.float32)

@@ -1,4 +1,5 @@
-"""Target video -> subject directory (see layout.py): the stages of `python -m metatalk_jax.prepare`.
+"""Target video -> subject directory (see layout.py): the stages of
+`python -m metatalk_jax.prepare`.
 
   1. probe + audio     check the video, extract 16 kHz mono audio (or fail early if required)
   2. track             stream frames at the subject fps, detect + 68 landmarks, hold the target
@@ -302,7 +303,8 @@ def _build(video, info, audio, work, model, config, *, video_sha, out_dir) -> di
     t0 = time.time()
     camera = frame_camera(fit_boxes, s)
     target = VideoTarget(track.landmarks, fit_boxes, spool, camera)
-    fit = fit_video(model, target, config.fit, progress_factory=lambda l, n: Progress(l, n))
+    fit = fit_video(model, target, config.fit,
+                    progress_factory=lambda label, total: Progress(label, total))
     timings["fit_s"] = time.time() - t0
     t0 = time.time()
     bar = Progress("fit report", t)

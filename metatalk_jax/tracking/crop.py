@@ -10,10 +10,11 @@ time so the crop does not shake, and the box is stored as a similarity transform
 (pixel indices, as OpenCV warps them; +-0.5 because pixel i covers [i, i+1), so the box's edges,
 not its outer pixel centres, map onto the crop's edges). Points (landmarks, projected vertices) and
 box centres use continuous coordinates, as the rasterizer: pixel (i, j) is centred at
-(j + 0.5, i + 0.5), and there the map is simply u' = scale * (u - box corner). The same box serves every resolution (256 / 512 / 1024 for
-the renderer, smaller for fitting); only the scale changes. Because the transform is a similarity,
-a camera that projects the 3D face into the full frame projects it into the crop after the same 2D
-map (`screen_transform`), so the synthetic face lands on the real face area at any resolution.
+(j + 0.5, i + 0.5), and there the map is simply u' = scale * (u - box corner). The same box serves
+every resolution (256 / 512 / 1024 for the renderer, smaller for fitting); only the scale changes.
+Because the transform is a similarity, a camera that projects the 3D face into the full frame
+projects it into the crop after the same 2D map (`screen_transform`), so the synthetic face lands on
+the real face area at any resolution.
 
 Paste-back warps a crop into the original frame (up to 4K) with the inverse transform and blends it
 with a feathered mask, working only on the crop's footprint in the frame.
@@ -39,7 +40,8 @@ PASTE_INTERPOLATION = cv2.INTER_LANCZOS4
 class CropBoxes:
     """Square crop boxes of a video, in frame pixels.
 
-    centers: [T, 2] float32 box centres (x, y; continuous coordinates); sizes: [T] float32 side lengths;
+    centers: [T, 2] float32 box centres (x, y; continuous coordinates);
+    sizes: [T] float32 side lengths;
     frame_size: (H, W) of the original frames.
     """
 

@@ -297,8 +297,8 @@ def _cut(track: _OpenTrack, first: int, last: int, desc: slice) -> _OpenTrack:
 def split_changes(track: _OpenTrack) -> list[_OpenTrack]:
     """[track], or its pieces when its descriptors change person: the change point is the one
     that puts the two sides' mean descriptors farthest past CHANGE_DISTANCE (or
-    CHANGE_DISTANCE_SINGLE when a side has one descriptor); when one is, the track becomes (before, the undescribed frames between, after), each side
-    split again recursively."""
+    CHANGE_DISTANCE_SINGLE when a side has one descriptor); when one is, the track becomes (before,
+    the undescribed frames between, after), each side split again recursively."""
     n = len(track.descriptors)
     if n < 2:
         return [track]

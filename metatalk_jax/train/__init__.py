@@ -1,1 +1,2 @@
-"""The training engine: device mesh, sharded train state, jit-compiled steps, orbax checkpoints with preemption resume, metric writers; one task module per model."""
+"""The training engine: device mesh, sharded train state, jit-compiled steps, orbax checkpoints with
+preemption resume, metric writers; one task module per model."""

@@ -8,8 +8,9 @@
 WORKDIR may be a local path or a URL (gs://bucket/run): orbax writes through epath and
 tensorstore, so every host of a pod writes its shards into the same bucket. Locally, orbax writes
 each step into a temporary directory and renames it when every process has finished (on GCS,
-which has no rename, it writes a commit marker last), so a run killed mid-save (SIGKILL, preemption) leaves the previous step as the latest
-complete checkpoint. Only the newest `keep` checkpoints are kept.
+which has no rename, it writes a commit marker last), so a run killed mid-save (SIGKILL, preemption)
+leaves the previous step as the latest complete checkpoint. Only the newest `keep` checkpoints are
+kept.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ class GanState:
     d_opt: Any
 
 
-def make_gan_optimizers(config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+def make_gan_optimizers(config) -> tuple[optax.GradientTransformation,
+                                         optax.GradientTransformation]:
     """(g_tx, d_tx): Adam for each network, pix2pix's torch.optim.Adam(lr, betas=(beta1, beta2)).
 
     Reads config.lr (2e-4), config.beta1 (0.5), config.beta2 (0.999), config.eps (torch's 1e-8)
@@ -53,7 +54,8 @@ def make_gan_optimizers(config) -> tuple[optax.GradientTransformation, optax.Gra
     return adam(), adam()
 
 
-def create_gan_state(rng, generator, discriminator, g_tx, d_tx, input_shape, target_shape) -> GanState:
+def create_gan_state(rng, generator, discriminator, g_tx, d_tx, input_shape,
+                     target_shape) -> GanState:
     """Initial GanState. input_shape [B,H,W,Cin], target_shape [B,H,W,3] (only shapes are used;
     D is initialised on Cin + 3 channels)."""
     g_rng, d_rng = jax.random.split(rng)

@@ -37,8 +37,8 @@ class PendingMetrics:
 
     def fetch(self) -> list[tuple[int, dict]]:
         """[(step, {name: float})] of every pending step, fetched in one transfer; raises
-        NonFiniteError (without a checkpoint name: see `raise_non_finite`) at the first step
-        with a non-finite value."""
+        NonFiniteError at the first step with a non-finite value (naming the step and the
+        values; train/loop.py adds the last good checkpoint)."""
         pending, self._pending = self._pending, []
         if not pending:
             return []
@@ -48,7 +48,6 @@ class PendingMetrics:
             row = {k: float(v) for k, v in metrics.items()}
             bad = {k: v for k, v in row.items() if not math.isfinite(v)}
             if bad:
-                self.bad_step, self.bad_values = step, bad
                 raise NonFiniteError(self.describe(step, bad))
             self.good_through = max(self.good_through, step - 1)
             rows.append((step, row))

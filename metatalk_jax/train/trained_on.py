@@ -1,4 +1,5 @@
-"""Which subject a training run belongs to: recorded in its work dir, checked on resume and by infer.
+"""Which subject a training run belongs to: recorded in its work dir, checked on resume and by
+infer.
 
     check_run_subject(config, workdir)        # train: records, or refuses another subject
     note = check_trained_on(subject, step_dir, "renderer", allow_other=False)       # infer
