@@ -199,7 +199,7 @@ CALLS = {
     "export": (_export_main, lambda t: _export_args(t), "metatalk_jax.inference.talker_bundle",
                "export_talker"),
     "evaluate": (_evaluate_main, lambda t: ["--videos", "x.mp4", "--out", str(t / "r")],
-                 "metatalk_jax.evaluate", "evaluate_videos"),
+                 "metatalk_jax.eval.evaluate_videos", "evaluate_videos"),
     "prepare": (_prepare_main, lambda t: ["--video", _fake_video(t), "--out", str(t / "s")],
                 "metatalk_jax.subject.face_model", "load_morphable"),
     "pseudo": (_pseudo_main, lambda t: ["--teacher", "visemes", "--subject", str(t), "--out",

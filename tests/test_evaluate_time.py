@@ -16,6 +16,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from metatalk_jax import evaluate
+from metatalk_jax.eval import evaluate_videos
 from metatalk_jax.media.video_read import read_frames
 from metatalk_jax.media.video_write import Mp4Writer
 
@@ -95,6 +96,6 @@ def test_a_stated_rate_resamples_both(tmp_path, capsys):
 
 
 def test_side_files_are_not_clips():
-    assert evaluate.is_clip("out/ours/speech.mp4")
-    assert not evaluate.is_clip("out/ours/speech.preview.mp4")
-    assert not evaluate.is_clip("out/ours/speech.drive.json")
+    assert evaluate_videos.is_clip("out/ours/speech.mp4")
+    assert not evaluate_videos.is_clip("out/ours/speech.preview.mp4")
+    assert not evaluate_videos.is_clip("out/ours/speech.drive.json")

@@ -153,7 +153,7 @@ def test_evaluate_reports_the_pixel_lip_sync_of_driven_videos_and_skips_previews
     """`evaluate` with no checkpoints and no references: the videos with a drive sidecar get the
     pixel columns (the same numbers pixel_lip_sync gives), the one without is counted in a
     note, and infer's preview beside a clip is not taken for a clip."""
-    from metatalk_jax.evaluate import evaluate_videos
+    from metatalk_jax.eval.evaluate_videos import evaluate_videos
     n = 40
     frames = carphone_frames[:n]
     drive = np.nan_to_num(carphone_openings[:n][::-1], nan=0.2)
