@@ -30,7 +30,7 @@ import numpy as np
 from metatalk_jax.errors import InputError
 from metatalk_jax.media.video_read import read_frames
 from metatalk_jax.models import wav2lip as w2l
-from metatalk_jax.tracking.crop import antialias_sigma, footprint
+from metatalk_jax.tracking.crop import antialias_sigma, feather_mask, footprint
 
 WAV2LIP_PADS = (0, 10, 0, 0)        # top, bottom, left, right (Wav2Lip's inference default)
 WAV2LIP_BOX_SMOOTHING = 5           # frames averaged per box (Wav2Lip's get_smoothened_boxes)
@@ -176,25 +176,16 @@ def face_input(roi_image: np.ndarray, box: np.ndarray, roi: np.ndarray) -> np.nd
     return cv2.resize(face, (w2l.IMAGE_SIZE, w2l.IMAGE_SIZE), interpolation=cv2.INTER_LINEAR)
 
 
-def box_feather(height: int, width: int, feather: int) -> np.ndarray:
-    """[height, width] float32 weights: 1 inside, ramping linearly to ~0 over `feather` px at
-    every edge of the box, so the pasted face has no seam."""
-    def ramp(n):
-        r = np.clip((np.arange(n) + 0.5) / max(feather, 1e-6), 0.0, 1.0)
-        return np.minimum(r, r[::-1])
-    return np.minimum(ramp(height)[:, None], ramp(width)[None, :]).astype(np.float32)
-
-
 def paste_feathered(roi_image: np.ndarray, generated: np.ndarray, box: np.ndarray,
                     roi: np.ndarray, feather_fraction: float) -> np.ndarray:
     """A new ROI image with the generated 96-px face (RGB uint8) resized into the box and blended
-    with `box_feather` (feather = feather_fraction x the box's shorter side); pixels outside the
-    box are the ROI's own."""
+    with tracking.crop.feather_mask (feather = feather_fraction x the box's shorter side);
+    pixels outside the box are the ROI's own."""
     x0, y0, x1, y1 = (int(v) for v in box)
     ox, oy = int(roi[0]), int(roi[1])
     h, w = y1 - y0, x1 - x0
     face = cv2.resize(generated, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-    alpha = box_feather(h, w, max(1, int(round(feather_fraction * min(h, w)))))[..., None]
+    alpha = feather_mask((h, w), max(1, int(round(feather_fraction * min(h, w)))))[..., None]
     out = roi_image.copy()
     region = out[y0 - oy:y1 - oy, x0 - ox:x1 - ox].astype(np.float32)
     out[y0 - oy:y1 - oy, x0 - ox:x1 - ox] = np.clip(

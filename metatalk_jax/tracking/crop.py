@@ -156,12 +156,15 @@ def crop_frame(frame: np.ndarray, matrix: np.ndarray, resolution: int, *,
     return out.astype(dtype)
 
 
-def feather_mask(resolution: int, feather: int) -> np.ndarray:
-    """[R, R] float32 mask: 1 inside, falling linearly to 0 over `feather` px at the crop's
-    edges (a smooth seam instead of a visible box)."""
-    ramp = np.clip((np.arange(resolution) + 0.5) / max(feather, 1e-6), 0.0, 1.0)
-    ramp = np.minimum(ramp, ramp[::-1])
-    return np.minimum(ramp[:, None], ramp[None, :]).astype(np.float32)
+def feather_mask(size, feather: int) -> np.ndarray:
+    """[H, W] float32 mask (size: R for a square crop, or (H, W)): 1 inside, falling linearly
+    to ~0 over `feather` px at every edge (a smooth seam instead of a visible box)."""
+    height, width = (size, size) if np.isscalar(size) else size
+
+    def ramp(n):
+        r = np.clip((np.arange(n) + 0.5) / max(feather, 1e-6), 0.0, 1.0)
+        return np.minimum(r, r[::-1])
+    return np.minimum(ramp(height)[:, None], ramp(width)[None, :]).astype(np.float32)
 
 
 def footprint(matrix: np.ndarray, resolution: int, frame_size: tuple[int, int]):
