@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metatalk_jax.fixed_batches import pad_to_batch
+
 INPUT_SIZE = 299
 FEATURES = 2048
 BN_EPSILON = 1e-3
@@ -297,8 +299,9 @@ def inception_features(frames, variables, *, batch_size: int = 16,
                        model: FIDInceptionV3 | None = None) -> np.ndarray:
     """pool_3 features [N,2048] float32 of frames [N,H,W,3] (uint8 RGB, or float RGB in [0,1]).
 
-    Runs one jitted program of fixed batch min(batch_size, N): the last batch is padded with
-    zeros and the padding's rows dropped, so any N >= batch_size compiles once per frame size.
+    Runs one jitted program of fixed batch min(batch_size, N): the last batch is padded
+    (fixed_batches.pad_to_batch) and the padding's rows dropped, so any N >= batch_size
+    compiles once per frame size.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -313,8 +316,5 @@ def inception_features(frames, variables, *, batch_size: int = 16,
     for start in range(0, len(frames), batch_size):
         chunk = frames[start:start + batch_size]
         n = len(chunk)
-        if n < batch_size:
-            chunk = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:],
-                                                    chunk.dtype)])
-        out[start:start + n] = np.asarray(apply(variables, chunk))[:n]
+        out[start:start + n] = np.asarray(apply(variables, pad_to_batch(chunk, batch_size)))[:n]
     return out

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metatalk_jax.errors import InputError
+from metatalk_jax.fixed_batches import pad_to_batch
 from metatalk_jax.media.video_read import read_frames
 from metatalk_jax.models import wav2lip as w2l
 from metatalk_jax.tracking.crop import antialias_sigma, feather_mask, footprint
@@ -159,12 +160,9 @@ class Wav2LipRunner:
         n = len(faces_rgb)
         if not 0 < n <= self.batch_size:
             raise ValueError(f"Wav2LipRunner: got {n} faces for batch size {self.batch_size}")
-        pad = self.batch_size - n
-        if pad:
-            faces_rgb = np.concatenate([faces_rgb, np.repeat(faces_rgb[-1:], pad, 0)])
-            mels = np.concatenate([mels, np.repeat(mels[-1:], pad, 0)])
-        out = self._predict(self.variables, jnp.asarray(mels, jnp.float32),
-                            jnp.asarray(faces_rgb, jnp.uint8))
+        out = self._predict(self.variables,
+                            jnp.asarray(pad_to_batch(mels, self.batch_size), jnp.float32),
+                            jnp.asarray(pad_to_batch(faces_rgb, self.batch_size), jnp.uint8))
         return w2l.wav2lip_output_frames(out[:n])
 
 
