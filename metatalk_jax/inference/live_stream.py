@@ -58,10 +58,17 @@ class DriveCalibration:
         return cls(float(gain_db), float(threshold))
 
 
+def a2e_lookahead_frames(a2e_window: int, audio_samples: int, fps: float,
+                         sample_rate: int) -> int:
+    """Frames between the newest audio and the last frame whose A2E inputs are all final: its
+    window's last frame and that frame's audio window (plus one for rounding)."""
+    return a2e_window // 2 + math.ceil(audio_samples / 2 / sample_rate * fps) + 1
+
+
 def lookahead_frames(a2e_window: int, audio_samples: int, renderer_window: int, fps: float,
                      sample_rate: int) -> int:
     """Output frames between the newest audio and the last frame that can be decided."""
-    a2e = a2e_window // 2 + math.ceil(audio_samples / 2 / sample_rate * fps) + 1
+    a2e = a2e_lookahead_frames(a2e_window, audio_samples, fps, sample_rate)
     return max(a2e, math.ceil(LOOKAHEAD_PAUSE_S * fps)) + renderer_window // 2
 
 
@@ -69,7 +76,7 @@ def stream(talker, chunks: Iterable[np.ndarray], *, calibration: DriveCalibratio
            calibrate_s: float = 2.0, a2e_batch: int = 32, **settings) -> Iterator[np.ndarray]:
     """Yields the talker's output frames (RGB uint8 [H, W, 3]) as the 16 kHz audio `chunks`
     arrive (module docstring); the stream ends when the chunks do."""
-    options = talker._settings(settings)
+    options = talker.settings_for(settings)
     subject = talker.subject
     fps = float(subject.meta["fps"])
     rate = pipeline.FEATURE_SAMPLE_RATE
@@ -99,8 +106,8 @@ def stream(talker, chunks: Iterable[np.ndarray], *, calibration: DriveCalibratio
         scaled = apply_gain(audio, calibration.gain_db)
         # A2E batches whose every input is final: all neighbours exist and their audio
         # windows are complete (the offline path's batches, so the same numbers).
-        limit = known if final else known - (a2e.window // 2
-                                             + math.ceil(audio_samples / 2 / rate * fps) + 1)
+        limit = known if final else known - a2e_lookahead_frames(a2e.window, audio_samples,
+                                                                 fps, rate)
         while len(a2e_out) < known:
             start = len(a2e_out)
             stop = min(start + a2e_batch, known)

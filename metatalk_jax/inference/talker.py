@@ -199,7 +199,8 @@ class Talker:
         """JAX compile events in this process since the talker was loaded."""
         return CompileCounter.count() - self._compiles_at_load
 
-    def _settings(self, overrides: dict) -> pipeline.InferenceSettings:
+    def settings_for(self, overrides: dict) -> pipeline.InferenceSettings:
+        """The talker's settings with one call's overrides."""
         return dataclasses.replace(self.settings, **overrides) if overrides else self.settings
 
     def faces(self) -> pipeline.FaceRenders:
@@ -233,7 +234,7 @@ class Talker:
         (text gives its own), for the bilabial closures of the summary."""
         t0 = time.perf_counter()
         check_output(out)
-        options = self._settings(settings)
+        options = self.settings_for(settings)
         speech = speech_of(audio_or_text, options)
         expressions, voiced = self.drive(speech, options)
         summary = pipeline.render_video(self.subject, self.renderer, self.video, expressions,
@@ -255,7 +256,7 @@ class Talker:
     def frames(self, audio_or_text, **settings):
         """Yields the output frames (RGB uint8 [H, W, 3]) of the talker saying `audio_or_text`,
         in order, without writing anything."""
-        options = self._settings(settings)
+        options = self.settings_for(settings)
         expressions, _ = self.drive(speech_of(audio_or_text, options), options)
         for frame, _ in pipeline.stream_frames(self.subject, self.renderer, self.video,
                                                expressions, options, faces=self.faces()):

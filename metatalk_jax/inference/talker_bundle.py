@@ -217,9 +217,3 @@ def open_bundle(path: str) -> Bundle:
 def _names(root: str) -> set:
     return {os.path.relpath(os.path.join(folder, n), root).replace(os.sep, "/")
             for folder, _, names in os.walk(root) for n in names} - {MANIFEST}
-
-
-def tree_bytes(path: str) -> int:
-    """Bytes of every file under a local directory."""
-    return int(sum(os.path.getsize(os.path.join(folder, n))
-                   for folder, _, names in os.walk(path) for n in names))

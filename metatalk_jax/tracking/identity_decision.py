@@ -65,6 +65,7 @@ class ShotDecision:
     distance: float
     decision: str
     why: str
+    dropped: bool = False          # excluded by the user's --drop-shots
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -203,7 +204,8 @@ def decide_identity(table: FaceTable, seed: int, *, keep=(), drop=()) -> Identit
             decision, why = EXCLUDED, "another person"
         shots.append(ShotDecision(number=k, segment=int(table.track_shot[k - 1]), first=first,
                                   last=last, frames=int(np.count_nonzero(table.obs_track == k)),
-                                  distance=d, decision=decision, why=why))
+                                  distance=d, decision=decision, why=why,
+                                  dropped=k in drop))
     return IdentityDecision(shots=shots, seed=seed, keep_limit=keep_limit,
                             exclude_limit=exclude_limit, spread_q90=q90,
                             target_descriptors=int(sum(len(descriptors[k]) for k in target)))
@@ -234,7 +236,7 @@ def frame_statuses(table: FaceTable, decision: IdentityDecision) -> tuple[np.nda
     for row, (k, f) in enumerate(zip(table.obs_track.tolist(), table.obs_frame.tolist())):
         shot = decision.of(k)
         code = (TRACKED if shot.decision == KEPT else AMBIGUOUS if shot.decision == UNSURE
-                else DROPPED if shot.why.startswith("dropped") else OTHER_PERSON)
+                else DROPPED if shot.dropped else OTHER_PERSON)
         if code == TRACKED:
             chosen[f] = row
         if priority[code] > priority[int(status[f])]:
