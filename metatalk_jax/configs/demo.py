@@ -49,8 +49,8 @@ def get_config(arg=None):
     config.a2e = load_config(config.bases.a2e)
     config.renderer = load_config(config.bases.renderer)
     if video:
-        # steps = clip(steps_per_frame x frames, min, max): a 36 s clip took 11 min on 2 quiet
-        # cores, a 59 s clip 17 min (README, "Your own video on a laptop")
+        # steps = clip(steps_per_frame x frames, min, max): a 60 s clip reaches the maximum
+        # (time per clip length: benchmarks/BENCHMARKS.md, "Your own clip")
         config.scale = ml_collections.ConfigDict(dict(
             a2e_steps_per_frame=1.0, a2e_steps=(700, 1500),
             renderer_steps_per_frame=2.0, renderer_steps=(1200, 3000)))
