@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 
+from metatalk_jax import runtime
 from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.errors import InputError
 
@@ -71,6 +72,7 @@ def build_page(talker, *, work_dir: str, max_upload_mb: float, queue: int):
 
 
 def main(argv=None) -> int:
+    runtime.start()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--talker", help="a talker bundle (python -m metatalk_jax.export)")
     parser.add_argument("--subject", help="prepared subject directory (without --talker)")
@@ -95,9 +97,6 @@ def main(argv=None) -> int:
         return report_bad_input(InputError("the web page needs Gradio: pip install "
                                            "'metatalk_jax[app]' (or pip install gradio)"))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # nothing leaves the machine
-    from metatalk_jax.runtime import enable_compilation_cache, skip_absent_tpu
-    skip_absent_tpu()
-    enable_compilation_cache()
     from metatalk_jax.inference.pipeline import InferenceSettings
     from metatalk_jax.inference.talker import Talker
     settings = InferenceSettings(max_seconds=args.max_seconds, lip_sync_frames=100)

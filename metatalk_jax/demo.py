@@ -31,6 +31,7 @@ import shlex
 import sys
 import time
 
+from metatalk_jax import runtime
 from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.config_loading import (OVERRIDE_HELP, changed_keys, config_overrides,
                                          load_config, override_arguments)
@@ -282,6 +283,7 @@ def run_demo(config, out_dir: str, *, video: str | None = None, audio: str | Non
 
 
 def main(argv=None) -> int:
+    runtime.start()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=OVERRIDE_HELP)
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--video", default=None,
@@ -297,12 +299,6 @@ def main(argv=None) -> int:
     overrides = config_overrides(parser, rest)
     if args.text is not None:
         overrides.append(f"sentence={args.text}")
-    # The train CLI's XLA:CPU setting must be in place before JAX starts.
-    from metatalk_jax.runtime import (enable_compilation_cache, skip_absent_tpu,
-                                      use_xla_convolutions_on_cpu)
-    skip_absent_tpu()
-    use_xla_convolutions_on_cpu()
-    enable_compilation_cache()
     spec = args.config or (f"{DEFAULT_CONFIG}:video" if args.video else DEFAULT_CONFIG)
     from metatalk_jax.train.step_metrics import NonFiniteError
     try:

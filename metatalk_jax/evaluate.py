@@ -31,12 +31,14 @@ import argparse
 import glob
 import sys
 
+from metatalk_jax import runtime
 from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.errors import InputError
 from metatalk_jax.eval.evaluate_videos import FID_METHODS
 
 
 def main(argv=None) -> int:
+    runtime.start()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", nargs="+", required=True,
                         help="videos to score (globs are expanded)")
@@ -62,9 +64,6 @@ def main(argv=None) -> int:
     for pattern in args.videos:
         matches = sorted(glob.glob(pattern))
         videos.extend(matches if matches else [pattern])   # a missing file is reported below
-    from metatalk_jax.runtime import skip_absent_tpu, use_xla_convolutions_on_cpu
-    skip_absent_tpu()
-    use_xla_convolutions_on_cpu()          # before JAX starts: SyncNet / Inception convs on CPU
     from metatalk_jax.eval import evaluate_videos as library
     try:
         library.evaluate_videos(videos, out_dir=args.out, syncnet=args.syncnet,

@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from metatalk_jax import runtime
 from metatalk_jax.cli_errors import run_stage
 
 
 def main(argv=None) -> int:
+    runtime.start()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subject", required=True, help="prepared subject directory")
     parser.add_argument("--a2e", required=True, help="A2E work dir or checkpoint step dir")
@@ -29,8 +31,6 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None, help="morphable model .npz prepare used")
     parser.add_argument("--video", default=None, help="the subject's source video, if moved")
     args = parser.parse_args(argv)
-    from metatalk_jax.runtime import skip_absent_tpu
-    skip_absent_tpu()
 
     def export() -> dict:
         from metatalk_jax.inference.talker_bundle import export_talker

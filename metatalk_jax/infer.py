@@ -39,6 +39,7 @@ import argparse
 import signal
 import sys
 
+from metatalk_jax import runtime
 from metatalk_jax.cli_errors import report_bad_input, run_stage
 from metatalk_jax.errors import InputError
 
@@ -48,6 +49,7 @@ def _exit_on_sigterm(signum, frame):
 
 
 def main(argv=None) -> int:
+    runtime.start()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--talker", help="a talker bundle (python -m metatalk_jax.export), "
                                          "instead of the next three")
@@ -107,9 +109,6 @@ def main(argv=None) -> int:
     # A SIGTERM (a job scheduler, `kill`) unwinds like Ctrl-C, so the writers delete their
     # temporary files instead of leaving them behind.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    from metatalk_jax.runtime import enable_compilation_cache, skip_absent_tpu
-    skip_absent_tpu()
-    enable_compilation_cache()
     from metatalk_jax.inference.pipeline import InferenceSettings
     from metatalk_jax.inference.talker import Talker
     settings = InferenceSettings(resolution=args.resolution, batch_size=args.batch_size,

@@ -28,15 +28,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from metatalk_jax import runtime
 from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.config_loading import OVERRIDE_HELP, config_overrides, load_config
 from metatalk_jax.errors import InputError
-from metatalk_jax.runtime import enable_compilation_cache, skip_absent_tpu
 
 DEFAULT_CONFIG = "prepare"
 
 
 def main(argv=None) -> int:
+    runtime.start()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      epilog=OVERRIDE_HELP)
     parser.add_argument("--video", required=True, help="target video (any container ffmpeg reads)")
@@ -60,8 +61,6 @@ def main(argv=None) -> int:
     if args.face_frame is not None and args.face is None:
         parser.error("--face-frame needs --face X,Y")
     from metatalk_jax.subject.prepare_subject import prepare_subject
-    skip_absent_tpu()
-    enable_compilation_cache()
     try:
         config = load_config(args.config, overrides)
         if args.face is not None:       # part of the config, so of the subject's fingerprint

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from metatalk_jax import runtime
 from metatalk_jax.cli_errors import report_bad_input, run_stage
 from metatalk_jax.errors import InputError
 from metatalk_jax.config_loading import OVERRIDE_HELP, config_overrides, load_config
@@ -37,6 +38,7 @@ CONFIG_FILE = "pseudo"
 
 
 def main(argv=None) -> int:
+    runtime.start()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      epilog=OVERRIDE_HELP)
     parser.add_argument("--teacher", choices=TEACHERS, default="wav2lip",
@@ -76,12 +78,7 @@ def main(argv=None) -> int:
         overrides.append(f"visemes.sentences_file={args.text}")
     if args.teacher == "visemes":
         return _run_visemes(args, overrides)
-    from metatalk_jax.runtime import (enable_compilation_cache, skip_absent_tpu,
-                                      use_xla_convolutions_on_cpu)
-    skip_absent_tpu()
-    use_xla_convolutions_on_cpu()        # before JAX starts: Wav2Lip's convs on XLA:CPU
     from metatalk_jax.pseudo_video.generate import generate_pseudo_videos
-    enable_compilation_cache()
     return run_stage(lambda: generate_pseudo_videos(
         args.subject, args.audio_dir, args.wav2lip, args.out, load_config(args.config, overrides)))
 
@@ -106,9 +103,7 @@ def _teacher_problem(args) -> str | None:
 
 
 def _run_visemes(args, overrides) -> int:
-    from metatalk_jax.runtime import enable_compilation_cache
     from metatalk_jax.pseudo_video.viseme_teacher import generate_viseme_corpus
-    enable_compilation_cache()
     return run_stage(lambda: generate_viseme_corpus(args.subject, args.out,
                                                     load_config(args.config, overrides)))
 

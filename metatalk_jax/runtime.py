@@ -1,6 +1,11 @@
 """Process-wide runtime settings every stage CLI makes before it computes: XLA:CPU flags, the
 metatalk cache directory and JAX's persistent compilation cache.
 
+`start()` is the one start-up: every stage CLI's main calls it first, before it parses its
+arguments (it costs no JAX import, so --help stays fast) and before JAX starts. It leaves an
+absent TPU out (`skip_absent_tpu`), sets the XLA:CPU convolution flag
+(`use_xla_convolutions_on_cpu`) and turns on JAX's persistent compilation cache.
+
 This module imports nothing from the package and does not import JAX at load time, so a CLI (or
 tests/conftest.py, or a benchmark) can call `use_xla_convolutions_on_cpu()` before the first
 `import jax` of the process; flags set after JAX has created its CPU client have no effect.
@@ -38,16 +43,42 @@ def default_cache_dir() -> str:
     return os.path.join(os.path.abspath(base), "metatalk_jax")
 
 
+def compilation_cache_dir() -> str:
+    """JAX's persistent compilation cache folder: $METATALK_JAX_CACHE, else
+    <default_cache_dir()>/jax_cache."""
+    return os.environ.get("METATALK_JAX_CACHE") or os.path.join(default_cache_dir(), "jax_cache")
+
+
 def enable_compilation_cache() -> str:
-    """Turns on JAX's persistent compilation cache and returns its folder: $METATALK_JAX_CACHE,
-    else <default_cache_dir()>/jax_cache. A second run of a stage with the same shapes (another
+    """Turns on JAX's persistent compilation cache and returns its folder
+    (compilation_cache_dir()). A second run of a stage with the same shapes (another
     `prepare` of a clip of the same sizes, a resumed training) skips XLA compilation, 10-20 s
-    for the fit and the renderer's step on a 2-core CPU."""
+    for the fit and the renderer's step on a 2-core CPU. Imports JAX (`start` does not)."""
     import jax
-    path = os.environ.get("METATALK_JAX_CACHE") or os.path.join(default_cache_dir(), "jax_cache")
+    path = compilation_cache_dir()
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_CACHED_COMPILE_S)
     return path
+
+
+def start() -> None:
+    """The start-up of every stage CLI (module docstring): call it first in main.
+
+    Leaves an absent TPU out, sets the XLA:CPU convolution flag and turns on the persistent
+    compilation cache. Before JAX is imported all three are environment variables JAX reads
+    when it loads (JAX_PLATFORMS, XLA_FLAGS, JAX_COMPILATION_CACHE_DIR and
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS), so this imports nothing heavy; when JAX is
+    already loaded (a CLI's main called from Python) its config is updated instead. Calling it
+    twice changes nothing more.
+    """
+    import sys
+    skip_absent_tpu()
+    use_xla_convolutions_on_cpu()
+    if "jax" in sys.modules:
+        enable_compilation_cache()
+    else:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = compilation_cache_dir()
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(MIN_CACHED_COMPILE_S)
 
 
 def tpu_device_files() -> list[str]:

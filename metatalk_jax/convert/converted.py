@@ -12,21 +12,20 @@ allow_pickle=False, so loading a converted file can never run code either. Train
 uses orbax (metatalk_jax/train/checkpointing.py); `load_converted` output feeds a train state or
 `model.apply` directly.
 
-The folder is written under a temporary name beside OUT and renamed into place, so a reader
-sees either the old checkpoint or the complete new one.
+The folder is written under a temporary name beside OUT and renamed into place
+(atomic_files.publishing_dir), so a reader sees either the old checkpoint or the complete new
+one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Mapping
 
 import numpy as np
 
-from metatalk_jax.atomic_files import current_umask, publish
+from metatalk_jax.atomic_files import current_umask, publishing_dir
 from metatalk_jax.checksums import file_sha256
 from metatalk_jax.errors import InputError, MissingInputError
 
@@ -101,27 +100,13 @@ def save_converted(out_path, model: str, variables: Mapping, config: dict, sourc
     if not flat:
         raise ValueError(f"{out_path}: no variables to save for '{model}'")
     meta = _meta(model, flat, config, source)
-    parent = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-converted-", dir=parent)
-    old = None
-    try:
+    with publishing_dir(out_path, replace=True, temp_prefix=".tmp-converted-") as tmp:
         np.savez(os.path.join(tmp, ARRAYS_FILE), **flat)
         with open(os.path.join(tmp, META_FILE), "w") as f:
             json.dump(meta, f, indent=1, sort_keys=True)
             f.write("\n")
         for name in (ARRAYS_FILE, META_FILE):
             os.chmod(os.path.join(tmp, name), 0o666 & ~current_umask())
-        if os.path.lexists(out_path):
-            # A directory cannot be renamed over a non-empty one: move the old aside first.
-            old = tempfile.mkdtemp(prefix=".old-converted-", dir=parent)
-            os.replace(out_path, os.path.join(old, "previous"))
-        publish(tmp, out_path, directory=True)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     return out_path
 
 

@@ -60,7 +60,7 @@ from metatalk_jax.data_pipelines.target_video import AUDIO_SAMPLE_RATE, FPS
 from metatalk_jax.data_pipelines.tfds_shards import (DEFAULT_MAX_SHARD_BYTES, TRAIN_SPLIT,
                                                      VALIDATION_SPLIT, ConcatenatedSource,
                                                      RecordSerializer, SplitWriter,
-                                                     build_dataset_info, new_incomplete_dir)
+                                                     build_dataset_info, publishing_tfds_dir)
 from metatalk_jax.errors import InputError
 
 DATASET_NAME = "pseudo_video"
@@ -178,12 +178,12 @@ class PseudoVideoWriter:
         parts = [int(_PART_PATTERN.match(name).group(1)) for name in os.listdir(self.root)
                  if _PART_PATTERN.match(name)]
         part_name = f"part-{max(parts, default=-1) + 1:05d}"
-        staging = new_incomplete_dir(self.root, VERSION)
-        dataset_dir = os.path.join(staging, DATASET_NAME, str(VERSION))
-        os.makedirs(dataset_dir)
-        writers = {split: SplitWriter(dataset_dir, split, self.max_shard_bytes, DATASET_NAME)
-                   for split in SPLITS}
-        try:
+        with publishing_tfds_dir(os.path.join(self.root, part_name), VERSION,
+                                 replace=False) as staging:
+            dataset_dir = os.path.join(staging, DATASET_NAME, str(VERSION))
+            os.makedirs(dataset_dir)
+            writers = {split: SplitWriter(dataset_dir, split, self.max_shard_bytes, DATASET_NAME)
+                       for split in SPLITS}
             listed = []
             try:
                 for clip in clips:
@@ -207,10 +207,6 @@ class PseudoVideoWriter:
             info.write_to_directory(dataset_dir)
             write_json(os.path.join(dataset_dir, PART_JSON),
                        {**self.meta, "part": part_name, "clips": listed, "num_frames": counts})
-            os.rename(staging, os.path.join(self.root, part_name))
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         self._write_corpus_json()
         return os.path.join(self.root, part_name, DATASET_NAME, str(VERSION))
 

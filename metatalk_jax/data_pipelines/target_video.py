@@ -68,7 +68,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -80,7 +79,7 @@ from etils import epath
 from metatalk_jax.data_pipelines.tfds_shards import (DEFAULT_MAX_SHARD_BYTES, TRAIN_SPLIT,
                                                      VALIDATION_SPLIT, RecordSerializer,
                                                      SplitWriter, build_dataset_info,
-                                                     move_into_place, new_incomplete_dir)
+                                                     publishing_tfds_dir)
 from metatalk_jax.errors import InputError, MissingInputError
 
 FPS = 25.0
@@ -331,20 +330,13 @@ def write_target_video_shards(
 
     features = target_video_features(expression_dim, audio_samples)
     serialize = _FrameSerializer(features, crop_size, vector_shapes(expression_dim, audio_samples))
-    parent = os.path.dirname(dataset_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = new_incomplete_dir(parent, VERSION)
-    try:
+    with publishing_tfds_dir(dataset_dir, VERSION, replace=True) as staging:
         split_infos = _write_splits(iter(examples_fn()), serialize, staging,
                                     ((TRAIN_SPLIT, num_train), (VALIDATION_SPLIT, num_val)),
                                     max_shard_bytes)
         info = _dataset_info(staging, features, split_infos, crop_size=crop_size,
                              expression_dim=expression_dim, audio_samples=audio_samples)
         info.write_to_directory(staging)
-        move_into_place(staging, dataset_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     _log.info(
         "wrote target_video to %s: %s",
         dataset_dir,

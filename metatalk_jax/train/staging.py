@@ -10,8 +10,9 @@ disks. A training config may therefore name its subject by URL
 per host, and reads the local copy (the TFDS shards are read with random access, memory-mapped
 caches are built beside them; neither works on an object store).
 
-Copies are made under a temporary name and renamed when complete, so a host killed mid-copy
-leaves nothing that looks finished.
+Local copies are made under a temporary name and renamed when complete
+(atomic_files.publishing_dir), so a host killed mid-copy leaves nothing that looks finished. An
+object store has no rename: a copy to a URL is written file by file.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import shutil
 import socket
 import sys
-import tempfile
 
+from metatalk_jax import runtime
+from metatalk_jax.atomic_files import publishing_dir
 from metatalk_jax.cli_errors import report_bad_input
 from metatalk_jax.errors import InputError
 from metatalk_jax.train import workdir as workdir_lib
@@ -65,21 +66,16 @@ def copy_tree(source: str, destination: str) -> int:
             workdir_lib.write_bytes(workdir_lib.join(destination, name),
                                     workdir_lib.read_bytes(workdir_lib.join(source, name)))
         return len(files)
-    parent = os.path.dirname(destination)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".staging-", dir=parent)
     try:
-        for name, _ in files:
-            target = os.path.join(tmp, *name.split("/"))
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with open(target, "wb") as f:
-                f.write(workdir_lib.read_bytes(workdir_lib.join(source, name)))
-        if os.path.exists(destination):   # another process of this host finished first
-            return len(files)
-        os.replace(tmp, destination)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
+        with publishing_dir(destination, replace=False, temp_prefix=".staging-") as tmp:
+            for name, _ in files:
+                target = os.path.join(tmp, *name.split("/"))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with open(target, "wb") as f:
+                    f.write(workdir_lib.read_bytes(workdir_lib.join(source, name)))
+    except FileExistsError:     # another process of this host finished first: its copy stays
+        if not os.path.isdir(destination):
+            raise
     return len(files)
 
 
@@ -88,11 +84,10 @@ def staged_copy(url: str, cache_root: str | None = None) -> str:
     docstring); a local path is returned unchanged."""
     if not workdir_lib.is_url(url):
         return url
-    from metatalk_jax.runtime import default_cache_dir
     workdir_lib.check_client(url)
     url = workdir_lib.resolve(url)
     key = hashlib.sha256(repr((url, listing(url))).encode()).hexdigest()[:20]
-    root = cache_root or os.path.join(default_cache_dir(), "staged", socket.gethostname())
+    root = cache_root or os.path.join(runtime.default_cache_dir(), "staged", socket.gethostname())
     path = os.path.join(root, f"{os.path.basename(url)}-{key}")
     if not os.path.isdir(path):
         copy_tree(url, path)
@@ -100,6 +95,7 @@ def staged_copy(url: str, cache_root: str | None = None) -> str:
 
 
 def main(argv=None) -> int:
+    runtime.start()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", help="a local directory or a URL (gs://bucket/path)")
     parser.add_argument("destination", help="a local directory or a URL")
