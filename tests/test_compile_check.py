@@ -3,7 +3,8 @@
 
 - the report's accounting against analytic figures: a sharded matmul's FLOPs per chip
   (2 M N K / chips) and argument bytes per chip (its shards), and the roofline arithmetic;
-- the shape-only tasks (no subject read) have the real tasks' state and batch shapes;
+- its task comes from the engine's one dispatch: an unknown task is the engine's error (that a
+  shapes-only task gives the steps the real task's shapes: tests/test_task_construction.py);
 - the tiny renderer and A2E configs compile for v5e:2x2 through the CLI with the plain `lax`
   convolutions, fit, and `--min-headroom 1` (impossible) exits 1; bad topologies exit 2.
 ~2-3 min on 2 cores (two TPU compiles of tiny train and eval steps).
@@ -25,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 pytest.importorskip("libtpu", reason="libtpu (the dev extra) compiles for TPU topologies")
 
 from metatalk_jax.train import compile_check  # noqa: E402
-from tests.train_runs import REPO, cli_env, tiny_config  # noqa: E402
+from tests.train_runs import REPO, cli_env  # noqa: E402
 
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
@@ -84,23 +85,15 @@ def test_repeated_topology_compiles_with_the_persistent_cache_on_do_not_warn(tmp
         compilation_cache.reset_cache()
 
 
-def _leaves(tree):
-    return [(jax.tree_util.keystr(p), leaf.shape, leaf.dtype)
-            for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+def test_an_unknown_task_is_the_engines_one_error():
+    """The compile check builds its task through train/tasks.py, as the engine does."""
+    import ml_collections
 
-
-def test_shape_only_renderer_task_matches_the_real_one(carphone_subject):
-    from metatalk_jax.train.renderer_task import RendererTask
-    config = tiny_config(str(carphone_subject[0]))
-    real = RendererTask(config)
-    shaped, spec = compile_check.shape_only_task(config)
-    key = jax.random.key(0)
-    assert _leaves(jax.eval_shape(shaped.init_state, key)) == _leaves(
-        jax.eval_shape(real.init_state, key))
-    batch = next(iter(real.train_batches(seed=0, process_index=0, process_count=1)))
-    for name, (shape, dtype) in spec.items():
-        assert batch[name].shape == (config.batch_size, *shape), name
-        assert np.dtype(batch[name].dtype) == np.dtype(dtype), name
+    from metatalk_jax.errors import InputError
+    with pytest.raises(InputError, match="unknown training task 'nope' "
+                                         r"\(known: renderer, a2e\)"):
+        compile_check.compile_for_topology(ml_collections.ConfigDict({"task": "nope"}),
+                                           "v5e:2x2")
 
 
 def run_compile_only(spec, *args):

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from metatalk_jax.compile_target import compiling_for
 from metatalk_jax.models import renderer_layers as layers
 from metatalk_jax.models.renderer import make_renderer
 
@@ -29,7 +30,7 @@ def relative_error(actual, expected) -> float:
 def value_and_grads(fn, platform, x, kernel, cotangent):
     """(fn(x, kernel), d<fn, cotangent>/dx, .../dkernel), traced for `platform`."""
     def objective(x, k):
-        with layers.compiling_for(platform):
+        with compiling_for(platform):
             y = fn(x, k)
         return jnp.sum(y * cotangent), y
     (dx, dk), y = jax.grad(objective, argnums=(0, 1), has_aux=True)(x, kernel)
@@ -70,7 +71,7 @@ def test_the_traced_platform_picks_the_form():
 
     def primitives(platform):
         def f(x, k):
-            with layers.compiling_for(platform):
+            with compiling_for(platform):
                 return layers._up_conv_4x4(x, k) + 0.0
         return {e.primitive.name for e in jax.make_jaxpr(jax.grad(
             lambda x, k: jnp.sum(f(x, k)), argnums=(0, 1)))(x, kernel).eqns}
@@ -80,7 +81,7 @@ def test_the_traced_platform_picks_the_form():
     for plain in (on_tpu, on_gpu):
         assert not any(p.startswith("custom_vjp") for p in plain)
         assert "conv_general_dilated" in plain and "concatenate" not in plain
-    with layers.compiling_for("tpu"):
+    with compiling_for("tpu"):
         assert layers.conv_form() == "lax"
     assert layers.conv_form() == ("cpu" if jax.default_backend() == "cpu" else "lax")
 
@@ -100,7 +101,7 @@ def test_whole_gan_loss_gradients_agree_between_forms():
         d_vars = discriminator.init(jax.random.key(1), jnp.zeros((2, 64, 64, 9)), train=False)
 
         def loss(g_params, d_params, platform):
-            with layers.compiling_for(platform):
+            with compiling_for(platform):
                 fake = generator.apply({**g_vars, "params": g_params}, x, train=False)
                 outs = discriminator.apply({**d_vars, "params": d_params},
                                            jnp.concatenate([x, fake], -1), train=False)

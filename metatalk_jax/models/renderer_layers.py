@@ -9,20 +9,20 @@ Each convolution has two forms that compute the same sums:
   "lax"  plain `lax.conv_general_dilated` / `lax.conv_transpose` with autodiff gradients, which
          the TPU and GPU compilers tile themselves (the CPU tricks were never measured there and
          a reshape-heavy layout costs HBM traffic on them).
-The form is chosen when a step is traced: `compiling_for(platform)` (the training engine wraps
-every trace in it with its mesh's platform, so a TPU compile on a CPU host gets "lax"), else by
-`jax.default_backend()`.
+The form is chosen when a step is traced, by `compile_target.target_platform()`: the training
+engine wraps every trace in `compiling_for(platform)` with its mesh's platform, so a TPU compile
+on a CPU host gets "lax".
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from metatalk_jax.compile_target import target_platform
 
 Dtype = Any
 
@@ -50,24 +50,9 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
 # at batch 16); from 8x8 up its own convolution is as fast or faster.
 IM2COL_MAX_PIXELS = 32
 
-_PLATFORM = contextvars.ContextVar("renderer_conv_platform", default=None)
-
-
-@contextlib.contextmanager
-def compiling_for(platform: str | None):
-    """Within this block, convolutions are traced in the form for `platform` ("cpu", "tpu",
-    "gpu", ...; None = the default backend's)."""
-    token = _PLATFORM.set(platform)
-    try:
-        yield
-    finally:
-        _PLATFORM.reset(token)
-
-
 def conv_form() -> str:
     """"cpu" when the program being traced is for XLA:CPU, else "lax" (module docstring)."""
-    platform = _PLATFORM.get() or jax.default_backend()
-    return "cpu" if platform == "cpu" else "lax"
+    return "cpu" if target_platform() == "cpu" else "lax"
 
 
 def _lax_conv(x, kernel, stride: int, padding: int):

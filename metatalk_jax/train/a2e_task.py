@@ -45,6 +45,7 @@ from metatalk_jax.models.a2e import make_a2e
 from metatalk_jax.subject.face_model import prepared_morphable
 from metatalk_jax.subject.layout import load_training_subject
 from metatalk_jax.train.mel_augment import augment_mel
+from metatalk_jax.train.task_protocol import WINDOW_ROW_SPEC
 
 MOMENT_KEYS = ("corr_p", "corr_t", "corr_pp", "corr_tt", "corr_pt")
 RANGE_KEYS = ("range_p", "range_t")
@@ -89,14 +90,33 @@ class A2ETask:
 
     name = "a2e"
 
-    def __init__(self, config):
+    def __init__(self, config, *, shapes_only: bool = False):
+        """shapes_only: from the config alone, for the compile check (train/compile_check.py):
+        no subject, morphable model or data is read, E is config.model.expression_dim (the
+        subject's E is unknown; 64: the BFM's expression basis), the constants are placeholders
+        of their shapes, and there are no data sources."""
         self.config = config
         data = config.data
-        subject = load_training_subject(data.subject)
         self.window, self.mel_columns = int(data.window), int(data.mel_columns)
+        self.pseudo_ratio = float(data.pseudo_ratio)
+        if shapes_only:
+            self.expression_dim = int(config.model.expression_dim)
+            self._constants = placeholder_constants(self.expression_dim)
+            self.mm_per_unit = 1.0     # scales one eval metric; no shape depends on it
+        else:
+            self._open_subject(data)
+        self.model = make_a2e(config.model, self.expression_dim)
+        self.tx = _optimizer(config)
+        b = int(config.batch_size)
+        self._mel_shape = (b, self.window, 80, self.mel_columns)
+        self.augment = mel_augmentation(config)
+
+    def _open_subject(self, data) -> None:
+        """Sets expression_dim (the subject's E), the data sources, the constants from the
+        subject's fitted model and training expressions, and mm_per_unit."""
+        subject = load_training_subject(data.subject)
         self._data_sources(subject, data)
         e = self.expression_dim
-
         # The mouth loss needs the expression basis of the model the subject was fitted with.
         face_model = prepared_morphable(subject, str(data.model) or None)
         gram, count = mouth_vertex_gram(face_model, e)
@@ -110,11 +130,6 @@ class A2ETask:
         }
         # Raw BFM geometry is in micrometres; the convention scales it to model units.
         self.mm_per_unit = 1e-3 / float(face_model.conv["scale"])
-        self.model = make_a2e(config.model, e)
-        self.tx = _optimizer(config)
-        b = int(config.batch_size)
-        self._mel_shape = (b, self.window, 80, self.mel_columns)
-        self.augment = mel_augmentation(config)
 
     def _data_sources(self, subject, data) -> None:
         """Windows of the training target and pseudo frames and of the held-out frames
@@ -126,7 +141,6 @@ class A2ETask:
         self.train_target = a2e_windows([target["train"]], **windows)
         self.expression_dim = int(self.train_target.position_spec["expression"][0][-1])
         roots = [d.strip() for d in str(data.pseudo_dirs).split(",") if d.strip()]
-        self.pseudo_ratio = float(data.pseudo_ratio)
         if self.pseudo_ratio > 0 and not roots:
             raise InputError(f"config.data.pseudo_ratio={self.pseudo_ratio} but no pseudo data: "
                              "pass --config.data.pseudo_dirs=DIR[,DIR] or "
@@ -165,6 +179,15 @@ class A2ETask:
         return A2EState(step=jnp.zeros((), jnp.int32), params=params, opt=self.tx.init(params))
 
     # -- data ------------------------------------------------------------------------------
+    def example_spec(self) -> dict:
+        """{key: (shape, dtype)} of one example (data_pipelines/a2e_windows.py): the window's W
+        mel windows [W, 80, M] and fitted expressions [W, E] (float32), and which positions
+        are in the clip [W]."""
+        w, e = self.window, self.expression_dim
+        spec = {"mel": ((w, 80, self.mel_columns), np.float32),
+                "expression": ((w, e), np.float32), "valid": ((w,), bool)}
+        return {**spec, **WINDOW_ROW_SPEC}
+
     def train_batches(self, *, seed: int, process_index: int, process_count: int):
         return make_window_batches(
             self.train_target, self.train_pseudo, global_batch=int(self.config.batch_size),
@@ -302,6 +325,15 @@ def _panel(true_hit, pred_hit, valid) -> jax.Array:
     image = jnp.where(pred_hit[..., None], jnp.maximum(image, jnp.asarray(_PRED_RGB)), image)
     separator = jnp.ones((b, 2, _PANEL_WIDTH, 3))
     return jnp.concatenate([image, separator], axis=1)
+
+
+def placeholder_constants(expression_dim: int) -> dict:
+    """The constants' shapes and dtypes ({name: float32 [E, E] or [E]}) with placeholder
+    values, for a task built without its subject (shapes_only)."""
+    e = int(expression_dim)
+    return {"mouth_gram": np.zeros((e, e), np.float32),
+            "mouth_loss_gram": np.zeros((e, e), np.float32),
+            "expr_mean": np.zeros((e,), np.float32), "expr_std": np.ones((e,), np.float32)}
 
 
 def mel_augmentation(config):

@@ -16,8 +16,9 @@ accounting then gives, per chip:
              published bf16 peak and bandwidth; compute-bound when FLOPs per byte exceed the
              ridge point peak / bandwidth.
 
-No subject or data is read: the tasks are built from the config alone (`shape_only_task`), with
-the batch shapes the data pipeline yields. The exit status is 0 when every step fits (with
+No subject or data is read: the task is built from the config alone (train/tasks.py
+`make_task(config, shapes_only=True)`, the constructor the engine uses), and the batch is the
+abstract one of the task's `example_spec`. The exit status is 0 when every step fits (with
 `--min-headroom` of the HBM left free), 1 otherwise. A full-size renderer at 1024 takes tens of
 minutes and ~11 GB of host memory to compile on 2 cores; the tiny configs take about a minute.
 """
@@ -29,7 +30,6 @@ import dataclasses
 import os
 
 import jax
-import numpy as np
 
 from metatalk_jax.errors import InputError
 
@@ -74,63 +74,8 @@ def topology_devices(topology: str) -> list:
 
 
 # ----------------------------------------------------------------------------------------------
-# Tasks built from the config alone
+# Compile and report
 # ----------------------------------------------------------------------------------------------
-
-def _renderer_task(config):
-    from metatalk_jax.models.renderer import make_renderer
-    from metatalk_jax.train import gan_step
-    from metatalk_jax.train.renderer_task import RendererTask
-    task = object.__new__(RendererTask)   # RendererTask.__init__ minus the subject and data
-    data = config.data
-    task.config, task.window, task.resolution = config, int(data.window), int(data.resolution)
-    task.shift = int(round(float(data.get("augment_shift", 0.0)) * task.resolution))
-    task.gain = float(data.get("augment_gain", 0.0))
-    task.reference = bool(data.get("mouth_reference", False))
-    task.generator, task.discriminator = make_renderer(config.model, reference=task.reference)
-    task.g_tx, task.d_tx = gan_step.make_gan_optimizers(config.optim)
-    b, r, w = int(config.batch_size), task.resolution, task.window
-    task.input_shape = (b, r, r, 3 * w + (3 if task.reference else 0))
-    task.target_shape = (b, r, r, 3)
-    spec = {"render": ((w, r, r, 3), np.uint8), "mouth_mask": ((w, r, r), np.uint8),
-            "valid": ((w,), bool), "target": ((r, r, 3), np.uint8)}
-    if task.reference:
-        spec["reference"] = ((r, r, 3), np.uint8)
-    return task, spec
-
-
-def _a2e_task(config, expression_dim: int):
-    from metatalk_jax.models.a2e import make_a2e
-    from metatalk_jax.train import a2e_task
-    task = object.__new__(a2e_task.A2ETask)  # A2ETask.__init__ minus the subject and data
-    e, w, m = int(expression_dim), int(config.data.window), int(config.data.mel_columns)
-    task.config, task.window, task.mel_columns, task.expression_dim = config, w, m, e
-    task.pseudo_ratio, task.mm_per_unit = float(config.data.pseudo_ratio), 1.0
-    task._constants = {"mouth_gram": np.zeros((e, e), np.float32),
-                       "mouth_loss_gram": np.zeros((e, e), np.float32),
-                       "expr_mean": np.zeros((e,), np.float32),
-                       "expr_std": np.ones((e,), np.float32)}
-    task.model = make_a2e(config.model, e)
-    task.tx = a2e_task._optimizer(config)
-    task.augment = a2e_task.mel_augmentation(config)
-    task._mel_shape = (int(config.batch_size), w, 80, m)
-    spec = {"mel": ((w, 80, m), np.float32), "expression": ((w, e), np.float32),
-            "valid": ((w,), bool)}
-    return task, spec
-
-
-def shape_only_task(config, *, expression_dim: int = 64):
-    """(task, example spec {key: (shape, dtype)} of one example) for config.task, built without a
-    subject. expression_dim: the A2E's output size (64: the BFM's expression basis)."""
-    if config.task == "renderer":
-        task, spec = _renderer_task(config)
-    elif config.task == "a2e":
-        task, spec = _a2e_task(config, expression_dim)
-    else:
-        raise InputError(f"unknown training task {config.task!r} (known: renderer, a2e)")
-    spec.update(example_id=((), np.int64), example_valid=((), bool))
-    return task, spec
-
 
 def global_batch_spec(example_spec: dict, batch_size: int, sharding) -> dict:
     """{key: ShapeDtypeStruct [B, ...]} with the dtypes jax gives the numpy batch."""
@@ -138,10 +83,6 @@ def global_batch_spec(example_spec: dict, batch_size: int, sharding) -> dict:
                                     sharding=sharding)
             for k, (shape, dtype) in example_spec.items()}
 
-
-# ----------------------------------------------------------------------------------------------
-# Compile and report
-# ----------------------------------------------------------------------------------------------
 
 def step_report(compiled, chip: Chip, chips: int, batch_size: int) -> dict:
     """Per-chip memory (bytes), FLOPs, bytes accessed and the roofline of one compiled step."""
@@ -202,20 +143,21 @@ def _compile(jitted, *args):
         raise
 
 
-def compile_for_topology(config, topology: str, *, expression_dim: int = 64,
+def compile_for_topology(config, topology: str, *,
                          steps: tuple[str, ...] = ("train", "eval")) -> dict:
     """Compiles config's train and eval steps for `topology`; {"train": report, "eval": ...}
     (a report is {"oom": reason} when the step does not fit)."""
     from metatalk_jax.train.loop import Trainer
     from metatalk_jax.train.mesh import batch_sharding, make_mesh, replicated
+    from metatalk_jax.train.tasks import make_task
     chip, devices = chip_of(topology), topology_devices(topology)
-    task, spec = shape_only_task(config, expression_dim=expression_dim)
+    task = make_task(config, shapes_only=True)
     mesh = make_mesh(config.mesh, devices=devices)
     trainer = Trainer(task, config, mesh=mesh, compile_only=True)
     state = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
                          trainer.abstract_state, trainer.shardings)
     b = int(config.batch_size)
-    batch = global_batch_spec(spec, b, batch_sharding(mesh))
+    batch = global_batch_spec(task.example_spec(), b, batch_sharding(mesh))
     key = jax.eval_shape(lambda: jax.random.fold_in(jax.random.key(0), 0))
     key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=replicated(mesh))
     out = {"config_task": config.task, "topology": topology, "chips": len(devices),

@@ -1,8 +1,9 @@
 """The training loop shared by every model: `train_and_evaluate(config, workdir)`.
 
-A task (train/tasks.py) supplies the pure pieces: `init_state(rng)`, `train_step(state, batch,
-rng, constants)`, `eval_step`, `preview_step`, its data iterators and replicated constants. This
-module adds everything that is the same for all models:
+A task (the `Task` of train/task_protocol.py, built from config.task by train/tasks.py) supplies
+the pure pieces: `init_state(rng)`, `train_step(state, batch, rng, constants)`, `eval_step`,
+`preview_step`, its data iterators and replicated constants. This module adds everything that is
+the same for all models:
 
   mesh + shardings    state built as eval_shape -> shardings -> jit(init, out_shardings), so no
                       process ever materialises unsharded parameters; steps jitted with donated
@@ -35,13 +36,14 @@ import numpy as np
 
 from metatalk_jax.errors import InputError
 from metatalk_jax.media.labelled_images import enlarge_to, label_columns
-from metatalk_jax.models.renderer_layers import compiling_for
+from metatalk_jax.compile_target import compiling_for
 from metatalk_jax.progress import Progress
 from metatalk_jax.train.checkpointing import Checkpoints
 from metatalk_jax.train.mesh import global_batch, make_mesh, replicated, state_shardings
 from metatalk_jax.train.metric_writers import MetricWriter
 from metatalk_jax.train.preemption import PreemptionWatch
 from metatalk_jax.train.step_metrics import NonFiniteError, PendingMetrics
+from metatalk_jax.train.task_protocol import Task
 from metatalk_jax.train import workdir as workdir_lib
 
 PREVIEW_MIN_HEIGHT = 256     # px per example in the training previews
@@ -62,7 +64,7 @@ class Trainer:
     `train_and_evaluate` drives it with checkpoints and logging.
     """
 
-    def __init__(self, task, config, mesh=None, *, compile_only: bool = False):
+    def __init__(self, task: Task, config, mesh=None, *, compile_only: bool = False):
         """compile_only: the mesh's devices are compile-only ones (a TPU topology described on
         a CPU host, train/compile_check.py): constants stay abstract and nothing is placed."""
         self.task, self.config = task, config
@@ -143,7 +145,7 @@ class Trainer:
 
 
 def _traced_for(platform: str, fn):
-    """`fn` traced with the model layers' forms for `platform` (renderer_layers.compiling_for)."""
+    """`fn` traced with the model layers' forms for `platform` (compile_target.compiling_for)."""
     @functools.wraps(fn)
     def traced(*args):
         with compiling_for(platform):
@@ -203,7 +205,8 @@ def _check_resumable(checkpoints: Checkpoints, step: int, abstract_state, workdi
             "resume with that config or use a new --workdir")
 
 
-def train_and_evaluate(config, workdir: str, task=None, *, log=print) -> RunResult:
+def train_and_evaluate(config, workdir: str, task: Task | None = None, *,
+                       log=print) -> RunResult:
     """Trains `task` (default: from config.task) for config.total_steps steps in `workdir`,
     resuming from its latest checkpoint. Returns how far it got; raises NonFiniteError."""
     from metatalk_jax.train.trained_on import check_run_subject

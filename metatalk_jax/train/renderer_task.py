@@ -18,6 +18,7 @@ from __future__ import annotations
 import dm_pix
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from metatalk_jax.data_pipelines.renderer_windows import crop_resolutions, renderer_windows
 from metatalk_jax.data_pipelines.target_video import open_target_source
@@ -29,6 +30,7 @@ from metatalk_jax.subject.render_cache import ensure_reference_cache, ensure_ren
 from metatalk_jax.subject.renderer_inputs import (masked_target, random_flip, random_gain,
                                                   random_shift, stack_window, with_reference)
 from metatalk_jax.train import gan_step
+from metatalk_jax.train.task_protocol import WINDOW_ROW_SPEC
 
 
 class RendererTask:
@@ -39,34 +41,18 @@ class RendererTask:
 
     name = "renderer"
 
-    def __init__(self, config):
+    def __init__(self, config, *, shapes_only: bool = False):
+        """shapes_only: from the config alone, for the compile check (train/compile_check.py):
+        no subject, render cache or data is read, the training side is config.data.resolution
+        as given (not checked against the stored crops), and there are no data sources."""
         self.config = config
         data = config.data
-        self.subject = load_training_subject(data.subject)
         self.window = int(data.window)
-        _, self.resolution = crop_resolutions(
-            open_target_source(self.subject.tfds_dir, "train"), data.resolution)
-        face_model = subject_face_model(self.subject, data.get("model") or None)
-        # Each process renders its own copy (to a local cache dir; the same file when
-        # processes share a host), so nothing waits on another host.
-        cache = ensure_render_cache(self.subject, face_model, self.resolution,
-                                    conditioning=data.get("conditioning", "audiodvp"),
-                                    show_progress=jax.process_index() == 0)
         self.reference = bool(data.get("mouth_reference", False))
-        if self.reference:
-            self.preview_labels = ("3DMM render (centre frame)", "mouth reference",
-                                   "generated", "real frame")
-        references = None
-        if self.reference:
-            gap = int(round(float(data.get("reference_gap_s", 0.2))
-                            * float(self.subject.meta["fps"])))
-            references = ensure_reference_cache(self.subject, face_model, self.resolution,
-                                                gap=gap, show_progress=jax.process_index() == 0)
-        self.train_source, self.eval_source = (
-            renderer_windows(self.subject.tfds_dir, split, render_cache=cache,
-                             window=self.window, resolution=self.resolution,
-                             reference_cache=references)
-            for split in ("train", "validation"))
+        if shapes_only:
+            self.resolution = int(data.resolution)
+        else:
+            self._open_subject(data)
         # Augmentations that take away what identifies a training frame besides its mouth
         # (configs/renderer.py data.augment_*): whole-pixel shifts and render colour gains.
         self.shift = int(round(float(data.get("augment_shift", 0.0)) * self.resolution))
@@ -79,6 +65,30 @@ class RendererTask:
         self.input_shape = (b, self.resolution, self.resolution, channels)
         self.target_shape = (b, self.resolution, self.resolution, 3)
 
+    def _open_subject(self, data) -> None:
+        """Sets subject, resolution (the training side, checked against the stored crops) and
+        the train and validation window sources, rendering the subject's caches if needed."""
+        self.subject = load_training_subject(data.subject)
+        _, self.resolution = crop_resolutions(
+            open_target_source(self.subject.tfds_dir, "train"), data.resolution)
+        face_model = subject_face_model(self.subject, data.get("model") or None)
+        # Each process renders its own copy (to a local cache dir; the same file when
+        # processes share a host), so nothing waits on another host.
+        cache = ensure_render_cache(self.subject, face_model, self.resolution,
+                                    conditioning=data.get("conditioning", "audiodvp"),
+                                    show_progress=jax.process_index() == 0)
+        references = None
+        if self.reference:
+            gap = int(round(float(data.get("reference_gap_s", 0.2))
+                            * float(self.subject.meta["fps"])))
+            references = ensure_reference_cache(self.subject, face_model, self.resolution,
+                                                gap=gap, show_progress=jax.process_index() == 0)
+        self.train_source, self.eval_source = (
+            renderer_windows(self.subject.tfds_dir, split, render_cache=cache,
+                             window=self.window, resolution=self.resolution,
+                             reference_cache=references)
+            for split in ("train", "validation"))
+
     # -- constants and state ---------------------------------------------------------------
     def constants(self):
         """Replicated arrays the steps take as an argument: none for the renderer."""
@@ -89,6 +99,18 @@ class RendererTask:
                                          self.d_tx, self.input_shape, self.target_shape)
 
     # -- data ------------------------------------------------------------------------------
+    def example_spec(self) -> dict:
+        """{key: (shape, dtype)} of one example (data_pipelines/renderer_windows.py): the
+        window's W renders [W, R, R, 3] and mouth masks [W, R, R] (uint8), which positions are
+        in the clip [W], the centre frame's real crop [R, R, 3] uint8 (and its mouth reference,
+        with config.data.mouth_reference)."""
+        w, r = self.window, self.resolution
+        spec = {"render": ((w, r, r, 3), np.uint8), "mouth_mask": ((w, r, r), np.uint8),
+                "valid": ((w,), bool), "target": ((r, r, 3), np.uint8)}
+        if self.reference:
+            spec["reference"] = ((r, r, 3), np.uint8)
+        return {**spec, **WINDOW_ROW_SPEC}
+
     def train_batches(self, *, seed: int, process_index: int, process_count: int):
         return make_window_batches(
             self.train_source, global_batch=int(self.config.batch_size), seed=seed,
@@ -151,7 +173,11 @@ class RendererTask:
                 "ssim": jnp.sum(jnp.mean(scores, axis=(1, 2, 3)) * weight),
                 "ssim_mouth": jnp.sum(ssim_mouth * weight), "count": jnp.sum(weight)}
 
-    preview_labels = ("3DMM render (centre frame)", "generated", "real frame")
+    @property
+    def preview_labels(self) -> tuple[str, ...]:
+        """Titles of preview_step's columns, left to right."""
+        reference = ("mouth reference",) if self.reference else ()
+        return ("3DMM render (centre frame)", *reference, "generated", "real frame")
 
     def preview_step(self, state, batch, constants) -> jax.Array:
         """[B, R, 3R, 3] float in [0, 1]: centre-frame render | generated | real, per example
