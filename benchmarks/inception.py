@@ -1,6 +1,6 @@
 """FID Inception feature extraction throughput on CPU: the Flax FIDInceptionV3 against the PyTorch
-mirror of pytorch-fid's network (tests/torch_inception_reference.py), same random weights, same
-uint8 frames, in one process.
+mirror of pytorch-fid's network (tests/support/torch_inception_reference.py), same random
+weights, same uint8 frames, in one process.
 
 It times, interleaved repeat by repeat, one batch of --batch frames of --size x --size pixels:
   jax    inception_features' jitted program (uint8 -> /255 -> resize to 299 -> pool_3), fp32,
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import torch
-    from tests.torch_inception_reference import TorchFIDInception, randomize
+    from tests.support.torch_inception_reference import TorchFIDInception, randomize
     torch_note = interleaved.configure_torch(torch)
     torch_model = randomize(TorchFIDInception(), seed=0).eval()
     variables, _ = convert_inception({k: v.numpy() for k, v in torch_model.state_dict().items()})

@@ -5,14 +5,16 @@ For each resolution (default 256, 512, 1024) a child process loads a Talker (the
 the real architectures: AudioDVP's unet_256 at 256 (configs/renderer.py), the HD coarse-to-fine
 generator at 512 and 1024 (configs/renderer.py:gpu, float32 on CPU), the default Meta Talk A2E
 (configs/a2e.py). It says a short clip (compiles everything), then --seconds of audio on the
-same talker are timed (nothing compiles). The reference, measured in the same process right
-after, is the
-generator alone on the same number of frames in the same batches: `pipeline_over_generator`
-says what the rest of the pipeline (audio features, A2E, 3DMM renders, mask blending,
-paste-back, decoding the background and encoding H.264) adds to the network's own cost.
+same talker --repeats times (nothing compiles), each run followed in the same process by the
+reference: the generator alone on the same number of frames in the same batches.
+`pipeline_over_generator` (the median of the per-run ratios, so a change of the machine's load
+moves both sides) says what the rest of the pipeline (audio features, A2E, 3DMM renders, mask
+blending, paste-back, decoding the background and encoding H.264) adds to the network's own
+cost. --split adds one run that waits for every render batch and generator call and times them
+apart (`split_s`: total, renders, generator, rest).
 
 --background-4k S additionally runs S seconds of audio on the subject moved onto a synthetic
-3840x2160 background (tests/scaled_subject.py) at --resolution-4k (default 256) and reports
+3840x2160 background (tests/support/scaled_subject.py) at --resolution-4k (default 256) and reports
 that run's peak RSS (target: < 4 GiB for 60 s on a 2-core CPU).
 
 Output: a table, then as the last line one JSON object
@@ -34,6 +36,7 @@ import resource
 import subprocess
 import sys
 import time
+from statistics import median
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __package__ in (None, ""):
@@ -65,7 +68,7 @@ def bench_subject() -> str:
 
 def checkpoints(subject: str, resolution: int) -> tuple[str, str]:
     """(a2e work dir, renderer work dir) of random-initialised default models (cached)."""
-    from tests.infer_fixtures import random_a2e, random_renderer
+    from tests.support.infer_fixtures import random_a2e, random_renderer
     a2e = os.path.join(CACHE, "a2e_default")
     if not os.path.isdir(a2e):
         random_a2e(a2e, subject, 10, variant="")
@@ -134,11 +137,57 @@ class TreeRssSampler:
         return False
 
 
+def generator_seconds(model, summary: dict) -> float:
+    """The reference: the generator alone on as many batches of the same size as the pipeline
+    run of `summary` made (random uint8 renders, full masks), warm."""
+    import numpy as np
+    r, b, w = summary["resolution"], summary["batch_size"], model.window
+    renders = np.random.default_rng(0).integers(0, 256, (b, w, r, r, 3), dtype=np.uint8)
+    masks = np.full((b, w, r, r), 255, np.uint8)
+    valid = np.ones((b, w), bool)
+    references = renders[:, 0] if model.mouth_reference else None
+    model.faces(renders, masks, valid, references).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(-(-summary["frames"] // b)):
+        model.faces(renders, masks, valid, references).block_until_ready()
+    return time.perf_counter() - start
+
+
+def split_run(talker, audio: str, out: str) -> dict:
+    """One more run with every 3DMM render batch and generator call waited for as it is made,
+    timed apart: where the pipeline's time goes, measured inside one run (the waits take away
+    what asynchronous dispatch overlaps, so its total is a little above the others)."""
+    import jax
+
+    from metatalk_jax.inference.pipeline import FaceRenders
+    spent = {"renders": 0.0, "generator": 0.0}
+
+    def waited(function, key):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            result = jax.block_until_ready(function(*args, **kwargs))
+            spent[key] += time.perf_counter() - start
+            return result
+        return wrapper
+
+    draw = FaceRenders.__call__          # called through the class: patch it there
+    FaceRenders.__call__ = waited(draw, "renders")
+    talker.renderer.faces = waited(talker.renderer.faces, "generator")
+    try:
+        summary = talker.say(audio, out)
+    finally:
+        FaceRenders.__call__ = draw
+        del talker.renderer.faces            # the class's method again
+    total = summary["total_s"] - summary["setup_s"]
+    rest = total - spent["renders"] - spent["generator"]
+    return {"total": round(total, 2), **{k: round(v, 2) for k, v in spent.items()},
+            "rest": round(rest, 2)}
+
+
 def child(args) -> dict:
     """One measured run (in its own process, so its peak RSS is its own)."""
     from metatalk_jax.runtime import use_xla_convolutions_on_cpu
     use_xla_convolutions_on_cpu()
-    import numpy as np
 
     from metatalk_jax.inference.pipeline import InferenceSettings
     from metatalk_jax.inference.talker import Talker
@@ -149,7 +198,7 @@ def child(args) -> dict:
     work = os.path.join(CACHE, "work")
     os.makedirs(work, exist_ok=True)
     if args.background_4k:
-        from tests.scaled_subject import scaled_subject, synthetic_video
+        from tests.support.scaled_subject import scaled_subject, synthetic_video
         video = os.path.join(CACHE, "background_4k.mp4")
         if not os.path.exists(video):
             synthetic_video(video, 4.2, 2160, 3840)
@@ -166,32 +215,31 @@ def child(args) -> dict:
     talker.say(warm, os.path.join(work, "warm.mp4"))
     audio = _speech_like(os.path.join(work, f"speech_{args.seconds}.wav"), args.seconds)
     out = os.path.join(work, f"out_{r}.mp4")
-    with TreeRssSampler() as sampler:
-        summary = talker.say(audio, out)
-    compute_s = summary["total_s"] - summary["setup_s"]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024     # before the reference
-
-    # Reference: the generator alone, same batches, same frame count.
     model = load_renderer(renderer)
-    b, w = summary["batch_size"], model.window
-    renders = np.random.default_rng(0).integers(0, 256, (b, w, r, r, 3), dtype=np.uint8)
-    masks = np.full((b, w, r, r), 255, np.uint8)
-    valid = np.ones((b, w), bool)
-    model.faces(renders, masks, valid).block_until_ready()
-    calls = -(-summary["frames"] // b)
-    start = time.perf_counter()
-    for _ in range(calls):
-        model.faces(renders, masks, valid).block_until_ready()
-    generator_s = time.perf_counter() - start
+    pipeline_times, generator_times = [], []
+    for repeat in range(args.repeats):
+        # Pipeline and reference alternate, so a change of the machine's load between them
+        # moves both; the ratio is the median of the per-repeat ratios.
+        with TreeRssSampler() as sampler:
+            summary = talker.say(audio, out)
+        if repeat == 0:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # before the ref
+            tree_peak = sampler.peak
+        pipeline_times.append(summary["total_s"] - summary["setup_s"])
+        generator_times.append(generator_seconds(model, summary))
+    ratios = [p / g for p, g in zip(pipeline_times, generator_times)]
+    compute_s, generator_s = median(pipeline_times), median(generator_times)
+    split = split_run(talker, audio, out) if args.split else None
     return {"resolution": r, "background": "3840x2160" if args.background_4k else "176x144",
             "frames": summary["frames"], "output_s": summary["seconds"],
-            "batch_size": b, "compute_s": round(compute_s, 2),
+            "batch_size": summary["batch_size"], "compute_s": round(compute_s, 2),
             "compute_s_per_output_s": round(compute_s / summary["seconds"], 3),
             "frames_per_s": round(summary["frames"] / compute_s, 2),
             "generator_s": round(generator_s, 2),
-            "pipeline_over_generator": round(compute_s / generator_s, 3),
+            "pipeline_over_generator": round(median(ratios), 3),
+            "ratios": [round(x, 3) for x in ratios], "split_s": split,
             "peak_rss_gib": round(peak / 2 ** 30, 3),
-            "peak_tree_pss_gib": round(sampler.peak / 2 ** 30, 3)}
+            "peak_tree_pss_gib": round(tree_peak / 2 ** 30, 3)}
 
 
 def main() -> int:
@@ -199,6 +247,10 @@ def main() -> int:
     parser.add_argument("--resolutions", default="256,512,1024")
     parser.add_argument("--seconds", type=float, default=2.0, help="audio per measured run")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--split", action="store_true",
+                        help="one more run, timing the 3DMM renders and the generator apart")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="pipeline runs, each followed by its generator reference")
     parser.add_argument("--background-4k", type=float, default=0.0,
                         help="also run this many seconds on a 4K background (0: skip)")
     parser.add_argument("--resolution-4k", type=int, default=256)
@@ -215,7 +267,9 @@ def main() -> int:
         plan.append((args.resolution_4k, args.background_4k, True))
     for resolution, seconds, big in plan:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", "--resolution",
-               str(resolution), "--seconds", str(seconds)]
+               str(resolution), "--seconds", str(seconds), "--repeats", str(args.repeats)]
+        if args.split:
+            cmd.append("--split")
         if big:
             cmd += ["--background-4k", str(seconds)]
         if args.batch_size:

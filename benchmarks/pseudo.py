@@ -38,7 +38,7 @@ from benchmarks import machine_info      # noqa: E402
 
 def random_checkpoint(path: str) -> None:
     """Writes a random-weight Wav2Lip .pth with the test-side torch mirror (benchmark only)."""
-    from tests.torch_wav2lip_reference import (TorchWav2Lip, randomize,
+    from tests.support.torch_wav2lip_reference import (TorchWav2Lip, randomize,
                                                save_wav2lip_style_checkpoint)
     save_wav2lip_style_checkpoint(randomize(TorchWav2Lip().eval(), seed=0), path)
 

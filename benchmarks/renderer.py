@@ -3,10 +3,10 @@ update with the updated D, Adam on both) in JAX, against the same architecture i
 
 It times, in one process and interleaved repeat by repeat:
   jax    jax.jit(gan_train_step) with the state donated, blocked until ready;
-  torch  the same step in PyTorch (tests/torch_renderer_reference.py: AudioDVP's unet_256 with
-         refine + NLayerDiscriminator, NFRModel.optimize_parameters order), torch threads = the
-         cores this process may use, denormals flushed as XLA does (skipped with --no-torch and
-         for --arch hd or bfloat16, which have no torch mirror);
+  torch  the same step in PyTorch (tests/support/torch_renderer_reference.py: AudioDVP's
+         unet_256 with refine + NLayerDiscriminator, NFRModel.optimize_parameters order), torch
+         threads = the cores this process may use, denormals flushed as XLA does (skipped with
+         --no-torch and for --arch hd or bfloat16, which have no torch mirror);
   dot    a large jnp.dot in the compute dtype: the matmul rate this machine reaches from XLA
          in this run (a measured rate, not the hardware's peak).
 Compilation and --warmup steps of each are excluded; figures are medians over --repeats. Process
@@ -118,7 +118,7 @@ def measured_dot_gflops(dtype: str, size: int, repeats: int = 5) -> float:
 def build_torch_step(config, batch: int, resolution: int):
     """(callable running one step, description) for AudioDVP's architecture in PyTorch."""
     import torch
-    from tests.torch_renderer_reference import (TorchPatchDiscriminator, TorchPix2PixStep,
+    from tests.support.torch_renderer_reference import (TorchPatchDiscriminator, TorchPix2PixStep,
                                                 TorchUnetGenerator, init_pix2pix_weights)
     torch.set_num_threads(machine_info.cpu_count())
     # XLA:CPU flushes denormals to zero; without the same torch can run 100x slower once Adam's

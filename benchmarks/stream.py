@@ -33,7 +33,7 @@ CHUNK_S = 0.04
 
 def renderer_for(subject: str, resolution: int) -> tuple[str, str]:
     from benchmarks.infer import CACHE, checkpoints
-    from tests.infer_fixtures import random_renderer
+    from tests.support.infer_fixtures import random_renderer
     if resolution != 64:
         return checkpoints(subject, resolution)
     a2e, _ = checkpoints(subject, 256)

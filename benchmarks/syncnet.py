@@ -6,7 +6,7 @@ of 5 frames at 224x224 (forward_lip) plus an audio embedding of 20 MFCC rows (fo
 Timed, interleaved repeat by repeat, over a batch of --batch windows (20 = syncnet_python's
 --batch_size):
   jax    jax.jit of forward_lip and forward_aud in eval mode, fp32, blocked until ready;
-  torch  tests/torch_syncnet_reference.py under torch.inference_mode(), torch threads = the
+  torch  tests/support/torch_syncnet_reference.py under torch.inference_mode(), torch threads = the
          cores this process may use, denormals flushed as XLA does.
 Compilation and --warmup runs are excluded; figures are medians over --repeats, with process CPU
 time beside wall time (on a shared machine wall time mostly shows who got the cores).
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import torch
-    from tests.torch_syncnet_reference import TorchSyncNet, randomize
+    from tests.support.torch_syncnet_reference import TorchSyncNet, randomize
     torch_note = interleaved.configure_torch(torch)
     torch_model = randomize(TorchSyncNet(), seed=0).eval()
     variables, _ = convert_syncnet({k: v.numpy() for k, v in torch_model.state_dict().items()})

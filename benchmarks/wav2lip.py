@@ -6,7 +6,7 @@ It times, interleaved repeat by repeat:
          BatchNorm folded into the convs at load time (`--no-fold` keeps the BN layers) and
          transposed convs as XLA's lhs-dilated convolution (`--phase-transpose`: per output
          phase, see conv_transpose_torch);
-  torch  tests/torch_wav2lip_reference.py under torch.inference_mode(), torch threads = the
+  torch  tests/support/torch_wav2lip_reference.py under torch.inference_mode(), torch threads = the
          cores this process may use, denormals flushed as XLA does.
 Compilation and --warmup runs are excluded; figures are medians over --repeats. Process CPU
 time per batch (all threads) is printed beside wall time: on a machine shared with other jobs
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import torch
-    from tests.torch_wav2lip_reference import TorchWav2Lip, randomize
+    from tests.support.torch_wav2lip_reference import TorchWav2Lip, randomize
     torch_note = interleaved.configure_torch(torch)
     torch_model = randomize(TorchWav2Lip(), seed=0).eval()
 

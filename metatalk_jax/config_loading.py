@@ -1,9 +1,10 @@
 """Loading ml_collections configs: `name[:variant]` or `path/to/config.py[:variant]`, with
 `key=value` overrides.
 
-A spec names one of the packaged configs (metatalk_jax/configs: `renderer`, `renderer:gpu`,
-`renderer.py:tiny`, or the older `configs/renderer.py:tiny`, from any directory) or, when the
-path is an existing file, a config file of the user's own (a copy of a packaged one, edited).
+A spec names one of the packaged configs (metatalk_jax.configs, the repository's top-level
+configs/: `renderer`, `renderer:gpu`, `renderer.py:tiny`, or `configs/renderer.py:tiny`, from any
+directory) or, when the path is an existing file, a config file of the user's own (a copy of a
+packaged one, edited).
 """
 
 from __future__ import annotations
@@ -25,14 +26,16 @@ OVERRIDE_HELP = ("any config key can be set as --config.KEY=VALUE (nested keys w
 
 
 def _config_module(path: str):
-    """The module of a config file path, or of a packaged config name."""
-    if os.path.isfile(path):
+    """The module of a config file path, or of a packaged config name. A path to the packaged
+    file itself (`configs/renderer.py` in the repository's root) is the packaged module, as
+    from any other directory."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    packaged = path in (name, name + ".py") or os.path.normpath(os.path.dirname(path)) == "configs"
+    if os.path.isfile(path) and not (packaged and _is_packaged_file(path, name)):
         module_spec = importlib.util.spec_from_file_location("_metatalk_config", path)
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
         return module
-    name = os.path.splitext(os.path.basename(path))[0]
-    packaged = path in (name, name + ".py") or os.path.normpath(os.path.dirname(path)) == "configs"
     names = packaged_config_names()
     if packaged and name in names:
         return importlib.import_module(f"{CONFIGS_PACKAGE}.{name}")
@@ -40,8 +43,16 @@ def _config_module(path: str):
                      f"{', '.join(names)}, e.g. --config renderer:gpu)")
 
 
+def _is_packaged_file(path: str, name: str) -> bool:
+    """Whether `path` is the file of the packaged config `name`."""
+    if name not in packaged_config_names():
+        return False
+    origin = importlib.util.find_spec(f"{CONFIGS_PACKAGE}.{name}").origin
+    return os.path.samefile(path, origin)
+
+
 def packaged_config_names() -> tuple[str, ...]:
-    """Names of the configs shipped in metatalk_jax/configs (its modules), sorted."""
+    """Names of the configs shipped in metatalk_jax.configs (its modules), sorted."""
     package = importlib.import_module(CONFIGS_PACKAGE)
     return tuple(sorted(module.name for module in pkgutil.iter_modules(package.__path__)))
 

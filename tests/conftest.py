@@ -40,8 +40,8 @@ def carphone_clip() -> str:
 def carphone_subject(carphone_clip, tmp_path_factory):
     """(subject dir, CompletedProcess): the carphone clip prepared with configs/prepare.py:tiny
     (128-px crops, no audio), shared by the prepare and training tests (~1 minute once; a later
-    session with the same package source reuses it, tests/prepare_runner.py)."""
-    from tests.prepare_runner import prepare_once
+    session with the same package source reuses it, tests/support/prepare_runner.py)."""
+    from tests.support.prepare_runner import prepare_once
     out = tmp_path_factory.mktemp("subjects") / "carphone"
     done = prepare_once(carphone_clip, out, *CARPHONE_PREPARE_ARGS)
     assert done.returncode == 0, done.stderr[-3000:]

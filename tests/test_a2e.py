@@ -26,8 +26,8 @@ from metatalk_jax.media.frame_audio import audio_window
 from metatalk_jax.train.a2e_task import A2ETask, pearson_from_moments
 from metatalk_jax.train.loop import train_and_evaluate
 from tests.test_previews import assert_labelled_preview
-from tests.step_reads import keys_read_by_steps
-from tests.train_runs import metric_rows
+from tests.support.step_reads import keys_read_by_steps
+from tests.support.train_runs import metric_rows
 
 from metatalk_jax.config_loading import load_config
 

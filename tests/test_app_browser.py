@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from metatalk_jax.media.audio_load import write_wav
-from tests.infer_fixtures import REPO, random_a2e, random_renderer
+from tests.support.infer_fixtures import REPO, random_a2e, random_renderer
 
 pytestmark = pytest.mark.slow
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

@@ -1,7 +1,7 @@
 """Audio features against independent derivations: Wav2Lip's mel (direct DFT + hand-written
-Slaney filter bank, tests/audio_feature_reference.py), SyncNet's MFCC (python_speech_features
-itself), and the per-video-frame window rules (hand-computed indices and a replica of Wav2Lip's
-inference loop)."""
+Slaney filter bank, tests/support/audio_feature_reference.py), SyncNet's MFCC
+(python_speech_features itself), and the per-video-frame window rules (hand-computed indices and
+a replica of Wav2Lip's inference loop)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import python_speech_features
 
 from metatalk_jax.media import audio
 from metatalk_jax.media.frame_audio import audio_window, frame_mel
-from tests.audio_feature_reference import (chirp_with_noise, reference_wav2lip_mel,
+from tests.support.audio_feature_reference import (chirp_with_noise, reference_wav2lip_mel,
                                            slaney_filter_bank, wav2lip_inference_chunk_starts)
 
 

@@ -36,7 +36,7 @@ def test_inference_features_do_not_depend_on_the_recording_level(speech, tmp_pat
     tens of dB."""
     from metatalk_jax.inference.audio_drive import expressions_from_audio, frame_mels
     from metatalk_jax.inference.trained_models import load_a2e
-    from tests.infer_fixtures import random_a2e
+    from tests.support.infer_fixtures import random_a2e
     a2e = load_a2e(random_a2e(str(tmp_path / "a2e"), str(carphone_subject[0]), 10))
     quiet, loud = _at_peak(speech, -30.0), _at_peak(speech, -3.0)
     n = int(len(speech) / RATE * 25)

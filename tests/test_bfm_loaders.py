@@ -10,7 +10,8 @@ import scipy.io
 
 from metatalk_jax.face3d.bfm import load_bfm2009, load_deep3d_front
 from metatalk_jax.face3d.morphable import CONVENTIONS, load_npz, save_npz
-from tests.bfm_fixtures import ORIGINAL_FILES, audiodvp_mouth_loop, drop_field, write_bfm2009
+from tests.support.bfm_fixtures import (ORIGINAL_FILES, audiodvp_mouth_loop, drop_field,
+                                        write_bfm2009)
 
 ARRAYS = ("mean_shape", "id_basis", "exp_basis", "mean_albedo", "tex_basis", "triangles",
           "point_buf", "landmark_ids", "mouth_triangle_ids", "face_mask", "skin_mask")

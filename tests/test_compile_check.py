@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 pytest.importorskip("libtpu", reason="libtpu (the dev extra) compiles for TPU topologies")
 
 from metatalk_jax.train import compile_check  # noqa: E402
-from tests.train_runs import REPO, cli_env  # noqa: E402
+from tests.support.train_runs import REPO, cli_env  # noqa: E402
 
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 

@@ -121,7 +121,7 @@ def test_missing_reference_and_missing_video_are_one_line_exit_2(workspace, tmp_
 @pytest.mark.slow   # InceptionV3 at 299 px on 2 CPU cores: ~1-2 min with compilation
 def test_fid_of_a_clip_against_itself_is_zero(workspace, tmp_path):
     import torch
-    from tests.torch_inception_reference import TorchFIDInception, randomize
+    from tests.support.torch_inception_reference import TorchFIDInception, randomize
     root, clips, _ = workspace
     # pytorch-fid's architecture with random weights and BatchNorm statistics, saved by torch:
     # the CLI reads the .pth itself (a plain Flax init gives near-constant pool features).

@@ -23,8 +23,8 @@ import pytest
 
 from metatalk_jax.train import staging, workdir
 from metatalk_jax.train.checkpointing import complete_steps
-from tests.gcs_emulator import running_emulator
-from tests.train_runs import MESH, REPO, TINY, max_relative_difference, flat_params
+from tests.support.gcs_emulator import running_emulator
+from tests.support.train_runs import MESH, REPO, TINY, max_relative_difference, flat_params
 
 sys.path.insert(0, os.path.join(REPO, "launch"))
 from local import free_port, process_environment  # noqa: E402

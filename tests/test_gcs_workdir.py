@@ -1,5 +1,5 @@
-"""Bucket work dirs (gs://) against a GCS emulator on loopback (tests/gcs_emulator.py), through
-the client libraries production uses (gcsfs via etils.epath, tensorstore via orbax):
+"""Bucket work dirs (gs://) against a GCS emulator on loopback (tests/support/gcs_emulator.py),
+through the client libraries production uses (gcsfs via etils.epath, tensorstore via orbax):
 
 - the training loop writes checkpoints, config.json, metrics.jsonl, TensorBoard events and
   previews into the bucket, nothing locally, resumes from it; `read_state` and inference's
@@ -26,9 +26,9 @@ from metatalk_jax.inference.trained_models import CheckpointError, locate_checkp
 from metatalk_jax.train import loop, staging, workdir
 from metatalk_jax.train.checkpointing import Checkpoints, complete_steps, read_state
 from metatalk_jax.train.metric_writers import MetricWriter
-from tests.gcs_emulator import running_emulator
+from tests.support.gcs_emulator import running_emulator
 from tests.test_engine_loop import LeastSquares, config_for, numpy_sgd
-from tests.train_runs import REPO
+from tests.support.train_runs import REPO
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from metatalk_jax.tracking.identity import (OTHER_PERSON, TRACKED, DlibDescriber
 from metatalk_jax.tracking.identity_decision import (EXCLUDED, KEPT, decide_identity,
                                                      default_seed, seed_track)
 from metatalk_jax.tracking.track import track_video
-from tests.real_face_videos import animated
+from tests.support.real_face_videos import animated
 
 W = 176          # the carphone clip's width; the astronaut panel is as wide
 

@@ -1,5 +1,5 @@
 """FID: pytorch-fid's InceptionV3 in Flax against a torch mirror
-(tests/torch_inception_reference.py) through the converter, the torch-exact bilinear resize,
+(tests/support/torch_inception_reference.py) through the converter, the torch-exact bilinear resize,
 and the Frechet distance against independent float64 formulas and closed forms."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from metatalk_jax.convert import converted, torch_pickle                       #
 from metatalk_jax.convert.inception_keys import convert_inception, load_inception  # noqa: E402
 from metatalk_jax.eval import fid                                              # noqa: E402
 from metatalk_jax.models import inception as inc                               # noqa: E402
-from tests.torch_inception_reference import TorchFIDInception, randomize       # noqa: E402
+from tests.support.torch_inception_reference import TorchFIDInception, randomize       # noqa: E402
 
 # Hand-read from torchvision's Inception3 / pytorch-fid's FID blocks: torch shapes of entries of
 # pt_inception-2015-12-05-6726825d.pth.

@@ -18,8 +18,8 @@ from metatalk_jax.inference.face_blend import blend_mask, composite_frame
 from metatalk_jax.media.audio_load import write_wav
 from metatalk_jax.media.video_read import count_frames, probe_video, read_frames
 from metatalk_jax.media.video_read import pingpong_indices
-from tests.infer_fixtures import REPO, random_a2e, random_renderer
-from tests.scaled_subject import scaled_subject, synthetic_video
+from tests.support.infer_fixtures import REPO, random_a2e, random_renderer
+from tests.support.scaled_subject import scaled_subject, synthetic_video
 
 FPS = 25.0
 
@@ -435,7 +435,7 @@ def test_a_bundle_in_a_bucket(checkpoints, tmp_path):
     from metatalk_jax.inference.pipeline import InferenceSettings
     from metatalk_jax.inference.talker import Talker
     from metatalk_jax.inference.talker_bundle import export_talker
-    from tests.gcs_emulator import running_emulator
+    from tests.support.gcs_emulator import running_emulator
     ck = checkpoints
     data = tmp_path / "gcs" / "data"
     data.mkdir(parents=True)

@@ -1,5 +1,5 @@
 """launch/local.py: real multi-process JAX on the CPU (2 processes x 2 devices, gloo), failure
-propagation, timeout and signal forwarding, checked with tests/distributed_probe.py."""
+propagation, timeout and signal forwarding, checked with tests/support/distributed_probe.py."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROBE = os.path.join(REPO, "tests", "distributed_probe.py")
+PROBE = os.path.join(REPO, "tests", "support", "distributed_probe.py")
 LAUNCHER = os.path.join(REPO, "launch", "local.py")
 
 

@@ -1,35 +1,28 @@
 """The package's layers point one way: read from the source (every import statement, including
 the ones inside functions), not from what happens to be imported at run time.
 
-Units are the subpackages of metatalk_jax (metatalk_jax.subject, ...) and its top-level modules
-(metatalk_jax.runtime, ...). Checked: no cycle between units; nothing imports a stage CLI;
-training and inference import nothing from pseudo_video; runtime.py imports nothing from the
-package and no JAX at load time (so it can set XLA flags before JAX starts).
+Units are the subpackages of metatalk_jax (metatalk_jax.subject, ...; metatalk_jax.configs and
+metatalk_jax.data_pipelines are the repository's top-level configs/ and data_pipelines/) and its
+top-level modules (metatalk_jax.runtime, ...). Checked: no cycle between units; nothing imports
+a stage CLI; training and inference import nothing from pseudo_video; runtime.py imports nothing
+from the package and no JAX at load time (so it can set XLA flags before JAX starts).
 """
 
 from __future__ import annotations
 
 import ast
-import os
 
-PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "metatalk_jax")
+from tests.support.package_sources import module_name, package_source_files
+
 STAGE_CLIS = {"metatalk_jax.prepare", "metatalk_jax.pseudo", "metatalk_jax.infer",
               "metatalk_jax.evaluate", "metatalk_jax.demo", "metatalk_jax.train.__main__",
               "metatalk_jax.convert.__main__"}
 
 
 def package_modules() -> dict[str, str]:
-    """{dotted module name: path} of every .py file of the package."""
-    out = {}
-    for folder, _, files in os.walk(PACKAGE_DIR):
-        for name in files:
-            if name.endswith(".py"):
-                path = os.path.join(folder, name)
-                rel = os.path.relpath(path, os.path.dirname(PACKAGE_DIR))[:-3]
-                module = rel.replace(os.sep, ".").removesuffix(".__init__")
-                out[module] = path
-    return out
+    """{dotted module name: path} of every .py file of the package, wherever in the repository
+    its folder sits."""
+    return {module_name(inside): path for inside, path in package_source_files().items()}
 
 
 def imported_names(module: str, path: str) -> list[tuple[str, bool]]:
@@ -97,6 +90,14 @@ def find_cycle(graph: dict[str, dict[str, set[str]]]) -> list[str] | None:
     return None
 
 
+def test_the_units_include_the_top_level_subpackages():
+    modules = package_modules()
+    assert {"metatalk_jax.configs", "metatalk_jax.data_pipelines.windows",
+            "metatalk_jax.subject.layout", "metatalk_jax.runtime"} <= set(modules)
+    assert unit_of("metatalk_jax.data_pipelines.windows.WindowSource", modules) == \
+        "metatalk_jax.data_pipelines"
+
+
 def test_there_is_no_cycle_between_the_packages_units():
     graph = dependencies()
     cycle = find_cycle(graph)
@@ -127,7 +128,7 @@ def test_training_and_inference_import_nothing_from_pseudo_video_or_the_stage_cl
 
 
 def test_runtime_imports_nothing_from_the_package_and_no_jax_at_load_time():
-    path = os.path.join(PACKAGE_DIR, "runtime.py")
+    path = package_source_files()["runtime.py"]
     names = imported_names("metatalk_jax.runtime", path)
     assert not [n for n, _ in names if n.startswith("metatalk_jax")]
     assert not [n for n, top in names if top and n.split(".")[0] in ("jax", "jaxlib", "numpy")]

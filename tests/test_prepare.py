@@ -21,7 +21,7 @@ from metatalk_jax.media.ffmpeg_tools import ffmpeg_exe
 from metatalk_jax.media.video_read import count_frames, read_frames
 from metatalk_jax.subject import layout
 from metatalk_jax.tracking.crop import crop_frame, crop_matrices
-from tests.prepare_runner import REPO, TINY, run_prepare  # noqa: F401
+from tests.support.prepare_runner import REPO, TINY, run_prepare  # noqa: F401
 
 
 

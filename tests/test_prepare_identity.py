@@ -22,7 +22,7 @@ from metatalk_jax.media.video_write import Mp4Writer
 from metatalk_jax.subject import layout
 from metatalk_jax.subject.previews import EXCLUDED_COLOURS
 from metatalk_jax.tracking.track import FaceTrack
-from tests.prepare_runner import run_prepare
+from tests.support.prepare_runner import run_prepare
 from tests.test_fail_fast import fake_subject
 from tests.test_identity_video import astronaut_panel
 

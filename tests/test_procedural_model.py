@@ -5,7 +5,7 @@ import pytest
 
 from metatalk_jax.face3d.morphable import CONVENTIONS
 from metatalk_jax.face3d.procedural import procedural_model
-from tests.bfm_fixtures import audiodvp_mouth_loop
+from tests.support.bfm_fixtures import audiodvp_mouth_loop
 
 
 @pytest.fixture(scope="module")

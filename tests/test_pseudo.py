@@ -44,7 +44,7 @@ def _write_wav(path, audio) -> None:
 def wav2lip_checkpoint(tmp_path_factory) -> str:
     """A random-weight Wav2Lip .pth saved as Wav2Lip's trainer saves it (torch mirror)."""
     torch = pytest.importorskip("torch")
-    from tests.torch_wav2lip_reference import (TorchWav2Lip, randomize,
+    from tests.support.torch_wav2lip_reference import (TorchWav2Lip, randomize,
                                                save_wav2lip_style_checkpoint)
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("wav2lip") / "wav2lip_random.pth"

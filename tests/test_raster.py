@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from metatalk_jax.face3d import raster
-from tests.raster_reference import brute_force_rasterize
+from tests.support.raster_reference import brute_force_rasterize
 
 
 def random_mesh(rng, num_tris, height, width, size=(2.0, 20.0)):
@@ -219,3 +219,37 @@ def test_split_passes_equal_rasterize_and_reused_visibility_extrapolates_planes(
     sums = np.asarray(stale.barycentric).sum(-1)
     np.testing.assert_allclose(sums[covered], 1.0, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(stale.triangle_id), np.asarray(ids))
+
+
+@pytest.mark.parametrize("tile", [1, 3])
+def test_coverage_pass_is_the_brute_force_mask(tile):
+    """covered_pixels (one sweep, no depth) is where the brute-force z-buffer has a triangle:
+    large, sub-pixel and degenerate triangles, two images, and with perspective a triangle
+    behind the near plane (dropped by both)."""
+    rng = np.random.default_rng(11)
+    height, width = 40, 56
+    images = []
+    for _ in range(2):
+        verts, faces = random_mesh(rng, 120, height, width)
+        big, big_f = random_mesh(rng, 3, height, width, size=(25.0, 50.0))
+        tiny, tiny_f = random_mesh(rng, 150, height, width, size=(0.2, 1.0))
+        images.append((np.concatenate([verts, big, tiny]),
+                       np.concatenate([faces, big_f + 360, tiny_f + 369])))
+    verts = np.stack([v for v, _ in images])
+    faces = images[0][1]
+    verts[1, :3, 2] = -1.0                  # image 1's first triangle: behind the camera
+    verts[0, 3:6] = verts[0, 3]             # image 0's second triangle: degenerate
+    for perspective_correct in (False, True):
+        got = np.asarray(raster.covered_pixels(verts, faces, (height, width), tile=tile,
+                                               perspective_correct=perspective_correct))
+        full = raster.rasterize(verts, faces, (height, width), tile=tile,
+                                perspective_correct=perspective_correct)
+        np.testing.assert_array_equal(got, np.asarray(full.mask))      # same float32 tests
+        for b in range(2):
+            keep = faces
+            if perspective_correct:     # the reference has no near plane: leave it out there
+                keep = faces[np.all(verts[b][faces][..., 2] > 1e-6, axis=-1)]
+            tid, _, _ = brute_force_rasterize(verts[b], keep, height, width, perspective_correct)
+            assert (tid >= 0).sum() > 500
+            # float64 edge tests: a pixel centre within rounding of an edge may differ
+            assert np.mean(got[b] == (tid >= 0)) >= 0.999

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -309,6 +310,34 @@ def test_synthetic_setup_crops_agree_with_rendering_through_the_screen_transform
     lm = video.target.landmarks
     assert np.all(np.abs(lm - boxes.centers[:, None]) < boxes.sizes[:, None, None] / 2)
     assert np.all(np.abs(boxes.scales(FIT_SIZE) - 1.0) < 0.1), boxes.sizes
+
+
+def test_the_jitted_fit_report_and_masks_take_the_model_as_an_argument(model, moving_video):
+    """A model that a jitted function captures is a constant of its program: at BFM size tens
+    of MB of HLO and of persistent-cache entry, and a subject's folded model a cache miss for
+    every video. JAX warns when a program captures more than jax_captured_constants_warn_bytes;
+    the procedural model's bases alone are 1.5 MB (identity) and 1.2 MB (expression)."""
+    from metatalk_jax.subject.target_examples import TargetExamples, projected_face_points
+    target = moving_video.target
+    limit = jax.config.jax_captured_constants_warn_bytes
+    jax.config.update("jax_captured_constants_warn_bytes", 100_000)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*constants were captured")
+            fit = fit_video(model, target, fit_config(landmark_steps=2, shared_steps=2,
+                                                      frame_steps=2))
+            fit_report(model, target, fit, chunk_size=6)
+            projected_face_points(model.as_jax(), fit, target.camera, batch=6)
+            config = ml_collections.ConfigDict(dict(
+                renderer_resolution=32, mouth_dilation=4, sample_rate=16000,
+                audio_window_s=0.2, fps=25, batch=6))
+            examples = TargetExamples("unused.mp4", model, fit, target.boxes, target.camera,
+                                      target.landmarks, None, config)
+            screens = target.boxes.screen_transform(32)
+            examples._render(examples.model, fit.expression, fit.gamma, fit.angles,
+                             fit.translation, screens)
+    finally:
+        jax.config.update("jax_captured_constants_warn_bytes", limit)
 
 
 @pytest.mark.slow  # ~35 s of CPU (a full three-stage fit): `make test-slow`

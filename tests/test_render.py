@@ -1,5 +1,6 @@
 """Renderer composition, landmark conventions, mouth mask and silhouette antialiasing."""
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from metatalk_jax.face3d import geometry, raster, render
 from metatalk_jax.face3d.antialias import antialias
 from metatalk_jax.face3d.procedural import procedural_model
+from metatalk_jax.subject.renderer_inputs import dilated_mouth_masks
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +88,36 @@ def test_mouth_mask_is_inside_the_face_and_below_the_nose(deep3d_model):
     assert mouth.sum() > 100 and np.all(face[mouth])
     rows = np.nonzero(mouth)[0]
     assert rows.min() > np.asarray(out.landmarks[0])[27, 1]      # all below the nose bridge
+
+
+def test_mouth_mask_is_the_mouth_regions_own_rasterization(deep3d_model):
+    """The render's mouth mask (a coverage-only pass) is where the mouth triangles, rasterized
+    on their own, have a winner, in a turned and a frontal pose."""
+    coeffs = render.FaceCoeffs.zeros(deep3d_model, 2)
+    coeffs = coeffs._replace(angles=jnp.asarray([[0.0, 0.0, 0.0], [0.3, 0.5, 0.1]]))
+    camera = geometry.deep3d_camera(96)
+    out = render.render(deep3d_model, coeffs, camera)
+    pix = render.project_to_screen(camera, render.posed_vertices(deep3d_model, coeffs)[0])
+    alone = raster.rasterize(pix, deep3d_model.mouth_triangles, (96, 96),
+                             perspective_correct=True)
+    assert np.asarray(alone.mask).sum() > 200
+    np.testing.assert_array_equal(np.asarray(out.mouth_mask) > 0, np.asarray(alone.mask))
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_mouth_mask_dilation_is_opencvs(steps):
+    """The masks' dilation (a separable maximum on the device) equals AudioDVP's cv2.dilate with
+    a 3x3 kernel iterated `steps` times, at the image borders too."""
+    rng = np.random.default_rng(steps)
+    mouth = (rng.random((3, 40, 56)) > 0.995).astype(np.float32)
+    mouth[0, 10:20, 5:30] = 1.0
+    mouth[1, :2, :3] = 1.0
+    mouth[2, -1:, -4:] = 0.7
+    got = np.asarray(dilated_mouth_masks(mouth, steps))
+    for m, g in zip(mouth, got):
+        want = cv2.dilate((m > 0.5).astype(np.uint8) * 255, np.ones((3, 3), np.uint8),
+                          iterations=steps)
+        np.testing.assert_array_equal(g, want)
 
 
 def test_landmark_gradients_match_finite_differences(deep3d_model):

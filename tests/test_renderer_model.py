@@ -1,7 +1,7 @@
 """The neural renderer (metatalk_jax.models.renderer), its losses and the GAN step, checked against
-a PyTorch mirror of AudioDVP's pix2pix code (tests/torch_renderer_reference.py) on copied weights:
-forward passes, BatchNorm running statistics, two full training steps; plus the HD variant's
-shapes and full-resolution path, bfloat16 compute, and input validation."""
+a PyTorch mirror of AudioDVP's pix2pix code (tests/support/torch_renderer_reference.py) on copied
+weights: forward passes, BatchNorm running statistics, two full training steps; plus the HD
+variant's shapes and full-resolution path, bfloat16 compute, and input validation."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from metatalk_jax.models.renderer import (HDGenerator, MultiScaleDiscriminator, 
                                           unet_dropout_levels)
 from metatalk_jax.models.renderer_layers import BatchNorm2d, DownConv2d, UpConv2d, _up_conv_4x4
 from metatalk_jax.train import gan_step
-from tests.torch_renderer_reference import (TorchPatchDiscriminator, TorchPix2PixStep,
+from tests.support.torch_renderer_reference import (TorchPatchDiscriminator, TorchPix2PixStep,
                                             TorchUnetBlock, TorchUnetGenerator,
                                             init_pix2pix_weights, patch_d_variables_from_torch,
                                             unet_variables_from_torch)

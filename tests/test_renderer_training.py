@@ -26,8 +26,8 @@ from metatalk_jax.tracking.crop import CropBoxes
 from metatalk_jax.train.loop import train_and_evaluate
 from metatalk_jax.train.renderer_task import RendererTask
 from tests.test_previews import assert_labelled_preview
-from tests.step_reads import keys_read_by_steps
-from tests.train_runs import checkpoint_steps, metric_rows, tiny_config
+from tests.support.step_reads import keys_read_by_steps
+from tests.support.train_runs import checkpoint_steps, metric_rows, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 
 from metatalk_jax import runtime
 from metatalk_jax.runtime import tpu_device_files
-from tests.prepare_runner import REPO
+from tests.support.prepare_runner import REPO
 
 PACKAGE_DIR = os.path.join(REPO, "metatalk_jax")
 # Every module of the package runnable with `python -m` (each has a main(argv)).

@@ -70,7 +70,7 @@ def test_infer_closes_the_mouth_in_a_pause_and_keeps_it_talking_without_the_rest
     from metatalk_jax import infer
     from metatalk_jax.media.audio_load import write_wav
     from metatalk_jax.media.speech import synthesize, with_pauses
-    from tests.infer_fixtures import random_a2e, random_renderer
+    from tests.support.infer_fixtures import random_a2e, random_renderer
     subject = str(carphone_subject[0])
     parts = [synthesize(t, voice="en-us", rate_wpm=160) for t in
              ("Bob made a map of the old harbour.", "Please pass me the butter.")]

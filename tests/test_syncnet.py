@@ -1,6 +1,6 @@
 """SyncNet v2: the Flax model and its key map against a PyTorch mirror of syncnet_python's
-SyncNetModel.S (tests/torch_syncnet_reference.py), through a legacy-format torch.save and the
-convert CLI."""
+SyncNetModel.S (tests/support/torch_syncnet_reference.py), through a legacy-format torch.save and
+the convert CLI."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 
 from metatalk_jax.convert.syncnet_keys import convert_syncnet, load_syncnet  # noqa: E402
 from metatalk_jax.models import syncnet as sn                               # noqa: E402
-from tests.torch_syncnet_reference import TorchSyncNet, randomize           # noqa: E402
+from tests.support.torch_syncnet_reference import TorchSyncNet, randomize           # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -22,7 +22,7 @@ from metatalk_jax.errors import InputError
 from metatalk_jax.train.compile_check import global_batch_spec
 from metatalk_jax.train.task_protocol import Task
 from metatalk_jax.train.tasks import make_task
-from tests.train_runs import tiny_config
+from tests.support.train_runs import tiny_config
 
 
 def abstract(tree) -> list:

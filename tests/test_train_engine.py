@@ -32,10 +32,10 @@ import pytest
 from metatalk_jax.train.loop import Trainer
 from metatalk_jax.train.mesh import FSDP, make_mesh
 from metatalk_jax.train.renderer_task import RendererTask
-from tests.train_runs import (REPO, bn_cancelled, checkpoint_params, checkpoint_steps, cli_command,
-                              cli_env, flat_params, max_relative_difference, metric_rows,
-                              relative_difference, run_cli,
-                              start_cli, tiny_config, wait_for_step)
+from tests.support.train_runs import (REPO, bn_cancelled, checkpoint_params, checkpoint_steps,
+                                      cli_command, cli_env, flat_params, max_relative_difference,
+                                      metric_rows, relative_difference, run_cli, start_cli,
+                                      tiny_config, wait_for_step)
 
 STEPS = 3
 TOLERANCE = 1e-5      # parameters after 3 steps, float64 (see the module docstring)

@@ -22,7 +22,7 @@ from metatalk_jax import infer
 from metatalk_jax.config_loading import load_config
 from metatalk_jax.media.audio_load import write_wav
 from metatalk_jax.train.trained_on import RECORD, check_run_subject
-from tests.infer_fixtures import random_a2e, random_renderer
+from tests.support.infer_fixtures import random_a2e, random_renderer
 
 
 def another_subject(subject: str, path) -> str:

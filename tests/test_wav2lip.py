@@ -1,5 +1,5 @@
 """Wav2Lip generator: the Flax model, its key map and loader against a PyTorch mirror of the
-reference (tests/torch_wav2lip_reference.py), and the inference input masking."""
+reference (tests/support/torch_wav2lip_reference.py), and the inference input masking."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 from metatalk_jax.convert import torch_layouts                         # noqa: E402
 from metatalk_jax.convert.wav2lip_keys import convert_wav2lip, load_wav2lip  # noqa: E402
 from metatalk_jax.models import wav2lip as w2l                          # noqa: E402
-from tests.torch_wav2lip_reference import (TorchWav2Lip, randomize,     # noqa: E402
+from tests.support.torch_wav2lip_reference import (TorchWav2Lip, randomize,     # noqa: E402
                                            save_wav2lip_style_checkpoint)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,7 +7,7 @@ from benchmarks.rasterize import calibrate_scale, place
 from benchmarks.zbuffer_reference import zbuffer_reference
 from metatalk_jax.face3d import raster
 from metatalk_jax.face3d.procedural import procedural_model
-from tests.raster_reference import brute_force_rasterize
+from tests.support.raster_reference import brute_force_rasterize
 
 
 def _random_triangles(rng, num_tris, height, width, spread):

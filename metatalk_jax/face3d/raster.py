@@ -14,7 +14,8 @@ How the cost follows the covered pixels, not pixels x triangles:
   of the pixel offset from its first vertex), so testing a pixel is a handful of multiply-adds.
 - Direct pass: every triangle tests the `tile` x `tile` pixel centres at the top-left of its
   bounding box, fully vectorised over triangles. With `tile` near the typical triangle size
-  (2 px at 224-512, 4 px at 1024+ for a 70k-triangle face) this covers nearly all the work.
+  (`default_tile`: 1 px at 224-256, 2 at 512, 4 at 1024 for a 70k-triangle face) this covers
+  nearly all the work.
 - Overflow pass: the rest of larger bounding boxes is cut into `tile`-sized tiles; a prefix sum
   over per-triangle tile counts makes one flat work list, processed in fixed-size chunks by a
   while loop whose trip count follows the data (a triangle covering the whole frame costs its
@@ -30,6 +31,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from metatalk_jax.compile_target import target_platform
 
 _EDGE_EPS = 1e-6
 
@@ -93,12 +96,19 @@ def _evaluate_planes(planes, px, py, perspective_correct: bool):
     return jnp.stack([b0, b1, b2], -1), depth, inside
 
 
-def _visibility(verts, faces, height, width, perspective_correct, near, tile, budget):
-    """Hard z-buffer: the winning triangle per pixel, no gradient.
+class _Candidates(NamedTuple):
+    """The pixel tests of a triangle list, in chunks (the direct pass's, then the overflow's):
+    chunk(j) -> flat (pixel, depth, owner) of chunk j, pixel = num_pixels where the test fails
+    (the scatters drop it); count: the number of chunks (traced: the overflow follows the data)."""
 
-    verts: [B, V, 3] pixel-space vertices. Returns [B*H*W] int32 ids into the flattened
-    [B*F] triangle list, -1 on background.
-    """
+    chunk: object
+    count: jax.Array
+    num_pixels: int
+
+
+def _candidates(verts, faces, height, width, perspective_correct, near, tile, budget):
+    """The candidate (pixel, depth, triangle) tests of `verts` [B, V, 3] (pixel space) against
+    `faces` [F, 3]: owners are ids into the flattened [B*F] triangle list."""
     batch = verts.shape[0]
     num_faces = faces.shape[0]
     n = batch * num_faces
@@ -158,6 +168,20 @@ def _visibility(verts, faces, height, width, perspective_correct, near, tile, bu
         row = r0[t] + (local // tiles_x[t]) * tile
         return test_tiles(t, col, row, k < total)
 
+    def chunk_tests(j):
+        return jax.lax.cond(j < direct_chunks, direct, lambda j: overflow(j - direct_chunks), j)
+
+    return _Candidates(chunk_tests, direct_chunks + overflow_chunks, num_pixels)
+
+
+def _visibility(verts, faces, height, width, perspective_correct, near, tile, budget):
+    """Hard z-buffer: the winning triangle per pixel, no gradient.
+
+    verts: [B, V, 3] pixel-space vertices. Returns [B*H*W] int32 ids into the flattened
+    [B*F] triangle list, -1 on background.
+    """
+    tests = _candidates(verts, faces, height, width, perspective_correct, near, tile, budget)
+
     def min_depth(buffers, pixel, depth, owner):
         zbuf, idbuf = buffers
         return zbuf.at[pixel].min(depth, mode="drop"), idbuf
@@ -168,28 +192,41 @@ def _visibility(verts, faces, height, width, perspective_correct, near, tile, bu
         # Both sweeps compute the same depth, but XLA may round a fused expression differently
         # in the two places; a relative tolerance of a few ulps keeps every pixel owned.
         tol = 4 * jnp.finfo(depth.dtype).eps * (jnp.abs(best) + 1.0)
-        pixel = jnp.where(depth <= best + tol, pixel, num_pixels)
+        pixel = jnp.where(depth <= best + tol, pixel, tests.num_pixels)
         return zbuf, idbuf.at[pixel].max(owner, mode="drop")
 
-    per_sweep = direct_chunks + overflow_chunks
-
     def step(i, buffers):
-        # Iterations [0, per_sweep) fill the z-buffer, [per_sweep, 2*per_sweep) find owners;
-        # within a sweep the direct chunks come first. One traced body serves all four cases.
-        sweep = i // per_sweep
-        j = i - sweep * per_sweep
-        pixel, depth, owner = jax.lax.cond(j < direct_chunks, direct,
-                                           lambda j: overflow(j - direct_chunks), j)
+        # Iterations [0, count) fill the z-buffer, [count, 2*count) find owners. One traced
+        # body serves both sweeps.
+        sweep = i // tests.count
+        pixel, depth, owner = tests.chunk(i - sweep * tests.count)
         return jax.lax.cond(sweep == 0, min_depth, owner_id, buffers, pixel, depth, owner)
 
-    buffers = (jnp.full((num_pixels,), jnp.inf, verts.dtype),
-               jnp.full((num_pixels,), -1, jnp.int32))
-    return jax.lax.fori_loop(0, 2 * per_sweep, step, buffers)[1]
+    buffers = (jnp.full((tests.num_pixels,), jnp.inf, verts.dtype),
+               jnp.full((tests.num_pixels,), -1, jnp.int32))
+    return jax.lax.fori_loop(0, 2 * tests.count, step, buffers)[1]
 
 
-def default_tile(image_size) -> int:
-    """Tile side for the direct pass: about the pixel size of a BFM-density face triangle."""
-    return 2 if max(image_size) <= 512 else 4
+def _coverage(verts, faces, height, width, perspective_correct, near, tile, budget):
+    """[B*H*W] bool: pixels whose centre some triangle covers: `_visibility(...) >= 0` in one
+    sweep instead of two (no depth is compared, so no owner needs finding)."""
+    tests = _candidates(verts, faces, height, width, perspective_correct, near, tile, budget)
+
+    def step(i, covered):
+        pixel, _, _ = tests.chunk(i)
+        return covered.at[pixel].set(True, mode="drop")
+
+    return jax.lax.fori_loop(0, tests.count, step, jnp.zeros((tests.num_pixels,), bool))
+
+
+def default_tile(image_size, num_faces: int) -> int:
+    """Tile side for the direct pass: about the bounding-box side of a typical triangle, for a
+    mesh of `num_faces` triangles covering about half of the (H, W) image (a face in its crop):
+    sqrt(H W / F) pixels, rounded, within 1..4. BFM's 70k triangles get 1 px tiles at 224-256
+    (their median bounding box there is 0.75 px wide: larger tiles test empty pixel centres),
+    2 at 512, 4 at 1024 (benchmarks/BENCHMARKS.md, "Rasterizer")."""
+    side = (int(image_size[0]) * int(image_size[1]) / max(int(num_faces), 1)) ** 0.5
+    return int(min(4, max(1, round(side))))
 
 
 def _default_budget(height, width):
@@ -211,7 +248,7 @@ def rasterize(vertices, faces, image_size, *, perspective_correct: bool = False,
         normalised) and return view depth; otherwise screen-space (affine) barycentrics.
       near: with `perspective_correct`, triangles with a vertex at depth <= near are dropped.
       tile: side in pixels of the bounding-box tiles the visibility pass tests (static; None =
-        `default_tile(image_size)`); best near the typical triangle's size in pixels.
+        `default_tile(image_size, F)`); best near the typical triangle's size in pixels.
       chunk_budget: pixel tests per chunk of the visibility pass (static; None = automatic).
 
     Returns:
@@ -230,7 +267,7 @@ def rasterize(vertices, faces, image_size, *, perspective_correct: bool = False,
     faces = jnp.asarray(faces, jnp.int32)
     if faces.ndim != 2 or faces.shape[-1] != 3:
         raise ValueError(f"rasterize: faces must be [F,3], got {faces.shape}")
-    tile = int(tile or default_tile((height, width)))
+    tile = int(tile or default_tile((height, width), jnp.shape(faces)[0]))
     budget = int(chunk_budget or _default_budget(height, width))
     frags = _rasterize_batch(vertices, faces, height, width, bool(perspective_correct),
                              float(near), tile, budget)
@@ -247,19 +284,46 @@ def _rasterize_batch(vertices, faces, height, width, perspective_correct, near, 
     return _fragments_from_owner(vertices, faces, owner, perspective_correct)
 
 
-def _visible_batch(still, faces, height, width, perspective_correct, near, tile, budget):
-    """[B, H, W] int32 visible triangle per pixel (-1 = background); no gradient."""
-    batch, num_faces = still.shape[0], faces.shape[0]
-    if batch > 1 and jax.default_backend() == "cpu":
+def _per_image(pass_fn, still, faces, height, width, perspective_correct, near, tile, budget):
+    """`pass_fn` (`_visibility` or `_coverage`) over a [B, V, 3] batch -> its [B, H, W] result."""
+    batch = still.shape[0]
+    if batch > 1 and target_platform() == "cpu":
         # On CPU nothing is shared between images, and one pass over all B*F triangles only
         # makes the working set B times larger than the cache (1.4-1.8x slower per image at
         # batch 8, benchmarks/BENCHMARKS.md); a sequential map keeps batch-1 speed.
-        owner = jax.lax.map(lambda v: _visibility(v[None], faces, height, width,
-                                                  perspective_correct, near, tile, budget), still)
+        out = jax.lax.map(lambda v: pass_fn(v[None], faces, height, width, perspective_correct,
+                                            near, tile, budget), still)
     else:
-        owner = _visibility(still, faces, height, width, perspective_correct, near, tile, budget)
-    owner = owner.reshape(batch, height, width)
+        out = pass_fn(still, faces, height, width, perspective_correct, near, tile, budget)
+    return out.reshape(batch, height, width)
+
+
+def _visible_batch(still, faces, height, width, perspective_correct, near, tile, budget):
+    """[B, H, W] int32 visible triangle per pixel (-1 = background); no gradient."""
+    num_faces = faces.shape[0]
+    owner = _per_image(_visibility, still, faces, height, width, perspective_correct, near,
+                       tile, budget)
     return jnp.where(owner >= 0, owner % max(num_faces, 1), -1).astype(jnp.int32)
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4, 5, 6, 7))
+def _covered_batch(still, faces, height, width, perspective_correct, near, tile, budget):
+    return _per_image(_coverage, still, faces, height, width, perspective_correct, near,
+                      tile, budget)
+
+
+def covered_pixels(vertices, faces, image_size, *, perspective_correct: bool = False,
+                   near: float = 1e-6, tile: int | None = None,
+                   chunk_budget: int | None = None):
+    """[B, H, W] bool: where `rasterize(...)` with the same arguments has a triangle
+    (`Fragments.mask`), at a third of its cost: one sweep, no depth, no barycentrics. For masks
+    of a triangle subset (the mouth region) drawn on their own. No gradient."""
+    height, width = int(image_size[0]), int(image_size[1])
+    tile = int(tile or default_tile((height, width), jnp.shape(faces)[0]))
+    budget = int(chunk_budget or _default_budget(height, width))
+    return _covered_batch(jax.lax.stop_gradient(jnp.asarray(vertices, jnp.float32)),
+                          jnp.asarray(faces, jnp.int32), height, width,
+                          bool(perspective_correct), float(near), tile, budget)
 
 
 def visible_triangles(vertices, faces, image_size, *, perspective_correct: bool = False,
@@ -270,7 +334,7 @@ def visible_triangles(vertices, faces, image_size, *, perspective_correct: bool 
     With `fragments_for` it lets an optimiser that moves the mesh by sub-pixel amounts keep one
     visibility result for several steps (the differentiable pass is the cheaper half)."""
     height, width = int(image_size[0]), int(image_size[1])
-    tile = int(tile or default_tile((height, width)))
+    tile = int(tile or default_tile((height, width), jnp.shape(faces)[0]))
     budget = int(chunk_budget or _default_budget(height, width))
     return _visible_jit(jax.lax.stop_gradient(jnp.asarray(vertices, jnp.float32)),
                         jnp.asarray(faces, jnp.int32), height, width, bool(perspective_correct),
@@ -343,5 +407,5 @@ def coverage_alpha(fragments: Fragments):
     return jnp.clip(2.0 * jnp.sum(fragments.barycentric, axis=-1), 0.0, 1.0)
 
 
-__all__ = ["Fragments", "rasterize", "visible_triangles", "fragments_for", "interpolate",
-           "coverage_alpha", "triangle_planes", "default_tile"]
+__all__ = ["Fragments", "rasterize", "visible_triangles", "covered_pixels", "fragments_for",
+           "interpolate", "coverage_alpha", "triangle_planes", "default_tile"]

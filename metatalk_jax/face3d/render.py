@@ -132,9 +132,10 @@ def render(model: MorphableModel, coeffs: FaceCoeffs, camera: geometry.PinholeCa
         image, alpha = blended[..., :3], blended[..., 3]
     landmarks = pix[:, landmark_ids_for(model, camera), :2]
     if with_mouth_mask:
-        mouth = raster.rasterize(pix, model.mouth_triangles, camera.image_size,
-                                 perspective_correct=perspective_correct)
-        mouth_mask = mouth.mask.astype(image.dtype)
+        # Coverage only: the region's own silhouette, as a full rasterization's mask.
+        mouth_mask = raster.covered_pixels(pix, model.mouth_triangles, camera.image_size,
+                                           perspective_correct=perspective_correct)
+        mouth_mask = mouth_mask.astype(image.dtype)
     else:
         mouth_mask = jnp.zeros(alpha.shape, image.dtype)
     return RenderOutput(image, alpha, frags.depth, landmarks, mouth_mask, frags)

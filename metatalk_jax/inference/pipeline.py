@@ -36,6 +36,7 @@ from metatalk_jax.eval.pixel_lip_sync import DriveRecord, drive_sidecar_path, pi
 from metatalk_jax.fixed_batches import pad_to_batch
 from metatalk_jax.inference.background import BackgroundFrames
 from metatalk_jax.inference.face_blend import blend_mask, composite_frame
+from metatalk_jax.inference.render_ring import RenderRing
 from metatalk_jax.inference.trained_models import load_renderer
 from metatalk_jax.media.audio_load import check_speech_audio, load_audio
 from metatalk_jax.media.ffmpeg_tools import MediaError
@@ -49,7 +50,7 @@ from metatalk_jax.train.trained_on import check_trained_on
 from metatalk_jax.subject.mouth_references import (choose_references, mouth_shapes,
                                                    reference_crops)
 from metatalk_jax.subject.renderer_inputs import (ReferenceFrames, cavity_colour, crop_renders,
-                                                  dilated_mouth_mask, mouth_dilation_steps)
+                                                  dilated_mouth_masks, mouth_dilation_steps)
 from metatalk_jax.tracking.crop import crop_frame
 
 FEATURE_SAMPLE_RATE = 16000       # the A2E's audio (Wav2Lip's features)
@@ -158,6 +159,8 @@ class FaceRenders:
             self._reference_screens = boxes.screen_transform(self.references[0].shape[0])
             self._previous = None
 
+        dilations = self.dilations
+
         def draw(model, expression, gamma, angles, translation, screen, reference):
             out = crop_renders(model, camera, expression, gamma, angles, translation, screen,
                                mouth_cavity=colour, reference=reference)
@@ -165,7 +168,8 @@ class FaceRenders:
             def u8(x):
                 return jnp.clip(jnp.round(x * 255.0), 0, 255).astype(jnp.uint8)
             refs = None if out.reference is None else u8(out.reference)
-            return u8(out.image), out.mouth, mouth_opening(out.landmarks), refs
+            return (u8(out.image), dilated_mouth_masks(out.mouth, dilations),
+                    mouth_opening(out.landmarks), refs)
 
         self._draw = jax.jit(draw)
         self._model = model
@@ -186,9 +190,9 @@ class FaceRenders:
 
     def __call__(self, expressions: np.ndarray, sources: np.ndarray, real: int | None = None):
         """expressions [B, E], source frames [B] (the first `real` of them frames of the
-        output, the rest padding) -> (renders uint8 [B, R, R, 3], dilated mouth masks uint8
-        [B, R, R], the 3DMM's mouth opening [B] (eval.mouth_opening), mouth references uint8
-        [B, R, R, 3] or None)."""
+        output, the rest padding) -> device arrays (renders uint8 [B, R, R, 3], dilated mouth
+        masks uint8 [B, R, R] in {0, 255}, the 3DMM's mouth opening [B] (eval.mouth_opening),
+        mouth references uint8 [B, R, R, 3] or None); nothing waits for them."""
         c = self.coefficients
         arrays = [expressions, c["gamma"][sources], c["angles"][sources],
                   c["translation"][sources], self.screens[sources]]
@@ -196,10 +200,8 @@ class FaceRenders:
         if self.references is not None:
             reference = self._reference_frames(np.asarray(expressions),
                                                len(expressions) if real is None else real)
-        images, mouths, openings, refs = jax.device_get(self._draw(
-            self._model, *(jnp.asarray(a, jnp.float32) for a in arrays), reference))
-        masks = np.stack([dilated_mouth_mask(m, self.dilations) for m in mouths])
-        return images, masks, openings, refs
+        return self._draw(self._model, *(jnp.asarray(a, jnp.float32) for a in arrays),
+                          reference)
 
 
 PREVIEW_LABELS = ("3DMM render (drive)", "output", "background frame", "mouth: output",
@@ -380,10 +382,10 @@ class _FrameStream:
     Expressions arrive with `extend` (all at once offline, as the audio comes in a live
     stream); renders are made in batches of `batch` frames as soon as a whole batch of
     expressions exists (the last one at `finish`), and output frame k is generated once the
-    renders of its window k-half..k+half exist, in batches of `batch` centres. Frames and
-    renders are dropped as soon as no window needs them, so memory does not depend on the
-    video's length; and the batches are the same whichever way the expressions arrive, so a
-    live stream draws the offline path's frames.
+    renders of its window k-half..k+half exist, in batches of `batch` centres. The renders stay
+    on the device (render_ring.py); background frames are dropped as soon as they are
+    composited, so memory does not depend on the video's length; and the batches are the same
+    whichever way the expressions arrive, so a live stream draws the offline path's frames.
     """
 
     def __init__(self, renderer, faces: FaceRenders, expressions: np.ndarray | None, batch: int,
@@ -394,15 +396,21 @@ class _FrameStream:
         self.expressions = np.zeros((0, 0), np.float32)
         self.final = False
         self.background = background
-        self.drive_openings: list[float] = []
-        # entries[k - first]: (source j, frame or None, render, mask, mouth reference or None)
-        # of output frame k.
+        self.ring = RenderRing(batch, self.half)
+        self._openings: list = []     # per render batch: (device [batch], real frames)
+        # entries[k - first]: (source j, background frame) of output frame k, until composited.
         self.entries: deque = deque()
         self.first = 0            # output index of entries[0]
         self.rendered = 0         # output frames rendered so far
         self.next_centre = 0      # the next output frame to generate
         if expressions is not None:
             self.extend(expressions, final=True)
+
+    @property
+    def drive_openings(self) -> np.ndarray:
+        """[rendered] the 3DMM's mouth opening of every output frame rendered so far."""
+        parts = [np.asarray(v)[:n] for v, n in self._openings]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     @property
     def count(self) -> int:
@@ -438,7 +446,7 @@ class _FrameStream:
                 if progress is not None:
                     progress.update(len(centres))
                 self.next_centre = centres[-1] + 1
-            while self.first < self.next_centre - self.half:   # renders no window needs
+            while self.first < self.next_centre:                # composited frames
                 self.entries.popleft()
                 self.first += 1
             if not rendering:
@@ -449,30 +457,28 @@ class _FrameStream:
         sources = pad_to_batch([j for j, _ in chunk], b)
         exprs = pad_to_batch(self.expressions[self.rendered:self.rendered + n], b)
         images, masks, openings, refs = self.faces(exprs, sources, real=n)
-        for i, (j, frame) in enumerate(chunk):
-            self.entries.append((j, frame, images[i], masks[i],
-                                 None if refs is None else refs[i]))
-        self.drive_openings.extend(float(v) for v in openings[:len(chunk)])
-        self.rendered += len(chunk)
+        self.ring.put(self.rendered, images, masks, refs)
+        self.entries.extend(chunk)
+        self._openings.append((openings, n))
+        self.rendered += n
 
     def _generate(self, centres: list[int]):
         """Yields (output frame, preview panel or None) of output frames `centres`."""
-        half, first, r = self.half, self.first, self.renderer.resolution
+        half, r = self.half, self.renderer.resolution
         positions = pad_to_batch(centres, self.batch)[:, None] + np.arange(-half, half + 1)[None, :]
         valid = (positions >= 0) & (positions < self.count)
-        index = np.clip(positions, first, self.rendered - 1) - first
-        renders = np.stack([[self.entries[i][2] for i in row] for row in index])
-        masks = np.stack([[self.entries[i][3] for i in row] for row in index])
-        masks = np.where(valid[..., None, None], masks, 0).astype(np.uint8)
-        references = None
-        if self.renderer.mouth_reference:
-            references = np.stack([self.entries[i][4] for i in index[:, half]])
-        generated = np.asarray(self.renderer.faces(renders, masks, valid, references))
+        lowest = max(0, self.rendered - self.ring.slots)       # the oldest render still stored
+        frames = np.clip(positions, lowest, self.rendered - 1)
+        renders, masks, references, centre_masks, centre_renders = self.ring.windows(frames,
+                                                                                     valid)
+        generated = self.renderer.faces(renders, masks, valid,
+                                        references if self.renderer.mouth_reference else None)
+        wanted = (generated, centre_masks) + ((centre_renders,) if self.preview_side else ())
+        generated, centre_masks, *centre_renders = jax.device_get(wanted)
         for b, k in enumerate(centres):
-            j, frame, render_u8, mask, _ = self.entries[k - first]
+            j, frame = self.entries[k - self.first]
             matrix = self.faces.matrices[j]
-            out = composite_frame(frame, generated[b], matrix, blend_mask(mask))
+            out = composite_frame(frame, generated[b], matrix, blend_mask(centre_masks[b]))
             yield out, (None if self.preview_side is None else
-                        _preview_panel(render_u8, out, frame, matrix, r, self.preview_side))
-            self.entries[k - first] = (j, None, render_u8, mask,     # the frame is done
-                                       self.entries[k - first][4])
+                        _preview_panel(centre_renders[0][b], out, frame, matrix, r,
+                                       self.preview_side))

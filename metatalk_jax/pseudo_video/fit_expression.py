@@ -34,6 +34,12 @@ from metatalk_jax.subject.renderer_inputs import crop_renders
 FIXED_KEYS = ("angles", "translation", "gamma")
 
 
+def _folded_shared(model) -> dict:
+    """Identity and albedo are folded into the subject's model: empty shared coefficients."""
+    return {"identity": jnp.zeros(0), "texture": jnp.zeros(0),
+            "albedo_offset": jnp.zeros((model.num_vertices, 3))}
+
+
 class ExpressionFitter:
     """Fits expressions [n,E] to face crops at the subject's fit resolution S.
 
@@ -59,16 +65,16 @@ class ExpressionFitter:
         coeffs = subject.coefficients
         self.source = {k: np.asarray(coeffs[k], np.float32)
                        for k in ("expression",) + FIXED_KEYS}
-        # Identity and albedo are folded into the subject's model: empty shared coefficients.
-        shared = {"identity": jnp.zeros(0), "texture": jnp.zeros(0),
-                  "albedo_offset": jnp.zeros((model.num_vertices, 3))}
         camera = self.camera
 
         # Landmark distances in units of a 256 px crop of the same box, as in recon.
         unit = LANDMARK_UNIT_RESOLUTION / self.resolution
         landmark_w = jnp.asarray(losses.landmark_weights(weights))
 
-        def loss_fn(p, fixed, crops, screen, frame_mask, goal, goal_mask, triangle_id=None):
+        # The model is the loop's first datum, not a captured constant (recon.fit.AdamLoop).
+        def loss_fn(p, model, fixed, crops, screen, frame_mask, goal, goal_mask,
+                    triangle_id=None):
+            shared = _folded_shared(model)
             frames = {"expression": p["expression"], **fixed}
             image, region, marks = render_fit(model, shared, frames, camera, screen, triangle_id)
             photo = losses.photometric_loss(image, crops, region, frame_mask)
@@ -79,9 +85,9 @@ class ExpressionFitter:
             return (weights.photometric * photo + weights.regularization * prior
                     + weights.landmark * landmark)
 
-        def visibility(p, fixed, crops, screen, frame_mask, goal, goal_mask):
-            return fit_visibility(model, shared, {"expression": p["expression"], **fixed},
-                                  camera, screen)
+        def visibility(p, model, fixed, crops, screen, frame_mask, goal, goal_mask):
+            return fit_visibility(model, _folded_shared(model),
+                                  {"expression": p["expression"], **fixed}, camera, screen)
 
         self._loop = AdamLoop(loss_fn, {"expression": float(learning_rate)}, int(steps),
                               ("expression",), segment=max(1, int(visibility_refresh)),
@@ -116,7 +122,7 @@ class ExpressionFitter:
             frames = source_frames[index]
             fixed = {k: jnp.asarray(self.source[k][frames]) for k in FIXED_KEYS}
             mask = jnp.asarray(np.arange(b) < len(real), jnp.float32)
-            data = (fixed, jnp.asarray(crops[index], jnp.float32) / 255.0,
+            data = (self.model, fixed, jnp.asarray(crops[index], jnp.float32) / 255.0,
                     jnp.asarray(self.screens[frames]), mask, jnp.asarray(landmarks[index]),
                     jnp.asarray(has_marks[index], jnp.float32))
             params, _ = self._loop({"expression": jnp.asarray(init[index])}, data)

@@ -179,6 +179,11 @@ class AdamLoop:
     visibility is recomputed and passed to the loss as its last argument: the fit moves the
     face by fractions of a pixel per step, and the no-gradient visibility pass is about a third
     of a rendered step, so it need not run at every step.
+
+    The morphable model travels in `data` (the stages pass it first), not in loss_fn's closure:
+    an array a jitted function captures is a constant of its program, tens of MB of HLO to
+    compile and hash, in every persistent-cache entry, and a subject's folded model is a new
+    constant (a cache miss) for every video.
     """
 
     def __init__(self, loss_fn: Callable, learning_rates: dict, steps: int, keys, *,
@@ -253,7 +258,7 @@ def fit_landmarks(model, target: VideoTarget, config, weights: losses.LossWeight
               "translation": jnp.asarray(initial_translation(target.boxes, target.camera,
                                                              model.convention))}
 
-    def loss_fn(p, goal, units):
+    def loss_fn(p, model, goal, units):
         pred = landmark_points(model, p, p, target.camera, units)
         reg = losses.coefficient_regularization(weights, p["identity"], p["expression"])
         return (weights.landmark * losses.landmark_loss(pred, goal, lw)
@@ -262,7 +267,7 @@ def fit_landmarks(model, target: VideoTarget, config, weights: losses.LossWeight
     lrs = {k: config.lr[k] for k in params}
     loop = AdamLoop(loss_fn, lrs, config.landmark_steps, params,
                     segment=config.landmark_steps // 4)
-    params, _ = loop(params, (goal, units), progress=progress)
+    params, _ = loop(params, (model, goal, units), progress=progress)
     shared = {"identity": params["identity"], "texture": jnp.zeros(d["tex"]),
               "albedo_offset": jnp.zeros((model.num_vertices, 3))}
     frames = {"expression": params["expression"], "angles": params["angles"],
@@ -270,11 +275,12 @@ def fit_landmarks(model, target: VideoTarget, config, weights: losses.LossWeight
     return shared, frames
 
 
-def _photometric_loss_fn(model, camera, weights: losses.LossWeights, with_shared: bool):
+def _photometric_loss_fn(camera, weights: losses.LossWeights, with_shared: bool):
     lw = jnp.asarray(losses.landmark_weights(weights))
-    use_basis = has_texture_basis(model)
 
-    def loss_fn(p, shared_fixed, crops, goal, screen, units, frame_mask, triangle_id=None):
+    def loss_fn(p, model, shared_fixed, crops, goal, screen, units, frame_mask,
+                triangle_id=None):
+        use_basis = has_texture_basis(model)
         shared = {k: p[k] if k in p else shared_fixed[k] for k in SHARED_KEYS}
         frames = {k: p[k] for k in FRAME_KEYS}
         image, region, _ = render_fit(model, shared, frames, camera, screen, triangle_id)
@@ -298,10 +304,10 @@ def _refresh(config) -> int:
     return max(1, int(config.get("visibility_refresh", 1)))
 
 
-def _visibility_fn(model, camera):
+def _visibility_fn(camera):
     """visibility_fn for AdamLoop: the shared parameters come from p (stage B) or from the
     fixed shared dict (stage C), as in the photometric loss."""
-    def visibility(p, shared_fixed, crops, goal, screen, *rest):
+    def visibility(p, model, shared_fixed, crops, goal, screen, *rest):
         shared = {k: p[k] if k in p else shared_fixed[k] for k in SHARED_KEYS}
         return fit_visibility(model, shared, {k: p[k] for k in FRAME_KEYS}, camera, screen)
     return visibility
@@ -342,13 +348,13 @@ def fit_shared(model, target: VideoTarget, shared: dict, frames: dict, config,
     p.update({"identity": shared["identity"]})
     p["texture" if has_texture_basis(model) else "albedo_offset"] = (
         shared["texture"] if has_texture_basis(model) else shared["albedo_offset"])
-    loss_fn = _photometric_loss_fn(model, target.camera, weights, with_shared=True)
+    loss_fn = _photometric_loss_fn(target.camera, weights, with_shared=True)
     lrs = {k: config.lr[k] for k in p}
     # Exact visibility at every step here: identity and albedo start far from the answer and
     # the key frames move by more than a pixel (reusing it measured 2 levels worse RMSE).
     loop = AdamLoop(loss_fn, lrs, config.shared_steps, p,
                     segment=max(1, config.shared_steps // 10))
-    p, _ = loop(p, (shared, crops, goal, screen, units, frame_mask), progress=progress)
+    p, _ = loop(p, (model, shared, crops, goal, screen, units, frame_mask), progress=progress)
     out = dict(shared)
     out.update({k: p[k] for k in SHARED_KEYS if k in p})
     return out, keys, {k: p[k] for k in FRAME_KEYS}
@@ -361,10 +367,10 @@ def fit_frames(model, target: VideoTarget, shared: dict, frames: dict, key_frame
     size = config.chunk_size
     fit_size = target.camera.height
     model, shared = fold_shared(model, shared)
-    loss_fn = _photometric_loss_fn(model, target.camera, weights, with_shared=False)
+    loss_fn = _photometric_loss_fn(target.camera, weights, with_shared=False)
     lrs = {k: config.lr[k] for k in FRAME_KEYS}
     loop = AdamLoop(loss_fn, lrs, config.frame_steps, FRAME_KEYS, segment=_refresh(config),
-                    visibility_fn=_visibility_fn(model, target.camera))
+                    visibility_fn=_visibility_fn(target.camera))
 
     result = {k: np.zeros(frames[k].shape, np.float32) for k in FRAME_KEYS}
     correction = {k: jnp.zeros(frames[k].shape[1:])
@@ -378,7 +384,7 @@ def fit_frames(model, target: VideoTarget, shared: dict, frames: dict, key_frame
         # Later chunks start next to a converged neighbour: smaller steps keep a fresh Adam
         # (full-size first steps) from knocking them off it.
         scale = 1.0 if real[0] == 0 else float(config.get("warm_lr_scale", 1.0))
-        p, _ = loop(p, (shared, crops, goal, screen, units, frame_mask), lr_scale=scale)
+        p, _ = loop(p, (model, shared, crops, goal, screen, units, frame_mask), lr_scale=scale)
         n = len(real)
         for k in FRAME_KEYS:
             result[k][real] = np.asarray(p[k][:n])

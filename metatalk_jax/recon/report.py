@@ -51,8 +51,10 @@ def fit_report(model, target: VideoTarget, fit: FitResult, *, chunk_size: int = 
     camera = target.camera
     size = camera.height
 
+    # The model and the shared parameters are arguments, not captured constants (see
+    # recon.fit.AdamLoop): a small program, and one cache entry for subjects of one shape.
     @jax.jit
-    def evaluate(frames, screen, crops):
+    def evaluate(model, shared, frames, screen, crops):
         lm = landmark_points(model, shared, frames, camera)           # frame pixels
         image, region, _ = render_fit(model, shared, frames, camera, screen)
         sq = jnp.sum(region[..., None] * (image - crops) ** 2, axis=(1, 2, 3))
@@ -67,7 +69,7 @@ def fit_report(model, target: VideoTarget, fit: FitResult, *, chunk_size: int = 
         frames = {k: jnp.asarray(params[k][index]) for k in FRAME_KEYS}
         screen = jnp.asarray(target.boxes.take(index).screen_transform(size))
         crops = jnp.asarray(np.asarray(target.crops[index], np.float32) / 255.0)
-        lm, err = evaluate(frames, screen, crops)
+        lm, err = evaluate(model, shared, frames, screen, crops)
         n = len(real)
         dist = np.linalg.norm(np.asarray(lm[:n]) - target.landmarks[real], axis=-1)
         lm_err[real] = dist.mean(-1)

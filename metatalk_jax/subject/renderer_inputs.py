@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,11 +51,16 @@ def mouth_dilation_steps(mouth_dilation: int, resolution: int) -> int:
     return max(1, int(round(mouth_dilation * resolution / 256)))
 
 
-def dilated_mouth_mask(mouth, steps: int) -> np.ndarray:
-    """[R, R] mouth-triangle coverage in [0, 1] -> uint8 {0, 255} mask dilated `steps` times:
-    the masks of the target shards (training) and of inference's renders alike."""
-    return cv2.dilate((np.asarray(mouth) > 0.5).astype(np.uint8) * 255, MOUTH_DILATE_KERNEL,
-                      iterations=steps)
+def dilated_mouth_masks(mouth, steps: int) -> jax.Array:
+    """[N, R, R] mouth-triangle coverage in [0, 1] -> uint8 {0, 255} masks dilated `steps` times
+    by a 3x3 square (AudioDVP's cv2.dilate), i.e. one (2 steps + 1)-square maximum, outside the
+    image counting as 0; done as a row and a column maximum. The masks of the target shards
+    (training) and of inference's renders alike."""
+    side = 2 * int(steps) + 1
+    masks = jnp.where(jnp.asarray(mouth) > 0.5, 255, 0).astype(jnp.uint8)
+    for window in ((1, side, 1), (1, 1, side)):
+        masks = jax.lax.reduce_window(masks, np.uint8(0), jax.lax.max, window, (1, 1, 1), "SAME")
+    return masks
 
 
 class CropRenders(NamedTuple):

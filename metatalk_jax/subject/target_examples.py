@@ -29,7 +29,7 @@ from metatalk_jax.media.video_write import Mp4Writer
 from metatalk_jax.recon.fit import FitResult, landmark_points
 from metatalk_jax.subject.previews import overlay_frame
 from metatalk_jax.subject.face_model import folded_face_model
-from metatalk_jax.subject.renderer_inputs import (crop_renders, dilated_mouth_mask,
+from metatalk_jax.subject.renderer_inputs import (crop_renders, dilated_mouth_masks,
                                                   mouth_dilation_steps)
 from metatalk_jax.tracking.crop import CropBoxes, boxes_from_points, crop_frame
 
@@ -52,14 +52,14 @@ def projected_face_points(model, fit: FitResult, camera, *, batch: int = 64) -> 
     ids = np.flatnonzero(np.asarray(model.face_mask) > 0.5)[::FACE_AREA_STRIDE]
 
     @jax.jit
-    def project(coeffs):
+    def project(model, coeffs):     # the model an argument, not a constant: recon.fit.AdamLoop
         verts, _ = posed_vertices(model, coeffs)
         return project_to_screen(camera, verts[:, ids])[..., :2]
 
     t = len(fit.expression)
     out = []
     for real, index in index_batches(t, batch):     # one batch shape: compiled once
-        out.append(np.asarray(project(fitted_coeffs(fit, index)))[:len(real)])
+        out.append(np.asarray(project(model, fitted_coeffs(fit, index)))[:len(real)])
     return np.concatenate(out, 0)
 
 
@@ -113,16 +113,18 @@ class TargetExamples:
 
         folded = {"identity": jnp.zeros(0)}      # the identity is in the model's mean shape
 
+        # The subject's model is an argument, not a captured constant (see recon.fit.AdamLoop):
+        # a small program, one cache entry for subjects of one shape.
         @jax.jit
-        def render_masks(expression, gamma, angles, translation, screen):
-            out = crop_renders(self.model, self.camera, expression, gamma, angles, translation,
+        def render_masks(model, expression, gamma, angles, translation, screen):
+            out = crop_renders(model, self.camera, expression, gamma, angles, translation,
                                screen)
             pose = {"expression": expression, "angles": angles, "translation": translation}
-            frame_landmarks = landmark_points(self.model, folded, pose, self.camera)
-            return out.image, out.alpha, out.mouth, frame_landmarks
+            frame_landmarks = landmark_points(model, folded, pose, self.camera)
+            return (out.image, out.alpha, dilated_mouth_masks(out.mouth, dilations),
+                    frame_landmarks)
 
         self._render = render_masks
-        self._dilations = dilations
 
     def close(self) -> None:
         if self._preview is not None:
@@ -152,20 +154,19 @@ class TargetExamples:
         index = np.array([i for i, _ in pending])
         padded = pad_to_batch(index, batch)
         fit = self.fit
-        image, alpha, mouth, lm = jax.device_get(self._render(
-            fit.expression[padded], fit.gamma[padded], fit.angles[padded],
+        image, alpha, mouth_masks, lm = jax.device_get(self._render(
+            self.model, fit.expression[padded], fit.gamma[padded], fit.angles[padded],
             fit.translation[padded], screens[padded]))
         fmt = self.config.image_format
         for j, (i, frame) in enumerate(pending):
             face_crop = crop_frame(frame, matrices[i], r)
             face_mask = (alpha[j] > 0.5).astype(np.uint8) * 255
-            mouth_mask = dilated_mouth_mask(mouth[j], self._dilations)
             if self._preview is not None and i < self.config.preview_frames:
                 self._preview.write(overlay_frame(frame, image[j], alpha[j], matrices[i],
                                                   self.tracked[i], lm[j]))
             yield {"frame_index": np.int64(i), "time_s": np.float32(i / self.config.fps),
                    "face_crop": _encode(face_crop, fmt), "face_mask": _encode(face_mask, "png"),
-                   "mouth_mask": _encode(mouth_mask, "png"),
+                   "mouth_mask": _encode(mouth_masks[j], "png"),
                    "expression": self.fit.expression[i].astype(np.float32),
                    "gamma": self.fit.gamma[i].astype(np.float32),
                    "angles": self.fit.angles[i].astype(np.float32),

@@ -15,7 +15,7 @@ import numpy as np
 from metatalk_jax.config_loading import load_config
 from metatalk_jax.train.checkpointing import checkpoint_dir, read_state
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = "renderer:tiny"
 
 

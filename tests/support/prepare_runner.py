@@ -9,7 +9,9 @@ import shutil
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support.package_sources import package_source_files
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = "prepare:tiny"
 
 
@@ -20,17 +22,15 @@ def run_prepare(video, out, *extra):
 
 
 def source_digest() -> str:
-    """sha256 (16 hex) of every .py file of the package: a prepared subject cached under one
-    digest was made by exactly this code."""
-    package = os.path.join(REPO, "metatalk_jax")
+    """sha256 (16 hex) of every .py file of the package, the top-level configs/ and
+    data_pipelines/ included (tests/support/package_sources.py): a prepared subject cached under
+    one digest was made by exactly this code. Files are named by their path inside the package,
+    so the digest does not depend on which folder of the repository holds them."""
     digest = hashlib.sha256()
-    for root, dirs, files in sorted(os.walk(package)):
-        dirs.sort()
-        for name in sorted(f for f in files if f.endswith(".py")):
-            path = os.path.join(root, name)
-            digest.update(os.path.relpath(path, package).encode() + b"\0")
-            with open(path, "rb") as f:
-                digest.update(f.read())
+    for inside, path in package_source_files().items():
+        digest.update(inside.encode() + b"\0")
+        with open(path, "rb") as f:
+            digest.update(f.read())
     return digest.hexdigest()[:16]
 
 

@@ -17,7 +17,7 @@ from metatalk_jax.models.a2e import make_a2e
 from metatalk_jax.models.renderer import make_renderer
 from metatalk_jax.train import gan_step
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _save(workdir: str, config, state, step: int = 1) -> str:

@@ -6,7 +6,8 @@ that header to make its conditional writes, and OCDBT (orbax's checkpoint format
 manifest that way while a multi-host save commits: without the header it fails with "Malformed
 StorageGeneration". This wrapper adds the headers and starts the emulator's own CLI.
 
-    python tests/gcs_emulator_server.py -d DIR start --host 127.0.0.1 --port P --default-bucket B
+    python tests/support/gcs_emulator_server.py -d DIR start --host 127.0.0.1 --port P \
+        --default-bucket B
 """
 
 import sys

@@ -5,8 +5,8 @@ clients reach it through their standard settings, so the code under test is the 
 runs: gcsfs (what etils.epath uses for gs:// without TensorFlow: orbax's directories, our
 metrics, events, previews, config) reads STORAGE_EMULATOR_HOST; tensorstore (orbax's array
 shards) reads TENSORSTORE_GCS_HTTP_URL and takes a fixed token instead of credentials. The
-server runs through tests/gcs_emulator_server.py, which adds the `x-goog-generation` download
-header real GCS sends (tensorstore's conditional writes need it).
+server runs through tests/support/gcs_emulator_server.py, which adds the `x-goog-generation`
+download header real GCS sends (tensorstore's conditional writes need it).
 """
 
 from __future__ import annotations
