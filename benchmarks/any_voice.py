@@ -44,7 +44,7 @@ def _peak(audio, dbfs: float):
 def drives(config, tmp: str) -> dict[str, str]:
     """{name: wav path} of every driving audio (module docstring)."""
     from metatalk_jax.demo import spoken_text
-    from metatalk_jax.media.audio_load import load_audio, write_wav
+    from metatalk_jax.media.audio_files import load_audio, write_wav
     from metatalk_jax.real_speech import real_speech
     speech = spoken_text(config)
     out = {f"espeak_{level}": write_wav(os.path.join(tmp, f"espeak_{level}.wav"),

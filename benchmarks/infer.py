@@ -48,7 +48,7 @@ CACHE = os.path.join(os.path.expanduser("~"), ".cache", "metatalk_jax", "bench_i
 def _speech_like(path: str, seconds: float) -> str:
     import numpy as np
 
-    from metatalk_jax.media.audio_load import write_wav
+    from metatalk_jax.media.audio_files import write_wav
     t = np.arange(int(round(seconds * 16000))) / 16000
     audio = 0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
     return write_wav(path, audio.astype(np.float32), 16000)

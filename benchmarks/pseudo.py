@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import jax
-    from metatalk_jax.media.audio import wav2lip_mel, wav2lip_mel_chunks
+    from metatalk_jax.media.audio_features import wav2lip_mel, wav2lip_mel_chunks
     from metatalk_jax.pseudo_video.fit_expression import ExpressionFitter
     from metatalk_jax.convert.wav2lip_keys import load_wav2lip
     from metatalk_jax.pseudo_video.generate import PseudoFrameMaker

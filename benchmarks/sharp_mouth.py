@@ -122,7 +122,7 @@ def ceiling(subject_dir: str, resolutions, crfs, tmp: str) -> dict:
 def run_setting(subject_dir: str, name: str, steps: int, tmp: str) -> dict:
     import numpy as np
 
-    from metatalk_jax.data_pipelines.target_video import open_target_source
+    from metatalk_jax.data_pipelines.subject_frames import open_target_source
     from metatalk_jax.inference.pipeline import InferenceSettings, prepare_inference, render_video
     from metatalk_jax.train.loop import train_and_evaluate
     workdir = os.path.join(tmp, name)

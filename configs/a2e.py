@@ -18,7 +18,7 @@ Launch:
 Variants: (default) the metatalk A2E on one host; tiny: a small model and batch for 2-core CPU
 tests in seconds; cpu: a small model trained for real on a 2-core CPU (the demo's); gpu: bigger
 batch, bf16, grain workers; tpu_pod: the same over a pod slice.
-data.pseudo_dirs: pseudo-video corpora (data_pipelines/pseudo_video.py), comma-separated;
+data.pseudo_dirs: pseudo-video corpora (data_pipelines/pseudo_corpus.py), comma-separated;
 data.pseudo_ratio: the fraction of every global batch drawn from them (needs pseudo_dirs when > 0).
 """
 

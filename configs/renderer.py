@@ -62,7 +62,7 @@ def get_config(arg=None):
     # tpu_pod, the demo) use the expression-faithful settings of `use_faithful_renderer`, and
     # cpu and the demo the mouth reference of `use_mouth_reference` (gpu and tpu_pod: not yet,
     # their TPU fit check is to be re-run with it).
-    config.data.conditioning = "audiodvp"  # or "mouth_cavity" (subject/renderer_inputs.py)
+    config.data.conditioning = "audiodvp"  # or "mouth_cavity" (subject/conditioning.py)
     config.data.augment_shift = 0.0        # random shifts of input + target, fraction of the side
     config.data.augment_gain = 0.0         # random per-channel gains of the renders, +-fraction
     # A real crop of the subject with the nearest mouth, redrawn in the frame's 3DMM geometry,

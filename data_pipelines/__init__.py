@@ -2,8 +2,9 @@
 the one windowed grain pipeline that feeds both trained models.
 
 tfds_shards.py     the shard writer, metadata and atomic publication both formats share
-target_video.py    one subject's target video, one example per frame: writing and reading back
-pseudo_video.py    the pseudo-video corpus: immutable parts of whole clips, split by clip
+subject_frames.py  the subject's frame dataset (the `target_video` format), one example per
+                   frame: writing and reading back
+pseudo_corpus.py   the pseudo-video corpus: immutable parts of whole clips, split by clip
 windows.py         W-frame windows over stored frames and the mixed, process-count independent,
                    checkpointable batch stream (make_window_batches)
 a2e_windows.py     what an A2E window holds (mel, expression); renderer_windows.py: what a

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from metatalk_jax.data_pipelines.pseudo_video import open_pseudo_video
+from metatalk_jax.data_pipelines.pseudo_corpus import open_pseudo_video
 from metatalk_jax.data_pipelines.windows import DEFAULT_CACHE_FRAMES, WindowSource
-from metatalk_jax.media.frame_audio import frame_mel
+from metatalk_jax.media.frame_audio_windows import frame_mel
 
 
 class A2EFrames:

@@ -28,7 +28,7 @@ import os
 import cv2
 import numpy as np
 
-from metatalk_jax.data_pipelines.target_video import decode_image, open_target_source
+from metatalk_jax.data_pipelines.subject_frames import decode_image, open_target_source
 from metatalk_jax.data_pipelines.windows import DEFAULT_CACHE_FRAMES, WindowSource
 from metatalk_jax.errors import InputError
 

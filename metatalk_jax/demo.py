@@ -125,7 +125,7 @@ def a2e_lip_sync_check(subject_dir: str, a2e_dir: str, speech) -> dict:
 
     from metatalk_jax.inference.audio_drive import expressions_from_audio
     from metatalk_jax.inference.trained_models import load_a2e
-    from metatalk_jax.media.audio import frames_for_audio
+    from metatalk_jax.media.audio_features import frames_for_audio
     from metatalk_jax.pseudo_video.viseme_teacher import VisemeTeacher
     from metatalk_jax.subject.layout import load_subject
     subject = load_subject(subject_dir)
@@ -241,7 +241,7 @@ def run_demo(config, out_dir: str, *, video: str | None = None, audio: str | Non
     # 6. new speech drives the trained models
     speech = None
     if audio is None:
-        from metatalk_jax.media.audio_load import write_wav
+        from metatalk_jax.media.audio_files import write_wav
         speech = spoken_text(config)
         audio = write_wav(os.path.join(out_dir, "speech.wav"), speech.audio, speech.sample_rate)
     from metatalk_jax.eval.pixel_lip_sync import DriveRecord

@@ -64,11 +64,11 @@ def main(argv=None) -> int:
     try:
         config = load_config(args.config, overrides)
         if args.face is not None:       # part of the config, so of the subject's fingerprint
-            from metatalk_jax.subject.target_person import parse_point
+            from metatalk_jax.subject.tracked_person import parse_point
             parse_point(args.face)
             config.target_face = args.face
             config.target_frame = int(args.face_frame or 0)
-        from metatalk_jax.subject.target_person import parse_shots
+        from metatalk_jax.subject.tracked_person import parse_shots
         for flag, key in (("--keep-shots", "keep_shots"), ("--drop-shots", "drop_shots")):
             value = getattr(args, key)
             if value is not None:

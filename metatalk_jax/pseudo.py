@@ -1,6 +1,6 @@
 """Generate pseudo videos of a prepared subject: the A2E network's extra training data.
 
-Two teachers write the same corpus format (data_pipelines/pseudo_video.py):
+Two teachers write the same corpus format (data_pipelines/pseudo_corpus.py):
 
   wav2lip (default): Wav2Lip driven by many audio clips re-voices the subject, each pseudo frame
     is refitted to a 3DMM expression (metatalk_jax/pseudo_video/generate.py):

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from metatalk_jax.data_pipelines.pseudo_video import PseudoClip, PseudoVideoWriter
-from metatalk_jax.data_pipelines.target_video import write_target_video_shards
+from metatalk_jax.data_pipelines.pseudo_corpus import PseudoClip, PseudoVideoWriter
+from metatalk_jax.data_pipelines.subject_frames import write_target_video_shards
 from metatalk_jax.models.a2e import AudioDVPA2E, AudioDVPHead, make_a2e
-from metatalk_jax.media.frame_audio import audio_window
+from metatalk_jax.media.frame_audio_windows import audio_window
 from metatalk_jax.train.a2e_task import A2ETask, pearson_from_moments
 from metatalk_jax.train.loop import train_and_evaluate
 from tests.test_previews import assert_labelled_preview

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-from metatalk_jax.media.audio_load import write_wav
+from metatalk_jax.media.audio_files import write_wav
 from tests.support.infer_fixtures import REPO, random_a2e, random_renderer
 
 pytestmark = pytest.mark.slow

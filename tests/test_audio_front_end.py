@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from metatalk_jax.media.audio import wav2lip_mel
+from metatalk_jax.media.audio_features import wav2lip_mel
 from metatalk_jax.media.loudness import LOUDNESS_TARGET_LUFS, integrated_loudness
 from metatalk_jax.media.speech import synthesize
 from metatalk_jax.train import mel_augment

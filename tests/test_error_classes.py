@@ -47,7 +47,7 @@ def test_user_facing_error_classes_are_input_errors():
 
 def test_input_checks_raise_input_error_and_internal_checks_do_not(tmp_path):
     from metatalk_jax.config_loading import load_config
-    from metatalk_jax.media.audio import wav2lip_mel
+    from metatalk_jax.media.audio_features import wav2lip_mel
     from metatalk_jax.subject.layout import load_subject
     with pytest.raises(InputError, match="unknown variant 'nosuch'"):
         load_config("renderer:nosuch")

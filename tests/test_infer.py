@@ -15,7 +15,7 @@ import pytest
 from metatalk_jax import infer
 from metatalk_jax.inference.background import BackgroundFrames, monotonic_runs
 from metatalk_jax.inference.face_blend import blend_mask, composite_frame
-from metatalk_jax.media.audio_load import write_wav
+from metatalk_jax.media.audio_files import write_wav
 from metatalk_jax.media.video_read import count_frames, probe_video, read_frames
 from metatalk_jax.media.video_read import pingpong_indices
 from tests.support.infer_fixtures import REPO, random_a2e, random_renderer

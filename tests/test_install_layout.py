@@ -199,6 +199,6 @@ def test_the_prepared_subject_cache_digest_reads_the_top_level_folders(monkeypat
     monkeypatch.undo()
     expected = {os.path.realpath(p) for p in package_source_files().values()}
     assert set(read) == expected
-    for inside in ("configs/prepare.py", "data_pipelines/target_video.py", "prepare.py"):
+    for inside in ("configs/prepare.py", "data_pipelines/subject_frames.py", "prepare.py"):
         assert os.path.realpath(package_source_files()[inside]) in read, inside
     assert os.path.realpath(os.path.join(REPO, "configs", "prepare.py")) in read

@@ -11,7 +11,7 @@ python_speech_features = pytest.importorskip("python_speech_features")
 
 from metatalk_jax.convert.syncnet_keys import convert_syncnet     # noqa: E402
 from metatalk_jax.eval import face_track, lse                     # noqa: E402
-from metatalk_jax.media import audio as audio_features            # noqa: E402
+from metatalk_jax.media import audio_features                     # noqa: E402
 from tests.support.torch_syncnet_reference import (TorchSyncNet, randomize,  # noqa: E402
                                            reference_calc_pdist, reference_evaluate)
 

@@ -13,8 +13,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from metatalk_jax.media import audio_load, ffmpeg_tools, video_read, video_write
-from metatalk_jax.media.audio_load import check_speech_audio, load_audio, write_wav
+from metatalk_jax.media import audio_files, ffmpeg_tools, video_read, video_write
+from metatalk_jax.media.audio_files import check_speech_audio, load_audio, write_wav
 from metatalk_jax.media.ffmpeg_tools import MediaError, ffmpeg_exe, parse_ffmpeg_report
 from metatalk_jax.media.video_read import count_frames, probe_video, read_frames
 from metatalk_jax.media.video_write import Mp4Writer
@@ -367,4 +367,4 @@ def test_errors_are_one_line_and_name_the_file(media, tmp_path):
     write_wav(clip, np.full(3200, 0.3, np.float32), 16000)
     msg = _one_line_error(lambda: check_speech_audio(load_audio(clip), 16000, clip), clip)
     assert msg.endswith("audio is 0.20 s long; at least 0.50 s is needed")
-    assert audio_load.rms_dbfs(np.zeros(4)) == -np.inf
+    assert audio_files.rms_dbfs(np.zeros(4)) == -np.inf

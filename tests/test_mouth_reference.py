@@ -104,7 +104,7 @@ def test_the_warped_reference_shows_the_real_mouth_of_its_frame(carphone_subject
     """The carphone subject's training references, redrawn in their frames' geometry, look
     like those frames' real crops inside the mouth mask, far closer than the same references
     left unwarped; and each frame's reference is at least the gap away from it."""
-    from metatalk_jax.data_pipelines.target_video import decode_image, open_target_source
+    from metatalk_jax.data_pipelines.subject_frames import decode_image, open_target_source
     from metatalk_jax.subject.face_model import subject_face_model
     from metatalk_jax.subject.layout import load_subject
     from metatalk_jax.subject.mouth_references import ReferenceCrops

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from metatalk_jax.data_pipelines.target_video import decode_example, open_target_source
+from metatalk_jax.data_pipelines.subject_frames import decode_example, open_target_source
 from metatalk_jax.face3d import assets
 from metatalk_jax.face3d.morphable import load_npz
 from metatalk_jax.media.ffmpeg_tools import ffmpeg_exe

@@ -16,7 +16,7 @@ import os
 import numpy as np
 import pytest
 
-from metatalk_jax.media.audio_load import load_audio
+from metatalk_jax.media.audio_files import load_audio
 from metatalk_jax.media.video_read import count_frames, read_frames
 from metatalk_jax.media.video_write import Mp4Writer
 from metatalk_jax.subject import layout
@@ -81,7 +81,7 @@ def test_prepare_keeps_one_person_through_cuts(carphone_clip, tmp_path):
     rms = np.sqrt(np.mean(audio[:80 * SAMPLES_PER_FRAME].reshape(80, -1) ** 2, axis=1))
     assert rms.min() > 0.02, rms.min()          # her frames' RMS is ~0; his at least 0.042
 
-    from metatalk_jax.data_pipelines.target_video import open_target_source
+    from metatalk_jax.data_pipelines.subject_frames import open_target_source
     sizes = [len(open_target_source(str(out / layout.TFDS_DIR), s))
              for s in ("train", "validation")]
     assert sum(sizes) == 80

@@ -20,9 +20,9 @@ from metatalk_jax.config_loading import load_config
 from metatalk_jax.errors import InputError
 from metatalk_jax.media.video_read import probe_video
 from metatalk_jax.media.video_write import Mp4Writer
-from metatalk_jax.subject import layout, prepare_subject, target_person
+from metatalk_jax.subject import layout, prepare_subject, tracked_person
 from metatalk_jax.subject.identity_sheet import HEADER, LABEL_COLOURS, ROW, WIDTH
-from metatalk_jax.subject.target_person import parse_shots
+from metatalk_jax.subject.tracked_person import parse_shots
 from metatalk_jax.tracking.identity import DROPPED, TRACKED
 from metatalk_jax.tracking.identity_decision import EXCLUDED, KEPT
 from metatalk_jax.tracking.track import TrackingError
@@ -91,7 +91,7 @@ def test_each_shot_is_decided_shown_and_correctable(film, tmp_path, capsys, monk
     # --drop-shots 4, from the subject's saved face tracks: no frame scanned again.
     def no_scan(*args, **kwargs):
         raise AssertionError("the video was scanned again")
-    monkeypatch.setattr(target_person, "track_video", no_scan)
+    monkeypatch.setattr(tracked_person, "track_video", no_scan)
     done = track_stage(path, tmp_path / "w2", tmp_path / "w1",
                        config_for(drop_shots="4", min_kept_fraction=0.2))
     whole2, target2, decision2 = done[:3]

@@ -200,7 +200,7 @@ def test_landmark_term_recovers_the_expression_in_few_steps(carphone_subject):
 
 @pytest.mark.slow
 def test_end_to_end_resume_and_shards(carphone_subject, wav2lip_checkpoint, tmp_path):
-    from metatalk_jax.data_pipelines.pseudo_video import open_pseudo_video
+    from metatalk_jax.data_pipelines.pseudo_corpus import open_pseudo_video
     from metatalk_jax.pseudo_video.generate import generate_pseudo_videos
     from metatalk_jax.subject.layout import load_subject
 

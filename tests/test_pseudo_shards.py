@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from metatalk_jax.data_pipelines.pseudo_video import (CORPUS_JSON, PseudoClip, PseudoVideoWriter,
-                                                      clip_split, open_pseudo_video)
+from metatalk_jax.data_pipelines.pseudo_corpus import (CORPUS_JSON, PseudoClip, PseudoVideoWriter,
+                                                       clip_split, open_pseudo_video)
 
 E, N = 6, 320
 FINGERPRINT = "subject-sha"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metatalk_jax.media.audio_load import load_audio
+from metatalk_jax.media.audio_files import load_audio
 from metatalk_jax.media.loudness import (LOUDNESS_TARGET_LUFS, at_front_end_level,
                                          integrated_loudness)
 from metatalk_jax.media.voice_activity import voice_activity

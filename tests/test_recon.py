@@ -317,7 +317,7 @@ def test_the_jitted_fit_report_and_masks_take_the_model_as_an_argument(model, mo
     of MB of HLO and of persistent-cache entry, and a subject's folded model a cache miss for
     every video. JAX warns when a program captures more than jax_captured_constants_warn_bytes;
     the procedural model's bases alone are 1.5 MB (identity) and 1.2 MB (expression)."""
-    from metatalk_jax.subject.target_examples import TargetExamples, projected_face_points
+    from metatalk_jax.subject.frame_examples import TargetExamples, projected_face_points
     target = moving_video.target
     limit = jax.config.jax_captured_constants_warn_bytes
     jax.config.update("jax_captured_constants_warn_bytes", 100_000)

@@ -9,7 +9,7 @@ import pytest
 from metatalk_jax.face3d import geometry, raster, render
 from metatalk_jax.face3d.antialias import antialias
 from metatalk_jax.face3d.procedural import procedural_model
-from metatalk_jax.subject.renderer_inputs import dilated_mouth_masks
+from metatalk_jax.subject.conditioning import dilated_mouth_masks
 
 
 @pytest.fixture(scope="module")

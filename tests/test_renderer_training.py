@@ -16,14 +16,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metatalk_jax.data_pipelines.target_video import decode_example, open_target_source
+from metatalk_jax.data_pipelines.subject_frames import decode_example, open_target_source
 from metatalk_jax.face3d.render import FaceCoeffs, render
+from metatalk_jax.subject.conditioning import stack_window, window_renders
 from metatalk_jax.subject.face_model import subject_camera, subject_face_model
 from metatalk_jax.subject.layout import load_subject
 from metatalk_jax.subject.render_cache import ensure_render_cache
-from metatalk_jax.subject.renderer_inputs import random_flip, stack_window, window_renders
 from metatalk_jax.tracking.crop import CropBoxes
 from metatalk_jax.train.loop import train_and_evaluate
+from metatalk_jax.train.renderer_augment import random_flip
 from metatalk_jax.train.renderer_task import RendererTask
 from tests.test_previews import assert_labelled_preview
 from tests.support.step_reads import keys_read_by_steps

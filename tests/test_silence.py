@@ -68,7 +68,7 @@ def test_infer_closes_the_mouth_in_a_pause_and_keeps_it_talking_without_the_rest
     in it is the rest expression's with the rest on; with --no-rest-in-pauses the A2E's own
     (untrained, so arbitrary) mouth stays there."""
     from metatalk_jax import infer
-    from metatalk_jax.media.audio_load import write_wav
+    from metatalk_jax.media.audio_files import write_wav
     from metatalk_jax.media.speech import synthesize, with_pauses
     from tests.support.infer_fixtures import random_a2e, random_renderer
     subject = str(carphone_subject[0])

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from array_record.python.array_record_data_source import ArrayRecordDataSource
 
-from metatalk_jax.data_pipelines.target_video import (decode_example, open_target_source,
-                                                      split_sizes, target_video_dir,
-                                                      write_target_video_shards)
+from metatalk_jax.data_pipelines.subject_frames import (decode_example, open_target_source,
+                                                        split_sizes, target_video_dir,
+                                                        write_target_video_shards)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_FRAMES, CROP, EXPR, AUDIO = 20, 64, 8, 640
@@ -196,7 +196,7 @@ def test_subprocess_writes_without_tensorflow_and_byte_identically(subject, smal
         "from tests.test_target_pipeline import make_frames, write\n"
         "import numpy as np\n"
         "from metatalk_jax.data_pipelines.renderer_windows import renderer_windows\n"
-        "from metatalk_jax.data_pipelines.target_video import open_target_source\n"
+        "from metatalk_jax.data_pipelines.subject_frames import open_target_source\n"
         "from metatalk_jax.data_pipelines.windows import make_window_batches\n"
         "frames = make_frames()[0]\n"
         "out = write(frames, sys.argv[1])\n"

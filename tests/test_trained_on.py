@@ -20,7 +20,7 @@ import pytest
 
 from metatalk_jax import infer
 from metatalk_jax.config_loading import load_config
-from metatalk_jax.media.audio_load import write_wav
+from metatalk_jax.media.audio_files import write_wav
 from metatalk_jax.train.trained_on import RECORD, check_run_subject
 from tests.support.infer_fixtures import random_a2e, random_renderer
 

@@ -224,7 +224,7 @@ def subject_dir(tmp_path_factory, offline_model):
 def test_corpus_reads_back_and_its_mouth_follows_the_audio(subject_dir, offline_model,
                                                            tmp_path):
     from metatalk_jax.data_pipelines.a2e_windows import a2e_windows, pseudo_frame_sources
-    from metatalk_jax.data_pipelines.pseudo_video import open_pseudo_video
+    from metatalk_jax.data_pipelines.pseudo_corpus import open_pseudo_video
     from metatalk_jax.pseudo_video.viseme_teacher import generate_viseme_corpus
 
     out = str(tmp_path / "corpus")

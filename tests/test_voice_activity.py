@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from metatalk_jax.media import speech
-from metatalk_jax.media.audio_load import rms_dbfs
-from metatalk_jax.media.frame_audio import audio_window
+from metatalk_jax.media.audio_files import rms_dbfs
+from metatalk_jax.media.frame_audio_windows import audio_window
 from metatalk_jax.media.voice_activity import (activity_threshold, frame_levels,
                                                silence_weight, voice_activity)
 

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from metatalk_jax.data_pipelines.a2e_windows import a2e_windows, pseudo_frame_sources
-from metatalk_jax.data_pipelines.pseudo_video import PseudoClip, PseudoVideoWriter
+from metatalk_jax.data_pipelines.pseudo_corpus import PseudoClip, PseudoVideoWriter
 from metatalk_jax.data_pipelines.renderer_windows import renderer_windows
-from metatalk_jax.data_pipelines.target_video import open_target_source, write_target_video_shards
+from metatalk_jax.data_pipelines.subject_frames import open_target_source, write_target_video_shards
 from metatalk_jax.data_pipelines.windows import make_window_batches
-from metatalk_jax.media.frame_audio import frame_mel
+from metatalk_jax.media.frame_audio_windows import frame_mel
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_FRAMES, CROP, EXPR, AUDIO, MEL = 30, 32, 4, 2400, 4

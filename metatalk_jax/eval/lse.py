@@ -6,8 +6,8 @@
 
 The computation (joonson/syncnet_python SyncNetInstance.py, as Wav2Lip's evaluation/scores_LSE
 runs it, vshift 15, 25 fps, 16 kHz):
-  * MFCC of the int16-scaled samples (media.audio.mfcc, python_speech_features defaults), 100
-    rows per second; N = min(T frames, floor(samples / 640)) - 5 windows.
+  * MFCC of the int16-scaled samples (media.audio_features.mfcc, python_speech_features
+    defaults), 100 rows per second; N = min(T frames, floor(samples / 640)) - 5 windows.
   * window i: frames i..i+4 (224x224, BGR, raw 0-255) -> lip embedding; MFCC rows 4i..4i+19
     -> audio embedding (1024-d each).
   * distances[i, j] = || v_i - a_{i+j-15} + 1e-6 ||_2 (torch's pairwise_distance, its eps
@@ -50,7 +50,7 @@ from scipy import signal
 
 from metatalk_jax.errors import InputError
 from metatalk_jax.fixed_batches import index_batches, pad_to_batch
-from metatalk_jax.media import audio as audio_features
+from metatalk_jax.media import audio_features
 from metatalk_jax.models import syncnet as sn
 
 VSHIFT = 15

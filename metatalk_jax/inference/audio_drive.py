@@ -14,8 +14,8 @@ import numpy as np
 
 from metatalk_jax.fixed_batches import index_batches
 from metatalk_jax.inference.trained_models import TrainedA2E
-from metatalk_jax.media.audio import WAV2LIP_NUM_MELS
-from metatalk_jax.media.frame_audio import audio_window, frame_mel
+from metatalk_jax.media.audio_features import WAV2LIP_NUM_MELS
+from metatalk_jax.media.frame_audio_windows import audio_window, frame_mel
 from metatalk_jax.media.loudness import apply_gain, at_front_end_level
 from metatalk_jax.progress import Progress
 

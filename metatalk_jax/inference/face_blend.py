@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from metatalk_jax.subject.renderer_inputs import MOUTH_DILATE_KERNEL
+from metatalk_jax.subject.conditioning import MOUTH_DILATE_KERNEL
 from metatalk_jax.tracking.crop import paste_back
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from metatalk_jax.inference import pipeline
 from metatalk_jax.inference.audio_drive import batch_expressions
 from metatalk_jax.inference.silence import rest_expression, settle_in_silence
-from metatalk_jax.media.audio import frames_for_audio
+from metatalk_jax.media.audio_features import frames_for_audio
 from metatalk_jax.media.loudness import apply_gain, normalise_loudness
 from metatalk_jax.media.voice_activity import (activity_threshold, frame_levels, silence_weight,
                                                voice_activity)

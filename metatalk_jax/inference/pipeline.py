@@ -38,19 +38,19 @@ from metatalk_jax.inference.background import BackgroundFrames
 from metatalk_jax.inference.face_blend import blend_mask, composite_frame
 from metatalk_jax.inference.render_ring import RenderRing
 from metatalk_jax.inference.trained_models import load_renderer
-from metatalk_jax.media.audio_load import check_speech_audio, load_audio
+from metatalk_jax.media.audio_files import check_speech_audio, load_audio
 from metatalk_jax.media.ffmpeg_tools import MediaError
 from metatalk_jax.media.labelled_images import label_columns
 from metatalk_jax.media.video_read import probe_video
 from metatalk_jax.media.video_write import Mp4Writer
 from metatalk_jax.progress import Progress
+from metatalk_jax.subject.conditioning import (ReferenceFrames, cavity_colour, crop_renders,
+                                               dilated_mouth_masks, mouth_dilation_steps)
 from metatalk_jax.subject.face_model import subject_camera, subject_face_model
 from metatalk_jax.subject.layout import Subject, load_subject
 from metatalk_jax.train.trained_on import check_trained_on
 from metatalk_jax.subject.mouth_references import (choose_references, mouth_shapes,
                                                    reference_crops)
-from metatalk_jax.subject.renderer_inputs import (ReferenceFrames, cavity_colour, crop_renders,
-                                                  dilated_mouth_masks, mouth_dilation_steps)
 from metatalk_jax.tracking.crop import crop_frame
 
 FEATURE_SAMPLE_RATE = 16000       # the A2E's audio (Wav2Lip's features)

@@ -31,8 +31,8 @@ from metatalk_jax.inference import pipeline
 from metatalk_jax.inference.audio_drive import expressions_from_audio
 from metatalk_jax.inference.silence import silent_drive
 from metatalk_jax.inference.trained_models import load_a2e
-from metatalk_jax.media.audio import frames_for_audio
-from metatalk_jax.media.audio_load import check_speech_audio, load_audio
+from metatalk_jax.media.audio_features import frames_for_audio
+from metatalk_jax.media.audio_files import check_speech_audio, load_audio
 from metatalk_jax.subject.face_model import subject_face_model
 from metatalk_jax.train.trained_on import check_trained_on
 

@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import time
 
-from metatalk_jax.atomic_files import publish, write_json, write_npz
+from metatalk_jax.atomic_files import publishing_dir, write_json, write_npz
 from metatalk_jax.checksums import file_sha256
 from metatalk_jax.errors import InputError
 from metatalk_jax.subject import layout
@@ -116,48 +116,50 @@ def export_talker(subject_dir: str, a2e_path: str, renderer_path: str, out: str,
     manifest."""
     from metatalk_jax.inference import pipeline
     from metatalk_jax.inference.talker import Talker
-    from metatalk_jax.subject.mouth_references import ReferenceCrops
     settings = pipeline.InferenceSettings(model_path=model_path, video=video,
                                           show_progress=False)
     talker = Talker.load(subject=subject_dir, a2e=a2e_path, renderer=renderer_path,
                          settings=settings)                 # every cross-check of infer
-    subject = talker.subject
     remote = workdir_lib.is_url(out)
     if not remote and os.path.exists(out):
         raise BundleError(f"{out}: exists; choose another --out (a bundle is never "
                           "overwritten)")
-    parent = tempfile.gettempdir() if remote else (os.path.dirname(os.path.abspath(out)) or ".")
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".talker-", dir=parent)
-    try:
-        os.makedirs(os.path.join(tmp, "subject"))
-        for name in SUBJECT_FILES:
-            shutil.copyfile(os.path.join(subject.path, name), os.path.join(tmp, "subject", name))
-        extension = os.path.splitext(talker.video)[1] or ".mp4"
-        shutil.copyfile(talker.video, os.path.join(tmp, "subject", "video" + extension))
-        if talker.renderer.mouth_reference:
-            crops = ReferenceCrops(subject.tfds_dir)
-            write_npz(os.path.join(tmp, "subject", REFERENCES_NPZ),
-                      crops=crops.take(range(crops.train_frames)))
-        steps = {"a2e": _export_model(a2e_path, "a2e", ("params",), os.path.join(tmp, "a2e")),
-                 "renderer": _export_model(renderer_path, "renderer", ("g_params", "g_stats"),
-                                           os.path.join(tmp, "renderer"))}
-        model_file = model_path or _offline_model_path()
-        shutil.copyfile(model_file, os.path.join(tmp, FACE_MODEL))
-        manifest = {"format": FORMAT, "version": VERSION,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "subject_fingerprint": subject.meta.get("fingerprint"),
-                    "resolution": talker.renderer.resolution, "steps": steps,
-                    "video": "subject/video" + extension, "files": _files(tmp)}
-        write_json(os.path.join(tmp, MANIFEST), manifest)
-        if remote:
-            from metatalk_jax.train.staging import copy_tree
+    if remote:
+        from metatalk_jax.train.staging import copy_tree
+        with tempfile.TemporaryDirectory(prefix=".talker-") as tmp:
+            manifest = _write_bundle(tmp, talker, a2e_path, renderer_path, model_path)
             copy_tree(tmp, out)
-        else:
-            publish(tmp, out, directory=True)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        with publishing_dir(out, replace=False, temp_prefix=".talker-") as tmp:
+            manifest = _write_bundle(tmp, talker, a2e_path, renderer_path, model_path)
+    return manifest
+
+
+def _write_bundle(folder: str, talker, a2e_path: str, renderer_path: str,
+                  model_path: str | None) -> dict:
+    """Writes the bundle of a loaded talker into the empty `folder`; returns its manifest."""
+    from metatalk_jax.subject.mouth_references import ReferenceCrops
+    subject = talker.subject
+    os.makedirs(os.path.join(folder, "subject"))
+    for name in SUBJECT_FILES:
+        shutil.copyfile(os.path.join(subject.path, name), os.path.join(folder, "subject", name))
+    extension = os.path.splitext(talker.video)[1] or ".mp4"
+    shutil.copyfile(talker.video, os.path.join(folder, "subject", "video" + extension))
+    if talker.renderer.mouth_reference:
+        crops = ReferenceCrops(subject.tfds_dir)
+        write_npz(os.path.join(folder, "subject", REFERENCES_NPZ),
+                  crops=crops.take(range(crops.train_frames)))
+    steps = {"a2e": _export_model(a2e_path, "a2e", ("params",), os.path.join(folder, "a2e")),
+             "renderer": _export_model(renderer_path, "renderer", ("g_params", "g_stats"),
+                                       os.path.join(folder, "renderer"))}
+    model_file = model_path or _offline_model_path()
+    shutil.copyfile(model_file, os.path.join(folder, FACE_MODEL))
+    manifest = {"format": FORMAT, "version": VERSION,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "subject_fingerprint": subject.meta.get("fingerprint"),
+                "resolution": talker.renderer.resolution, "steps": steps,
+                "video": "subject/video" + extension, "files": _files(folder)}
+    write_json(os.path.join(folder, MANIFEST), manifest)
     return manifest
 
 

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from metatalk_jax.errors import InputError
-from metatalk_jax.subject.renderer_inputs import stack_window, with_reference
+from metatalk_jax.subject.conditioning import stack_window, with_reference
 from metatalk_jax.train import workdir as workdir_lib
 from metatalk_jax.train.checkpointing import CHECKPOINT_DIR, absl_warnings_held, complete_steps
 
@@ -172,7 +172,7 @@ def load_a2e(path: str) -> TrainedA2E:
 class TrainedRenderer:
     """faces(renders, masks, valid[, references]) -> generated face crops (jit-compiled, eval
     mode: BatchNorm running statistics, no dropout). conditioning: how its input renders are
-    drawn (subject.renderer_inputs.CONDITIONINGS; runs from before the field are "audiodvp");
+    drawn (subject.conditioning.CONDITIONINGS; runs from before the field are "audiodvp");
     mouth_reference: whether it also reads each frame's mouth reference (configs/renderer.py
     data.mouth_reference); reference_gap_s: the gap its training references kept."""
 
@@ -202,7 +202,7 @@ class TrainedRenderer:
         """renders uint8 [B, W, R, R, 3], dilated mouth masks uint8 [B, W, R, R] ({0, 255}),
         valid bool [B, W] (window positions inside the video), references uint8 [B, R, R, 3]
         (the centre frames' mouth references; required exactly when mouth_reference) -> uint8
-        [B, R, R, 3] faces, the training's input convention (subject/renderer_inputs)."""
+        [B, R, R, 3] faces, the training's input convention (subject/conditioning)."""
         if (references is not None) != self.mouth_reference:
             raise ValueError(f"this renderer {'needs' if self.mouth_reference else 'takes no'} "
                              "mouth references")

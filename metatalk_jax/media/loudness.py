@@ -158,7 +158,7 @@ def normalise_loudness(audio, sample_rate: int, target_lufs: float = LOUDNESS_TA
         1.0 where the clip's peak-to-loudness ratio is above 23 dB (speech's is typically 15-20
         dB, espeak-ng's ~18 dB, so this is the odd click or shout); a UserWarning reports it. The
         features are computed from the float samples, which carry values past 1.0 fine; only
-        writing 16-bit PCM would clip them (audio_load.to_pcm16). Pass peak_limit (e.g. 1.0) to
+        writing 16-bit PCM would clip them (audio_files.to_pcm16). Pass peak_limit (e.g. 1.0) to
         lower the gain instead until the peak is at most peak_limit: the clip then lands below
         the target, by however much its loudest sample demands. Soft limiting is not offered: it
         would reshape loud syllables only, so the same word would read differently at the

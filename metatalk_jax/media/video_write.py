@@ -16,7 +16,7 @@ from fractions import Fraction
 import cv2
 import numpy as np
 
-from metatalk_jax.media.audio_load import write_wav
+from metatalk_jax.media.audio_files import write_wav
 from metatalk_jax.atomic_files import publish, temp_path_beside
 from metatalk_jax.media.ffmpeg_tools import (MediaError, ffmpeg_exe, file_arg, has_encoder,
                                              last_error_line, snap_ntsc)

@@ -6,8 +6,8 @@ the switch that blends a talking mouth to a resting one.
     weight = silence_weight(active, fps=25)                            # [T] in [0, 1]
 
 Frame k's level is the RMS of the audio in the 1/fps-long span centred on t = k / fps, the same
-centre as the frame's audio window (frame_audio.audio_window), so the decision for frame k is
-about the sound the A2E hears for frame k.
+centre as the frame's audio window (frame_audio_windows.audio_window), so the decision for
+frame k is about the sound the A2E hears for frame k.
 
 No threshold is fixed in dB. Each clip's thresholds come from its own levels: the speech level is
 a high percentile of its frame levels, the floor (background noise, or digital silence) a low

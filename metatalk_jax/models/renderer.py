@@ -142,7 +142,7 @@ class UnetGenerator(nn.Module):
 
 class OnReference(nn.Module):
     """A generator that corrects its mouth reference instead of drawing the face anew:
-    x [B,H,W,Cin] whose last 3 channels are the reference in [-1,1] (subject/renderer_inputs
+    x [B,H,W,Cin] whose last 3 channels are the reference in [-1,1] (subject/conditioning
     .with_reference) -> clip(reference + generator(x), -1, 1) [B,H,W,3] float32.
 
     factor > 1: the generator sees x box-averaged by `factor` and its correction is resized

@@ -3,8 +3,8 @@ channels last, eval mode: the network behind the LSE-D / LSE-C lip-sync scores.
 
 Inputs (the reference's SyncNetInstance.evaluate, channels moved last):
   audio [B,13,20,1]      MFCC windows: 13 cepstra (H) x 20 rows of 10 ms (W) = 0.2 s, as
-                         media.audio.mfcc gives them (python_speech_features on int16-scaled
-                         samples); torch's [B,1,13,20] transposed to NHWC
+                         media.audio_features.mfcc gives them (python_speech_features on
+                         int16-scaled samples); torch's [B,1,13,20] transposed to NHWC
   lips  [B,5,224,224,3]  5 consecutive frames (D), 224x224, raw 0-255 floats in BGR order (the
                          reference feeds cv2.imread pixels unscaled); torch's [B,3,5,224,224]
                          transposed to NDHWC

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from metatalk_jax.errors import InputError
-from metatalk_jax.media.audio_load import check_speech_audio, load_audio
+from metatalk_jax.media.audio_files import check_speech_audio, load_audio
 from metatalk_jax.media.ffmpeg_tools import MediaError
 
 AUDIO_EXTENSIONS = (".wav", ".mp4", ".flac", ".mp3", ".m4a")

@@ -27,9 +27,9 @@ from metatalk_jax.fixed_batches import index_batches
 from metatalk_jax.recon import losses
 from metatalk_jax.recon.losses import LANDMARK_UNIT_RESOLUTION
 from metatalk_jax.recon.fit import AdamLoop, fit_visibility, render_fit
+from metatalk_jax.subject.conditioning import crop_renders
 from metatalk_jax.subject.face_model import subject_camera, subject_face_model
 from metatalk_jax.subject.layout import Subject
-from metatalk_jax.subject.renderer_inputs import crop_renders
 
 FIXED_KEYS = ("angles", "translation", "gamma")
 

@@ -16,12 +16,12 @@ import time
 
 import numpy as np
 
-from metatalk_jax.data_pipelines.pseudo_video import PseudoClip, PseudoVideoWriter
+from metatalk_jax.data_pipelines.pseudo_corpus import PseudoClip, PseudoVideoWriter
 from metatalk_jax.convert.wav2lip_keys import load_wav2lip
 from metatalk_jax.errors import InputError
-from metatalk_jax.media.audio import frames_for_audio, wav2lip_mel, wav2lip_mel_chunks
+from metatalk_jax.media.audio_features import frames_for_audio, wav2lip_mel, wav2lip_mel_chunks
 from metatalk_jax.media.ffmpeg_tools import MediaError
-from metatalk_jax.media.frame_audio import audio_window
+from metatalk_jax.media.frame_audio_windows import audio_window
 from metatalk_jax.media.loudness import at_front_end_level
 from metatalk_jax.media.video_read import pingpong_indices
 from metatalk_jax.media.video_write import write_png

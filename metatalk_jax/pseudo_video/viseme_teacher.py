@@ -10,7 +10,7 @@ For each sentence (a built-in list, or a text file with one sentence per line):
   expression basis -> a PseudoClip exactly as the Wav2Lip path builds it (pseudo_video/generate.py):
   frame k at t = k / fps, the 16 kHz audio window centred on t, source_frame = pingpong(k).
 Clips are named "visemes/0007" (the sentence's index), written in parts of
-config.clips_per_part whole clips with data_pipelines.pseudo_video.PseudoVideoWriter, so a rerun
+config.clips_per_part whole clips with data_pipelines.pseudo_corpus.PseudoVideoWriter, so a rerun
 skips the clips already in the corpus (change the sentences and use a new --out). A preview,
 previews/visemes.png, shows the subject's 3DMM with every viseme class's mouth side by side.
 
@@ -28,10 +28,10 @@ import time
 
 import numpy as np
 
-from metatalk_jax.data_pipelines.pseudo_video import PseudoClip, PseudoVideoWriter
+from metatalk_jax.data_pipelines.pseudo_corpus import PseudoClip, PseudoVideoWriter
 from metatalk_jax.errors import InputError
-from metatalk_jax.media.audio import frames_for_audio
-from metatalk_jax.media.frame_audio import audio_window
+from metatalk_jax.media.audio_features import frames_for_audio
+from metatalk_jax.media.frame_audio_windows import audio_window
 from metatalk_jax.media.loudness import at_front_end_level
 from metatalk_jax.media.video_read import pingpong_indices
 from metatalk_jax.progress import Progress
@@ -239,7 +239,7 @@ def viseme_preview_image(subject: Subject, model, expressions: np.ndarray, label
     import jax.numpy as jnp
 
     from metatalk_jax.subject.face_model import subject_camera
-    from metatalk_jax.subject.renderer_inputs import crop_renders
+    from metatalk_jax.subject.conditioning import crop_renders
 
     coeffs = subject.coefficients
     angles = np.asarray(coeffs["angles"], np.float32)

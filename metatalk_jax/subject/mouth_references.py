@@ -90,7 +90,7 @@ class ReferenceCrops:
     `keep` crops cached."""
 
     def __init__(self, tfds_dir: str, keep: int = 64):
-        from metatalk_jax.data_pipelines.target_video import open_target_source
+        from metatalk_jax.data_pipelines.subject_frames import open_target_source
         self.splits = [open_target_source(tfds_dir, split) for split in ("train", "validation")]
         self.keep = int(keep)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -104,7 +104,7 @@ class ReferenceCrops:
         return len(self.splits[0])
 
     def __getitem__(self, frame: int) -> np.ndarray:
-        from metatalk_jax.data_pipelines.target_video import decode_image
+        from metatalk_jax.data_pipelines.subject_frames import decode_image
         frame = int(frame)
         if frame in self._cache:
             self._cache.move_to_end(frame)

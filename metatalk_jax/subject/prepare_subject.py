@@ -34,7 +34,7 @@ import numpy as np
 from metatalk_jax.atomic_files import partial_dir_prefix, publishing_dir, write_json, write_npz
 from metatalk_jax.checksums import file_sha256
 from metatalk_jax.errors import InputError
-from metatalk_jax.media.audio_load import check_speech_audio, load_audio, write_wav
+from metatalk_jax.media.audio_files import check_speech_audio, load_audio, write_wav
 from metatalk_jax.media.ffmpeg_tools import MediaError
 from metatalk_jax.media.video_read import probe_video, read_frames
 from metatalk_jax.media.video_write import write_png
@@ -42,11 +42,11 @@ from metatalk_jax.progress import Progress
 from metatalk_jax.recon.fit import VideoTarget, fit_video
 from metatalk_jax.recon.report import fit_report
 from metatalk_jax.subject import layout
+from metatalk_jax.subject.frame_examples import (TargetExamples, final_crop_boxes)
 from metatalk_jax.subject.previews import error_plot
-from metatalk_jax.subject.target_examples import (TargetExamples, final_crop_boxes)
 from metatalk_jax.subject.identity_sheet import identity_sheet, shot_lines
-from metatalk_jax.subject.target_person import (TargetTracking, check_first_seconds, kept_audio,
-                                                save_tracks, tracking_message, write_kept_frames)
+from metatalk_jax.subject.tracked_person import (TargetTracking, check_first_seconds, kept_audio,
+                                                 save_tracks, tracking_message, write_kept_frames)
 from metatalk_jax.tracking.track import TrackingError
 from metatalk_jax.tracking.backends import make_backend
 from metatalk_jax.tracking.crop import boxes_from_points, crop_frame, frame_camera
@@ -178,7 +178,7 @@ def prepare_subject(video: str, out_dir: str, model, model_sha: str, config, *,
     with publishing_dir(out_dir, replace=True) as work:
         meta = _build(video, info, audio, work, model, config, video_sha=video_sha,
                       out_dir=out_dir)
-        # A subject with excluded frames is made of its own frames video (target_person.py).
+        # A subject with excluded frames is made of its own frames video (tracked_person.py).
         frames_path = (os.path.join(os.path.abspath(out_dir), layout.FRAMES_VIDEO)
                        if meta.get("frames_video") else os.path.abspath(video))
         meta.update({"fingerprint": print_key, "source": {
@@ -208,7 +208,7 @@ def _save_identity(tracking: TargetTracking, tracks_dir: str, sheet_path: str, t
 
 
 def _track_stage(video, info, audio, work, config, *, video_sha, out_dir):
-    """Tracks the target person (subject/target_person.py) -> (whole-video track, target dict,
+    """Tracks the target person (subject/tracked_person.py) -> (whole-video track, target dict,
     identity decision, the subject's track, the video of the subject's frames, their audio).
     Without excluded frames the video and audio are the originals; with them, the kept frames'
     own. The face tracks and the contact sheet are written into the subject (or, when too
@@ -316,7 +316,7 @@ def _build(video, info, audio, work, model, config, *, video_sha, out_dir) -> di
     os.makedirs(os.path.join(work, layout.PREVIEWS), exist_ok=True)
     examples = TargetExamples(video, model, fit, boxes, camera, track.landmarks, audio, config,
                               preview_path=os.path.join(work, layout.PREVIEWS, "overlay.mp4"))
-    from metatalk_jax.data_pipelines.target_video import write_target_video_shards
+    from metatalk_jax.data_pipelines.subject_frames import write_target_video_shards
     bar = Progress("shards + overlay preview", t)
     write_target_video_shards(lambda: _counted(examples(), bar),
                               data_dir=os.path.join(work, layout.TFDS_DIR),

@@ -29,10 +29,10 @@ from metatalk_jax.atomic_files import atomic_path
 from metatalk_jax.face3d.morphable import MorphableModel
 from metatalk_jax.fixed_batches import index_batches
 from metatalk_jax.progress import Progress
+from metatalk_jax.subject.conditioning import (ReferenceFrames, cavity_colour, crop_renders,
+                                               window_renders)
 from metatalk_jax.subject.face_model import subject_camera
 from metatalk_jax.subject.layout import Subject
-from metatalk_jax.subject.renderer_inputs import (ReferenceFrames, cavity_colour, crop_renders,
-                                                  window_renders)
 
 CACHE_VERSION = 2
 
@@ -66,9 +66,9 @@ def cache_path(subject: Subject, model: MorphableModel, resolution: int,
 # The modules whose code decides a render's pixels (relative to the package root).
 RENDER_CODE = ("face3d/antialias.py", "face3d/geometry.py", "face3d/mouth_interior.py",
                "face3d/raster.py", "face3d/render.py", "face3d/shading.py",
-               "face3d/texture_transfer.py", "subject/face_model.py",
-               "subject/mouth_references.py", "subject/render_cache.py",
-               "subject/renderer_inputs.py")
+               "face3d/texture_transfer.py", "subject/conditioning.py",
+               "subject/face_model.py", "subject/mouth_references.py",
+               "subject/render_cache.py")
 
 
 def code_version(files=RENDER_CODE) -> str:
@@ -112,7 +112,7 @@ def ensure_render_cache(subject: Subject, model: MorphableModel, resolution: int
     """Path of the render cache of `subject` at `resolution`, building it when missing.
 
     model: the subject's face model (subject.face_model.subject_face_model); conditioning:
-    "audiodvp" (plain renders) or "mouth_cavity" (subject.renderer_inputs). Written to a
+    "audiodvp" (plain renders) or "mouth_cavity" (subject.conditioning). Written to a
     temporary name and renamed, so concurrent builders (several local processes) and killed
     builds never leave a partial file under the final name.
     """
@@ -144,7 +144,7 @@ def ensure_reference_cache(subject: Subject, model: MorphableModel, resolution: 
     building it when missing: uint8 [T, R, R, 3], frame t's reference (the nearest training
     mouth more than `gap` frames away) redrawn in frame t's geometry (off the mesh: that crop at
     the same place)."""
-    from metatalk_jax.data_pipelines.target_video import open_target_source
+    from metatalk_jax.data_pipelines.subject_frames import open_target_source
     from metatalk_jax.subject.mouth_references import (ReferenceCrops, mouth_shapes,
                                                        training_references)
     path = cache_path(subject, model, resolution, cache_dir, reference_gap=int(gap))

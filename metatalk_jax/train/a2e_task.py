@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 from metatalk_jax.data_pipelines.a2e_windows import a2e_windows, pseudo_frame_sources
-from metatalk_jax.data_pipelines.target_video import open_target_source
+from metatalk_jax.data_pipelines.subject_frames import open_target_source
 from metatalk_jax.data_pipelines.windows import make_window_batches
 from metatalk_jax.errors import InputError
 from metatalk_jax.models.a2e import make_a2e

@@ -1,6 +1,6 @@
 """Voices, levels and rooms the A2E has not heard: augmentations of its mel windows in training.
 
-The A2E reads Wav2Lip's log-mel (media/audio.py): per mel band b and column t,
+The A2E reads Wav2Lip's log-mel (media/audio_features.py): per mel band b and column t,
     n = clip(8 (S + 100) / 100 - 4, -4, 4),   S = 20 log10(max(1e-5, M)) - 20 dB,
 M the band's linear magnitude. Each augmentation is a change of the sound written in that
 domain, so it runs on device on the batch's mel [B, W, 80, C] with no audio in the step:

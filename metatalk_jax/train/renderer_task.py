@@ -4,12 +4,12 @@ Data: 7-frame windows of the subject's TFDS target-video shards (data_pipelines/
 renderer_windows.py), read through grain, with each frame's 3DMM render taken from the subject's
 render cache (subject/render_cache.py: every frame rendered once at the training resolution
 when the task starts). Each step masks the window's renders and the real crop with the mouth
-masks (subject/renderer_inputs.py), flips examples at random (AudioDVP trains with flips), and
-takes one pix2pix GAN step (train/gan_step.py). With config.data.mouth_reference, each example
-also carries the centre frame's mouth reference (subject/mouth_references.py: the nearest other
-training mouth, redrawn in the frame's geometry, from a second cache), 3 more input channels.
-Evaluation reports the held-out L1 (in [0, 1] pixel units, over the whole
-crop and inside the mouth mask) and SSIM (over the crop and over the windows centred in the mouth
+masks (subject/conditioning.py), augments them (train/renderer_augment.py: flips, shifts,
+gains), and takes one pix2pix GAN step (train/gan_step.py). With config.data.mouth_reference,
+each example also carries the centre frame's mouth reference (subject/mouth_references.py:
+the nearest other training mouth, redrawn in the frame's geometry, from a second cache), 3 more
+input channels. Evaluation reports the held-out L1 (in [0, 1] pixel units, over the whole crop
+and inside the mouth mask) and SSIM (over the crop and over the windows centred in the mouth
 mask) of the eval-mode generator on the validation frames.
 """
 
@@ -21,15 +21,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from metatalk_jax.data_pipelines.renderer_windows import crop_resolutions, renderer_windows
-from metatalk_jax.data_pipelines.target_video import open_target_source
+from metatalk_jax.data_pipelines.subject_frames import open_target_source
 from metatalk_jax.data_pipelines.windows import make_window_batches
 from metatalk_jax.models.renderer import make_renderer
+from metatalk_jax.subject.conditioning import masked_target, stack_window, with_reference
 from metatalk_jax.subject.face_model import subject_face_model
 from metatalk_jax.subject.layout import load_training_subject
 from metatalk_jax.subject.render_cache import ensure_reference_cache, ensure_render_cache
-from metatalk_jax.subject.renderer_inputs import (masked_target, random_flip, random_gain,
-                                                  random_shift, stack_window, with_reference)
 from metatalk_jax.train import gan_step
+from metatalk_jax.train.renderer_augment import random_flip, random_gain, random_shift
 from metatalk_jax.train.task_protocol import WINDOW_ROW_SPEC
 
 

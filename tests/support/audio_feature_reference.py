@@ -1,10 +1,10 @@
 """Independent, deliberately slow derivations of the audio features for
 tests/test_audio_features.py.
 
-Nothing here shares code with metatalk_jax/media/audio.py: the mel scale and filter bank are
-written from Slaney's Auditory Toolbox formulas, the STFT is a direct DFT matrix over explicitly
-indexed frames, pre-emphasis goes through scipy.signal.lfilter, and the Hann window comes from
-scipy.signal.get_window.
+Nothing here shares code with metatalk_jax/media/audio_features.py: the mel scale and filter
+bank are written from Slaney's Auditory Toolbox formulas, the STFT is a direct DFT matrix over
+explicitly indexed frames, pre-emphasis goes through scipy.signal.lfilter, and the Hann window
+comes from scipy.signal.get_window.
 """
 
 from __future__ import annotations

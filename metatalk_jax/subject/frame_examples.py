@@ -22,15 +22,15 @@ import numpy as np
 
 from metatalk_jax.face3d.render import FaceCoeffs, posed_vertices, project_to_screen
 from metatalk_jax.fixed_batches import index_batches, pad_to_batch
-from metatalk_jax.media.frame_audio import audio_window
+from metatalk_jax.media.frame_audio_windows import audio_window
 from metatalk_jax.media.loudness import at_front_end_level
 from metatalk_jax.media.video_read import read_frames
 from metatalk_jax.media.video_write import Mp4Writer
 from metatalk_jax.recon.fit import FitResult, landmark_points
+from metatalk_jax.subject.conditioning import (crop_renders, dilated_mouth_masks,
+                                               mouth_dilation_steps)
 from metatalk_jax.subject.previews import overlay_frame
 from metatalk_jax.subject.face_model import folded_face_model
-from metatalk_jax.subject.renderer_inputs import (crop_renders, dilated_mouth_masks,
-                                                  mouth_dilation_steps)
 from metatalk_jax.tracking.crop import CropBoxes, boxes_from_points, crop_frame
 
 # Every this-many face vertices are projected to find the face area (plenty for a box).

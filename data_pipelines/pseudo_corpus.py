@@ -56,7 +56,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from metatalk_jax.atomic_files import write_json
-from metatalk_jax.data_pipelines.target_video import AUDIO_SAMPLE_RATE, FPS
+from metatalk_jax.data_pipelines.subject_frames import AUDIO_SAMPLE_RATE, FPS
 from metatalk_jax.data_pipelines.tfds_shards import (DEFAULT_MAX_SHARD_BYTES, TRAIN_SPLIT,
                                                      VALIDATION_SPLIT, ConcatenatedSource,
                                                      RecordSerializer, SplitWriter,

@@ -128,7 +128,7 @@ def wav2lip_mel(wav, sample_rate: int = WAV2LIP_SAMPLE_RATE) -> np.ndarray:
     """Wav2Lip's normalised log-mel spectrogram: float32 [80, T] in [-4, 4], T = 1 + N // 200.
 
     wav: float [N] mono samples in [-1, 1] at 16 kHz (resample first with
-    media.audio_load.load_audio(path, 16000); any other `sample_rate` raises ValueError).
+    media.audio_files.load_audio(path, 16000); any other `sample_rate` raises ValueError).
     Column t describes the 50 ms Hann window centred on sample 200 t (12.5 ms steps).
 
     Steps (Wav2Lip audio.py / hparams.py): pre-emphasis 0.97; STFT n_fft 800, hop 200, periodic
@@ -141,7 +141,7 @@ def wav2lip_mel(wav, sample_rate: int = WAV2LIP_SAMPLE_RATE) -> np.ndarray:
     if sample_rate != WAV2LIP_SAMPLE_RATE:
         raise ValueError(f"{who}: Wav2Lip's mel is defined at {WAV2LIP_SAMPLE_RATE} Hz, got "
                          f"sample_rate={sample_rate!r}; resample with "
-                         f"media.audio_load.load_audio(path, 16000)")
+                         f"media.audio_files.load_audio(path, 16000)")
     half = WAV2LIP_N_FFT // 2
     if x.size <= half:
         raise ValueError(f"{who}: audio has {x.size} samples; the centred STFT needs more than "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metatalk_jax.media.audio import WAV2LIP_HOP, WAV2LIP_N_FFT, wav2lip_mel
+from metatalk_jax.media.audio_features import WAV2LIP_HOP, WAV2LIP_N_FFT, wav2lip_mel
 
 
 def audio_window(audio: np.ndarray | None, centre_s: float, samples: int,

@@ -363,7 +363,7 @@ def target_video_dir(data_dir_or_builder_dir: str | os.PathLike) -> str:
         return versioned
     raise MissingInputError(
         f"no prepared target_video dataset in {path} (nor in {versioned}): expected "
-        "dataset_info.json; run data_pipelines.target_video.write_target_video_shards first")
+        "dataset_info.json; run data_pipelines.subject_frames.write_target_video_shards first")
 
 
 def open_target_source(data_dir_or_builder_dir: str | os.PathLike, split: str):
