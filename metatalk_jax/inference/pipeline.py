@@ -471,8 +471,7 @@ class _FrameStream:
         frames = np.clip(positions, lowest, self.rendered - 1)
         renders, masks, references, centre_masks, centre_renders = self.ring.windows(frames,
                                                                                      valid)
-        generated = self.renderer.faces(renders, masks, valid,
-                                        references if self.renderer.mouth_reference else None)
+        generated = self.renderer.faces(renders, masks, valid, references)
         wanted = (generated, centre_masks) + ((centre_renders,) if self.preview_side else ())
         generated, centre_masks, *centre_renders = jax.device_get(wanted)
         for b, k in enumerate(centres):
